@@ -1,0 +1,453 @@
+"""Configuration: YAML with `${VAR}` / `${VAR:-default}` from the environment, decoded into
+typed msgspec structs. Every error names the file, the line and the key path
+(`models[2].price.input_per_mtok`), so a user can go straight to the mistake.
+
+Where the file is found: `--config PATH`, else `$HYBRIDFAST_CONFIG`, else `./hybridfast.yaml`,
+else built-in defaults built from the environment (`Config.from_environment`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from hybridfast.errors import ConfigError
+
+ProviderKind = Literal["openai", "anthropic", "ollama", "openai-compatible"]
+Strategy = Literal[
+    "balanced", "cost", "latency", "quality", "local-first", "offline", "least-busy", "weighted",
+    "custom",
+]
+BudgetScope = Literal["global", "key", "user", "team", "model"]
+Window = Literal["hour", "day", "month", "total"]
+
+# The built-in provider that serves local embedding models (`minilm`, `hashing`); it needs
+# no `providers:` entry. A provider the config names `local` takes its place.
+LOCAL_PROVIDER = "local"
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Admin key: when set, every request needs it (or a key from `keys:`) as a bearer token.
+    master_key: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Continue a stream that breaks mid-way on the next deployment.
+    stream_recovery: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TimeoutConfig(_Section):
+    connect_s: float = 5.0
+    first_byte_s: float = 60.0
+    total_s: float = 600.0
+
+
+class ProviderConfig(_Section):
+    name: str
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: TimeoutConfig = msgspec.field(default_factory=TimeoutConfig)
+    max_connections: int = 256
+    max_retries: int = 2
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # Whether the upstream runs on this machine/network; defaults by kind (ollama: yes).
+    local: bool | None = None
+
+
+class PriceConfig(_Section):
+    """Dollars per million tokens (and per GPU-second for local hardware)."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+    per_gpu_second: float | None = None
+
+
+class ModelConfig(_Section):
+    """A deployment: one model on one provider. Several may share a `name` (a group)."""
+
+    name: str
+    provider: str
+    model: str
+    quality: float = 0.5
+    price: PriceConfig | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    # What it can do beyond plain chat: tools, vision, json, embeddings.
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    tags: list[str] = msgspec.field(default_factory=list)
+    max_concurrency: int | None = None
+    # Priors for the router until live traffic is measured.
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    # Embedding models: the vector size, and the sizes `dimensions` may ask for.
+    dimensions: int | None = None
+
+
+class BalanceWeights(_Section):
+    cost: float = 1.0
+    latency: float = 1.0
+    quality: float = 1.0
+
+
+class RouteConfig(_Section):
+    """A virtual model name the router resolves over `candidates` (groups or deployments)."""
+
+    candidates: list[str]
+    strategy: Strategy = "balanced"
+    weights: list[float] | None = None
+    min_quality: float | None = None
+    max_cost_usd: float | None = None
+    balance: BalanceWeights = msgspec.field(default_factory=BalanceWeights)
+    # Pick a cheaper candidate when the caller's budget cannot afford the first choice.
+    downgrade_on_budget: bool = True
+    # A custom router: a `hybridfast.routers` entry-point name or a dotted `module:Class` path.
+    router: str | None = None
+
+
+class CircuitConfig(_Section):
+    failures_to_open: int = 5
+    error_rate_to_open: float = 0.5
+    window_s: float = 30.0
+    min_requests: int = 10
+    cooldown_s: float = 15.0
+    successes_to_close: int = 2
+
+
+class RouterConfig(_Section):
+    circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
+    ewma_alpha: float = 0.2
+
+
+class LedgerConfig(_Section):
+    backend: Literal["sqlite", "postgres", "memory"] = "sqlite"
+    path: str = "hybridfast-ledger.db"
+    dsn: str | None = None
+    # Where budgets shared by several instances are counted.
+    counter: Literal["local", "redis", "postgres"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A price map in LiteLLM's model_prices_and_context_window.json format.
+    prices_file: str | None = None
+    flush_interval_ms: float = 5.0
+
+
+class BudgetConfig(_Section):
+    scope: BudgetScope
+    limit_usd: float
+    window: Window = "total"
+    name: str | None = None
+    soft_fraction: float = 0.8
+
+
+class ExactCacheConfig(_Section):
+    enabled: bool = True
+    ttl_s: float = 3600.0
+    max_entries: int = 100_000
+
+
+class SemanticCacheConfig(_Section):
+    enabled: bool = True
+    threshold: float | None = None
+    embedder: str = "auto"
+    text: Literal["last_user", "conversation"] = "last_user"
+    max_entries: int = 100_000
+    ttl_s: float = 86_400.0
+
+
+class CacheConfig(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    exact: ExactCacheConfig = msgspec.field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+    # Serve one tenant's cached answers to another (off: entries are scoped by key/team).
+    shared: bool = False
+    # Cache requests with temperature > 0 too.
+    cache_nondeterministic: bool = False
+    snapshot_path: str | None = None
+
+
+class EmbeddingsConfig(_Section):
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_queue: int = 4096
+    max_inputs: int = 2048
+    max_input_chars: int = 32_768
+
+
+class KeyConfig(_Section):
+    """A virtual API key: who is calling, for auth, budgets and cache scoping."""
+
+    key: str
+    name: str
+    user: str | None = None
+    team: str | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    providers: list[ProviderConfig] = msgspec.field(default_factory=list)
+    models: list[ModelConfig] = msgspec.field(default_factory=list)
+    routes: dict[str, RouteConfig] = msgspec.field(default_factory=dict)
+    router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    budgets: list[BudgetConfig] = msgspec.field(default_factory=list)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    embeddings: EmbeddingsConfig = msgspec.field(default_factory=EmbeddingsConfig)
+    keys: list[KeyConfig] = msgspec.field(default_factory=list)
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+    def model_names(self) -> set[str]:
+        return {m.name for m in self.models}
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Built-in defaults: a provider for each key the environment holds, plus Ollama
+        (tried lazily: `serve` starts whether or not it answers)."""
+        env = os.environ if env is None else env
+        providers: list[ProviderConfig] = []
+        models: list[ModelConfig] = []
+        if env.get("OPENAI_API_KEY"):
+            providers.append(ProviderConfig(
+                name="openai", kind="openai", api_key=env["OPENAI_API_KEY"],
+                base_url=env.get("OPENAI_BASE_URL") or None,
+            ))
+            models += [
+                ModelConfig(name="gpt-4.1", provider="openai", model="gpt-4.1", quality=0.88,
+                            capabilities=["tools", "vision", "json"]),
+                ModelConfig(name="gpt-4.1-mini", provider="openai", model="gpt-4.1-mini",
+                            quality=0.75, capabilities=["tools", "vision", "json"]),
+                ModelConfig(name="text-embedding-3-small", provider="openai",
+                            model="text-embedding-3-small", capabilities=["embeddings"],
+                            dimensions=1536),
+            ]
+        if env.get("ANTHROPIC_API_KEY"):
+            providers.append(ProviderConfig(
+                name="anthropic", kind="anthropic", api_key=env["ANTHROPIC_API_KEY"],
+            ))
+            models += [
+                ModelConfig(name="claude-sonnet-4-5", provider="anthropic",
+                            model="claude-sonnet-4-5", quality=0.9,
+                            capabilities=["tools", "vision"]),
+                ModelConfig(name="claude-haiku-4-5", provider="anthropic",
+                            model="claude-haiku-4-5", quality=0.75,
+                            capabilities=["tools", "vision"]),
+            ]
+        ollama_url = env.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+        if not ollama_url.startswith(("http://", "https://")):
+            ollama_url = f"http://{ollama_url}"
+        providers.append(ProviderConfig(name="ollama", kind="ollama", base_url=ollama_url))
+        config = cls(providers=providers, models=models)
+        if models:
+            candidates = sorted({m.name for m in models if "embeddings" not in m.capabilities})
+            config.routes["auto"] = RouteConfig(strategy="balanced", candidates=candidates)
+        return config
+
+
+# --- loading ---------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Shapes of real API keys, for the "literal secret in the file" warning.
+_SECRET_SHAPE = re.compile(
+    r"^(sk-(proj-|ant-)?[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,}"
+    r"|gsk_[A-Za-z0-9]{20,}|xai-[A-Za-z0-9]{20,})$"
+)
+_SECRET_KEYS = {"api_key", "master_key", "key", "dsn", "redis_url"}
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    source: str  # the file path, or "<defaults>"
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("HYBRIDFAST_CONFIG"):
+        return Path(env["HYBRIDFAST_CONFIG"])
+    default = Path("hybridfast.yaml")
+    return default if default.is_file() else None
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Finds and loads the config; raises `ConfigError` naming file, line and key path."""
+    env = os.environ if env is None else env
+    found = find_config_path(path, env)
+    if found is None:
+        return LoadedConfig(Config.from_environment(env), "<defaults>")
+    try:
+        text = found.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{found}: cannot read the config file ({exc.strerror})",
+            hint="pass --config PATH to an existing YAML file",
+        ) from None
+    return parse_config(text, str(found), env)
+
+
+def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+    env = os.environ if env is None else env
+    warnings: list[str] = []
+    # `${VAR}` is not valid YAML inside flow mappings (`{key: ${VAR}}`), so each is swapped
+    # for an inert token before parsing and restored per scalar: lines stay where they were,
+    # and an environment value can never change the document's structure.
+    originals: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        originals.append(match.group(0))
+        return f"__hybridfast_env_{len(originals) - 1}__"
+
+    text = _VAR.sub(hide, text)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}", hint="check indentation and quoting") from None
+    lines: dict[str, int] = {}
+    data = {} if root is None else _to_python(root, "", lines, env, originals, source, warnings)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _located_error(str(exc), source, lines) from None
+    _check_references(config, source, lines)
+    return LoadedConfig(config, source, warnings)
+
+
+def _to_python(
+    node: yaml.Node, path: str, lines: dict[str, int], env: Mapping[str, str],
+    originals: list[str], source: str, warnings: list[str],
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _to_python(value_node, child, lines, env, originals, source, warnings)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _to_python(item, f"{path}[{i}]", lines, env, originals, source, warnings)
+            for i, item in enumerate(node.value)
+        ]
+    assert isinstance(node, yaml.ScalarNode)
+    raw = str(node.value)
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf in _SECRET_KEYS and _SECRET_SHAPE.match(raw):
+        warnings.append(
+            f"{source}:{lines[path]}: {path} holds a literal secret; "
+            f"use ${{VAR}} to read it from the environment instead"
+        )
+    if "__hybridfast_env_" in raw:
+        raw = _TOKEN.sub(lambda m: originals[int(m.group(1))], raw)
+        value = _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), raw)
+        if node.style is None:  # plain scalars get YAML's typing after interpolation
+            if value == "":
+                return None
+            tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+            node = yaml.ScalarNode(tag, value, node.start_mark, node.end_mark)
+        else:
+            return value
+    return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+# Scalars are typed by YAML's own rules (so `port: ${PORT:-8080}` is an int).
+_RESOLVER = yaml.resolver.Resolver()
+_TOKEN = re.compile(r"__hybridfast_env_(\d+)__")
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"unknown field `(?P<field>[^`]+)`")
+_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+
+
+def _located_error(message: str, source: str, lines: dict[str, int]) -> ConfigError:
+    at = _AT.search(message)
+    path = at.group("path").lstrip(".") if at else ""
+    detail = _AT.sub("", message)
+    extra = _UNKNOWN.search(detail) or _MISSING.search(detail)
+    key_path = f"{path}.{extra.group('field')}" if extra and path else (extra.group("field") if extra else path)
+    line = lines.get(key_path) or lines.get(path) or 1
+    return ConfigError(
+        f"{source}:{line}: {key_path or '<top level>'}: {detail}",
+        hint="see examples/ for the shape of each section",
+    )
+
+
+def _check_references(config: Config, source: str, lines: dict[str, int]) -> None:
+    """What the types cannot say: names that must refer to each other."""
+
+    def fail(path: str, message: str) -> None:
+        raise ConfigError(f"{source}:{lines.get(path, 1)}: {path}: {message}")
+
+    provider_names = [p.name for p in config.providers]
+    for i, name in enumerate(provider_names):
+        if name in provider_names[:i]:
+            fail(f"providers[{i}].name", f"provider {name!r} is defined twice")
+    for i, p in enumerate(config.providers):
+        if p.kind == "openai-compatible" and not p.base_url:
+            fail(f"providers[{i}].base_url", "an openai-compatible provider needs a base_url")
+    for i, m in enumerate(config.models):
+        if m.provider != LOCAL_PROVIDER and m.provider not in provider_names:
+            known = ", ".join([*provider_names, LOCAL_PROVIDER])
+            fail(f"models[{i}].provider", f"unknown provider {m.provider!r} (known: {known})")
+        if not 0.0 <= m.quality <= 1.0:
+            fail(f"models[{i}].quality", "quality is a score between 0 and 1")
+        if m.price is not None:
+            for key in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                        "cache_write_per_mtok", "per_gpu_second"):
+                value = getattr(m.price, key)
+                if value is not None and value < 0:
+                    fail(f"models[{i}].price.{key}", "a price cannot be negative")
+    names = config.model_names() | set(config.routes)
+    for route, r in config.routes.items():
+        if route in config.model_names():
+            fail(f"routes.{route}", f"{route!r} is both a route and a model name")
+        if not r.candidates:
+            fail(f"routes.{route}.candidates", "a route needs at least one candidate")
+        for j, c in enumerate(r.candidates):
+            if c not in names or c == route:
+                fail(f"routes.{route}.candidates[{j}]", f"unknown model or route {c!r}")
+        if r.weights is not None and len(r.weights) != len(r.candidates):
+            fail(f"routes.{route}.weights", "weights need one number per candidate")
+        if r.strategy == "weighted" and r.weights is None:
+            fail(f"routes.{route}.weights", "the weighted strategy needs weights")
+        if r.strategy == "custom" and not r.router:
+            fail(f"routes.{route}.router", "the custom strategy needs a router")
+    for i, b in enumerate(config.budgets):
+        if b.limit_usd < 0:
+            fail(f"budgets[{i}].limit_usd", "a budget cannot be negative")
+        if b.scope != "global" and not b.name:
+            fail(f"budgets[{i}].name", f"a {b.scope} budget needs the name of the {b.scope}")
+    if config.ledger.backend == "postgres" and not config.ledger.dsn:
+        fail("ledger.dsn", "the postgres backend needs a dsn")
+    seen_keys: set[str] = set()
+    for i, k in enumerate(config.keys):
+        if k.key in seen_keys:
+            fail(f"keys[{i}].key", "this key is listed twice")
+        seen_keys.add(k.key)

@@ -1,0 +1,84 @@
+"""The gateway's errors: a stable code, an HTTP status, a one-line hint.
+
+Every error a user can see is a `GatewayError` (or a core exception mapped to one). The
+server renders it in the client protocol's own error shape; the CLI prints
+`error ERR_CODE: message (hint: ...)` and exits non-zero. Messages never carry keys.
+"""
+
+from __future__ import annotations
+
+from hybridfast._core import HybridfastError
+
+
+class GatewayError(HybridfastError):
+    """An error with a stable `code`, the HTTP `status` to answer with and a `hint`."""
+
+    code = "ERR_INTERNAL"
+    status = 500
+    hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if hint is not None:
+            self.hint = hint
+        self.headers = headers or {}
+
+    def __str__(self) -> str:
+        return self.message
+
+    def one_line(self) -> str:
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"error {self.code}: {self.message}{hint}"
+
+
+class InvalidRequest(GatewayError):
+    code, status = "ERR_INVALID_REQUEST", 400
+    hint = "check the request body against the API reference"
+
+
+class RequestTooLarge(GatewayError):
+    code, status = "ERR_REQUEST_TOO_LARGE", 413
+    hint = "raise server.max_body_bytes or send a smaller body"
+
+
+class Unauthorized(GatewayError):
+    code, status = "ERR_UNAUTHORIZED", 401
+    hint = "send `Authorization: Bearer <key>` (or `x-api-key`) with a key the gateway knows"
+
+
+class ModelNotFound(GatewayError):
+    code, status = "ERR_MODEL_NOT_FOUND", 404
+    hint = "GET /v1/models lists the names this gateway serves"
+
+
+class BudgetExceeded(GatewayError):
+    code, status = "ERR_BUDGET_EXCEEDED", 429
+    hint = "the budget resets with its window; raise it in config or through PUT /admin/budgets"
+
+
+class RateLimited(GatewayError):
+    code, status = "ERR_RATE_LIMITED", 429
+    hint = "retry after the time given in Retry-After"
+
+
+class ProviderUnavailable(GatewayError):
+    code, status = "ERR_PROVIDER_UNAVAILABLE", 502
+    hint = "every deployment for this model failed; see /readyz and the gateway log"
+
+
+class ConfigError(GatewayError):
+    code, status = "ERR_CONFIG", 500
+    hint = "run `python -m hybridfast config check` for the full list"

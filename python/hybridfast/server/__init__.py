@@ -1,0 +1,1 @@
+"""The HTTP layer: the aiohttp app factory, handlers, and the wire encodings."""

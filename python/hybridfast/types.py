@@ -1,0 +1,177 @@
+"""The types the request pipeline shares with the parts it calls.
+
+`gateway.py` runs every request through: validate → cache lookup → route → reserve budget →
+call with fallback → stream → settle cost → cache store. Each step that is not plain I/O is
+an object behind one of the protocols below (`Router`, `Ledger`, `ResponseCache`), built from
+the config at start-up, so the pipeline reads the same whoever implements them.
+
+Money is always integer picodollars (`hybridfast._core.PICODOLLARS_PER_USD` per dollar).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from hybridfast._core import Price
+
+Picodollars = int
+CacheResult = Literal["hit", "miss", "semantic-hit", "bypass"]
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is calling, as the auth step resolved it; the key itself never travels."""
+
+    key_name: str | None = None
+    user: str | None = None
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+class Usage(msgspec.Struct):
+    """Token counts, normalised: `input_tokens` is the whole prompt, cached and written
+    tokens are parts of it; `output_tokens` includes reasoning tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when counted by the gateway (a cut stream, an upstream that reports none).
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One model on one provider, as the config declared it (`models[i]`)."""
+
+    id: str  # unique and stable: "<name>#<index among models of that name>", e.g. "smart#1"
+    name: str  # the group it belongs to
+    provider: str  # the provider's name in config
+    kind: str  # the provider's kind: openai, anthropic, ollama, openai-compatible, local
+    model: str  # the upstream's model id
+    local: bool
+    quality: float
+    price: Price
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    capabilities: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    max_concurrency: int | None = None
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    dimensions: int | None = None
+
+
+@dataclass(slots=True)
+class RequestFeatures:
+    """What the router needs to know about a request to choose where it goes."""
+
+    request_id: str
+    input_tokens: int  # an estimate made before the call
+    max_output_tokens: int | None = None
+    stream: bool = False
+    needs: frozenset[str] = frozenset()  # "tools", "vision", "json", "embeddings"
+    priority: int = 0
+    tags: tuple[str, ...] = ()  # e.g. ("local-only",)
+    budget_remaining: Picodollars | None = None
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    """The router's answer: deployments in the order to try them, and why others were dropped."""
+
+    deployments: list[Deployment]
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (deployment id, reason)
+    strategy: str = "first"
+    arm: str | None = None  # the A/B arm for `weighted` routes
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LedgerRecord:
+    """One request's line in the ledger."""
+
+    request_id: str
+    caller: Caller
+    route: str  # the name the client asked for
+    deployment: str | None  # the deployment id that answered (None: nobody did)
+    provider: str | None
+    model: str | None
+    usage: Usage
+    cost: Picodollars
+    latency_ms: float
+    ttft_ms: float | None
+    status: int  # the HTTP status the client got
+    cache: CacheResult = "miss"
+    fallbacks: int = 0
+    saved_cost: Picodollars = 0  # for cache hits: what the answer cost when first made
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Budget held for a request between `reserve` and `settle`/`release`."""
+
+    request_id: str
+    amount: Picodollars
+    scopes: tuple[str, ...] = ()
+    handle: Any = None  # the ledger's own bookkeeping
+
+
+class ChatAnswer(msgspec.Struct):
+    """A complete chat answer in the gateway's own form: what the cache stores and replays."""
+
+    content: str
+    finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    usage: Usage = msgspec.field(default_factory=Usage)
+    model: str = ""
+    deployment: str = ""
+    cost: Picodollars = 0
+
+
+class CacheHit(msgspec.Struct):
+    answer: ChatAnswer
+    kind: Literal["hit", "semantic-hit"]
+    similarity: float = 1.0
+
+
+class Router(Protocol):
+    def plan(self, name: str, features: RequestFeatures, caller: Caller) -> RoutePlan:
+        """Orders the deployments for `name` (a group or route). Raises `ModelNotFound` for an
+        unknown name and `ProviderUnavailable`/`BudgetExceeded` when every one is dropped."""
+
+    def started(self, deployment_id: str) -> None:
+        """A call to this deployment began (in-flight count)."""
+
+    def finished(
+        self, deployment_id: str, *, ok: bool, latency_s: float, ttft_s: float | None,
+        output_tokens: int,
+    ) -> None:
+        """A call ended: feeds latency EWMAs, error windows and the circuit breaker."""
+
+
+class Ledger(Protocol):
+    async def reserve(
+        self, caller: Caller, deployment: Deployment, request_id: str, worst_case: Picodollars,
+    ) -> Reservation:
+        """Holds `worst_case` against every budget that applies; raises `BudgetExceeded`."""
+
+    async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
+        """Records the request durably and replaces the hold with the real cost."""
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drops a hold without spending (the call failed before any cost)."""
+
+    def remaining(self, caller: Caller) -> Picodollars | None:
+        """The smallest amount left across the caller's budgets (None: unlimited)."""
+
+
+class ResponseCache(Protocol):
+    async def lookup(self, request: Any, caller: Caller) -> CacheHit | None: ...
+
+    async def store(self, request: Any, caller: Caller, answer: ChatAnswer) -> None: ...

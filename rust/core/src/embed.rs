@@ -1,0 +1,1 @@
+//! (embed: filled in by its issue.)

@@ -1,0 +1,19 @@
+//! hybridfast's native core.
+//!
+//! Everything here is pure computation or shared in-memory state: it knows nothing about
+//! HTTP, asyncio, YAML or Python. The `hybridfast-python` crate is a thin binding over it.
+//!
+//! - [`money`]: exact integer money (picodollars) and the cost of a request's usage.
+//! - [`router`]: scores and orders candidate deployments from live state.
+//! - [`ledger`]: cost accounting, budgets with reserve/settle, windowed aggregates.
+//! - [`cache`]: vector index, hashing embedder, exact-match table.
+//! - [`embed`]: the local neural embedding model.
+
+pub mod cache;
+pub mod embed;
+pub mod error;
+pub mod ledger;
+pub mod money;
+pub mod router;
+
+pub use error::{CoreError, CoreResult};

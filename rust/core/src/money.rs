@@ -1,0 +1,212 @@
+//! Exact money.
+//!
+//! The unit is the picodollar (10⁻¹² USD). Prices are quoted per million tokens with at
+//! most six decimals (`$0.075 / Mtok`), so one token costs a whole number of picodollars
+//! and a request's cost is an exact integer: no rounding anywhere between the price table
+//! and the ledger. An `i64` holds up to ~9.2 million dollars, far above one request;
+//! sums over many requests are kept in `i128`.
+
+use crate::error::{CoreError, CoreResult};
+
+/// 10⁻¹² USD.
+pub type Picodollars = i64;
+
+pub const PICOS_PER_USD: i64 = 1_000_000_000_000;
+const PICO_DECIMALS: usize = 12;
+
+/// Token counts as the gateway normalises them from any provider.
+///
+/// `input_tokens` is the whole prompt; `cached_input_tokens` (read from a prompt cache) and
+/// `cache_write_tokens` (written to one) are parts of it, billed at their own prices.
+/// `output_tokens` includes `reasoning_tokens`, which are billed as output; they are kept
+/// apart only for reporting. (Anthropic reports cache reads and writes outside
+/// `input_tokens`; its adapter adds them in.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+/// Prices in picodollars per token, which is the same number as dollars per million
+/// tokens times 10⁶ (so `$2.50 / Mtok` is `2_500_000`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    pub input: Picodollars,
+    pub output: Picodollars,
+    pub cached_input: Picodollars,
+    pub cache_write: Picodollars,
+}
+
+impl Price {
+    /// The exact cost of `usage` at this price.
+    pub fn cost(&self, usage: &Usage) -> CoreResult<Picodollars> {
+        let discounted = usage
+            .cached_input_tokens
+            .checked_add(usage.cache_write_tokens)
+            .ok_or_else(|| overflow("cached + cache-write tokens"))?;
+        if discounted > usage.input_tokens {
+            return Err(CoreError::InvalidArgument(format!(
+                "cached ({}) and cache-write ({}) tokens exceed input tokens ({})",
+                usage.cached_input_tokens, usage.cache_write_tokens, usage.input_tokens
+            )));
+        }
+        if usage.reasoning_tokens > usage.output_tokens {
+            return Err(CoreError::InvalidArgument(format!(
+                "reasoning tokens ({}) exceed output tokens ({})",
+                usage.reasoning_tokens, usage.output_tokens
+            )));
+        }
+        let parts = [
+            (usage.input_tokens - discounted, self.input),
+            (usage.cached_input_tokens, self.cached_input),
+            (usage.cache_write_tokens, self.cache_write),
+            (usage.output_tokens, self.output),
+        ];
+        let mut total: i128 = 0;
+        for (tokens, price) in parts {
+            total += i128::from(tokens) * i128::from(price);
+        }
+        Picodollars::try_from(total).map_err(|_| overflow("request cost"))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn overflow(what: &str) -> CoreError {
+    CoreError::Overflow(what.to_string())
+}
+
+/// Parses a decimal dollar amount (`"2.5"`, `"0.000075"`, `"-1"`) exactly.
+/// More than twelve decimals is an error rather than a silent rounding.
+pub fn parse_usd(text: &str) -> CoreResult<Picodollars> {
+    let bad = || CoreError::InvalidArgument(format!("not a dollar amount: {text:?}"));
+    let trimmed = text.trim();
+    let (negative, digits) = match trimmed.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, trimmed.strip_prefix('+').unwrap_or(trimmed)),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !all_digits(whole) || !all_digits(frac) {
+        return Err(bad());
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > PICO_DECIMALS {
+        return Err(CoreError::InvalidArgument(format!(
+            "{text:?} has more than {PICO_DECIMALS} decimals"
+        )));
+    }
+    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let frac_picos: i64 = if frac.is_empty() {
+        0
+    } else {
+        let scale = 10_i64.pow((PICO_DECIMALS - frac.len()) as u32);
+        frac.parse::<i64>().map_err(|_| bad())? * scale
+    };
+    let picos = whole
+        .checked_mul(PICOS_PER_USD)
+        .and_then(|w| w.checked_add(frac_picos))
+        .ok_or_else(|| overflow("dollar amount"))?;
+    Ok(if negative { -picos } else { picos })
+}
+
+/// Formats picodollars as a plain decimal dollar string with no trailing zeros
+/// (`1_500_000` → `"0.0000015"`, `0` → `"0"`); exact, for headers and reports.
+pub fn format_usd(picos: i128) -> String {
+    let sign = if picos < 0 { "-" } else { "" };
+    let magnitude = picos.unsigned_abs();
+    let per_usd = PICOS_PER_USD as u128;
+    let (whole, frac) = (magnitude / per_usd, magnitude % per_usd);
+    if frac == 0 {
+        return format!("{sign}{whole}");
+    }
+    let frac = format!("{frac:0width$}", width = PICO_DECIMALS);
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cost_bills_cached_and_written_tokens_at_their_own_price() {
+        // claude-sonnet-4-5: $3 in, $15 out, $0.30 cache read, $3.75 cache write.
+        let price = Price {
+            input: 3_000_000,
+            output: 15_000_000,
+            cached_input: 300_000,
+            cache_write: 3_750_000,
+        };
+        let usage = Usage {
+            input_tokens: 1_000,
+            output_tokens: 200,
+            cached_input_tokens: 600,
+            cache_write_tokens: 100,
+            reasoning_tokens: 0,
+        };
+        // 300 × 3e6 + 600 × 3e5 + 100 × 3.75e6 + 200 × 15e6
+        assert_eq!(price.cost(&usage), Ok(900_000_000 + 180_000_000 + 375_000_000 + 3_000_000_000));
+    }
+
+    #[test]
+    fn cost_rejects_parts_larger_than_the_whole() {
+        let usage = Usage { input_tokens: 10, cached_input_tokens: 11, ..Usage::default() };
+        assert!(matches!(Price::default().cost(&usage), Err(CoreError::InvalidArgument(_))));
+        let usage = Usage { output_tokens: 1, reasoning_tokens: 2, ..Usage::default() };
+        assert!(matches!(Price::default().cost(&usage), Err(CoreError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn cost_refuses_to_overflow() {
+        let price = Price { input: i64::MAX, ..Price::default() };
+        let usage = Usage { input_tokens: 2, ..Usage::default() };
+        assert!(matches!(price.cost(&usage), Err(CoreError::Overflow(_))));
+    }
+
+    #[test]
+    fn parse_usd_is_exact() {
+        assert_eq!(parse_usd("2.5"), Ok(2_500_000_000_000));
+        assert_eq!(parse_usd("0.000075"), Ok(75_000_000));
+        assert_eq!(parse_usd("-1"), Ok(-PICOS_PER_USD));
+        assert_eq!(parse_usd(".5"), Ok(500_000_000_000));
+        assert_eq!(parse_usd("0.000000000001"), Ok(1));
+        assert!(parse_usd("0.0000000000001").is_err());
+        for bad in ["", ".", "abc", "1.2.3", "1e5", "--1", " "] {
+            assert!(parse_usd(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn format_usd_trims_and_signs() {
+        assert_eq!(format_usd(0), "0");
+        assert_eq!(format_usd(1_500_000), "0.0000015");
+        assert_eq!(format_usd(-2_500_000_000_000), "-2.5");
+        assert_eq!(format_usd(i128::from(i64::MAX) * 4), "36893488.147419103228");
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(picos in any::<i64>().prop_map(|p| p / 4)) {
+            prop_assert_eq!(parse_usd(&format_usd(i128::from(picos))), Ok(picos));
+        }
+
+        #[test]
+        fn cost_is_additive_over_splits(
+            a in 0u64..1_000_000, b in 0u64..1_000_000, out in 0u64..1_000_000,
+            input in 0i64..100_000_000, output in 0i64..100_000_000,
+        ) {
+            let price = Price { input, output, cached_input: input / 10, cache_write: input };
+            let whole = Usage { input_tokens: a + b, output_tokens: out, ..Usage::default() };
+            let first = Usage { input_tokens: a, output_tokens: out, ..Usage::default() };
+            let second = Usage { input_tokens: b, ..Usage::default() };
+            prop_assert_eq!(
+                price.cost(&whole).unwrap(),
+                price.cost(&first).unwrap() + price.cost(&second).unwrap()
+            );
+        }
+    }
+}

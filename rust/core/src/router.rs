@@ -1,0 +1,1 @@
+//! (router: filled in by its issue.)
