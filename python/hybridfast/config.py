@@ -22,7 +22,14 @@ from hybridfast.errors import ConfigError
 
 ProviderKind = Literal["openai", "anthropic", "ollama", "openai-compatible"]
 Strategy = Literal[
-    "balanced", "cost", "latency", "quality", "local-first", "offline", "least-busy", "weighted",
+    "balanced",
+    "cost",
+    "latency",
+    "quality",
+    "local-first",
+    "offline",
+    "least-busy",
+    "weighted",
     "custom",
 ]
 BudgetScope = Literal["global", "key", "user", "team", "model"]
@@ -224,30 +231,60 @@ class Config(_Section):
         providers: list[ProviderConfig] = []
         models: list[ModelConfig] = []
         if env.get("OPENAI_API_KEY"):
-            providers.append(ProviderConfig(
-                name="openai", kind="openai", api_key=env["OPENAI_API_KEY"],
-                base_url=env.get("OPENAI_BASE_URL") or None,
-            ))
+            providers.append(
+                ProviderConfig(
+                    name="openai",
+                    kind="openai",
+                    api_key=env["OPENAI_API_KEY"],
+                    base_url=env.get("OPENAI_BASE_URL") or None,
+                )
+            )
             models += [
-                ModelConfig(name="gpt-4.1", provider="openai", model="gpt-4.1", quality=0.88,
-                            capabilities=["tools", "vision", "json"]),
-                ModelConfig(name="gpt-4.1-mini", provider="openai", model="gpt-4.1-mini",
-                            quality=0.75, capabilities=["tools", "vision", "json"]),
-                ModelConfig(name="text-embedding-3-small", provider="openai",
-                            model="text-embedding-3-small", capabilities=["embeddings"],
-                            dimensions=1536),
+                ModelConfig(
+                    name="gpt-4.1",
+                    provider="openai",
+                    model="gpt-4.1",
+                    quality=0.88,
+                    capabilities=["tools", "vision", "json"],
+                ),
+                ModelConfig(
+                    name="gpt-4.1-mini",
+                    provider="openai",
+                    model="gpt-4.1-mini",
+                    quality=0.75,
+                    capabilities=["tools", "vision", "json"],
+                ),
+                ModelConfig(
+                    name="text-embedding-3-small",
+                    provider="openai",
+                    model="text-embedding-3-small",
+                    capabilities=["embeddings"],
+                    dimensions=1536,
+                ),
             ]
         if env.get("ANTHROPIC_API_KEY"):
-            providers.append(ProviderConfig(
-                name="anthropic", kind="anthropic", api_key=env["ANTHROPIC_API_KEY"],
-            ))
+            providers.append(
+                ProviderConfig(
+                    name="anthropic",
+                    kind="anthropic",
+                    api_key=env["ANTHROPIC_API_KEY"],
+                )
+            )
             models += [
-                ModelConfig(name="claude-sonnet-4-5", provider="anthropic",
-                            model="claude-sonnet-4-5", quality=0.9,
-                            capabilities=["tools", "vision"]),
-                ModelConfig(name="claude-haiku-4-5", provider="anthropic",
-                            model="claude-haiku-4-5", quality=0.75,
-                            capabilities=["tools", "vision"]),
+                ModelConfig(
+                    name="claude-sonnet-4-5",
+                    provider="anthropic",
+                    model="claude-sonnet-4-5",
+                    quality=0.9,
+                    capabilities=["tools", "vision"],
+                ),
+                ModelConfig(
+                    name="claude-haiku-4-5",
+                    provider="anthropic",
+                    model="claude-haiku-4-5",
+                    quality=0.75,
+                    capabilities=["tools", "vision"],
+                ),
             ]
         ollama_url = env.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
         if not ollama_url.startswith(("http://", "https://")):
@@ -278,7 +315,9 @@ class LoadedConfig:
     warnings: list[str] = field(default_factory=list)
 
 
-def find_config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+def find_config_path(
+    explicit: str | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
     env = os.environ if env is None else env
     if explicit:
         return Path(explicit)
@@ -304,7 +343,9 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     return parse_config(text, str(found), env)
 
 
-def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+def parse_config(
+    text: str, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
     env = os.environ if env is None else env
     warnings: list[str] = []
     # `${VAR}` is not valid YAML inside flow mappings (`{key: ${VAR}}`), so each is swapped
@@ -323,7 +364,9 @@ def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | N
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}", hint="check indentation and quoting") from None
+        raise ConfigError(
+            f"{where}: invalid YAML: {problem}", hint="check indentation and quoting"
+        ) from None
     lines: dict[str, int] = {}
     data = {} if root is None else _to_python(root, "", lines, env, originals, source, warnings)
     if not isinstance(data, dict):
@@ -337,8 +380,13 @@ def parse_config(text: str, source: str = "<string>", env: Mapping[str, str] | N
 
 
 def _to_python(
-    node: yaml.Node, path: str, lines: dict[str, int], env: Mapping[str, str],
-    originals: list[str], source: str, warnings: list[str],
+    node: yaml.Node,
+    path: str,
+    lines: dict[str, int],
+    env: Mapping[str, str],
+    originals: list[str],
+    source: str,
+    warnings: list[str],
 ) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -368,7 +416,7 @@ def _to_python(
         if node.style is None:  # plain scalars get YAML's typing after interpolation
             if value == "":
                 return None
-            tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
+            tag = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
             node = yaml.ScalarNode(tag, value, node.start_mark, node.end_mark)
         else:
             return value
@@ -391,7 +439,11 @@ def _located_error(message: str, source: str, lines: dict[str, int]) -> ConfigEr
     path = at.group("path").lstrip(".") if at else ""
     detail = _AT.sub("", message)
     extra = _UNKNOWN.search(detail) or _MISSING.search(detail)
-    key_path = f"{path}.{extra.group('field')}" if extra and path else (extra.group("field") if extra else path)
+    key_path = (
+        f"{path}.{extra.group('field')}"
+        if extra and path
+        else (extra.group("field") if extra else path)
+    )
     line = lines.get(key_path) or lines.get(path) or 1
     return ConfigError(
         f"{source}:{line}: {key_path or '<top level>'}: {detail}",
@@ -419,8 +471,13 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
         if not 0.0 <= m.quality <= 1.0:
             fail(f"models[{i}].quality", "quality is a score between 0 and 1")
         if m.price is not None:
-            for key in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
-                        "cache_write_per_mtok", "per_gpu_second"):
+            for key in (
+                "input_per_mtok",
+                "output_per_mtok",
+                "cached_input_per_mtok",
+                "cache_write_per_mtok",
+                "per_gpu_second",
+            ):
                 value = getattr(m.price, key)
                 if value is not None and value < 0:
                     fail(f"models[{i}].price.{key}", "a price cannot be negative")

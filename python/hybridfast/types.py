@@ -149,7 +149,12 @@ class Router(Protocol):
         """A call to this deployment began (in-flight count)."""
 
     def finished(
-        self, deployment_id: str, *, ok: bool, latency_s: float, ttft_s: float | None,
+        self,
+        deployment_id: str,
+        *,
+        ok: bool,
+        latency_s: float,
+        ttft_s: float | None,
         output_tokens: int,
     ) -> None:
         """A call ended: feeds latency EWMAs, error windows and the circuit breaker."""
@@ -157,7 +162,11 @@ class Router(Protocol):
 
 class Ledger(Protocol):
     async def reserve(
-        self, caller: Caller, deployment: Deployment, request_id: str, worst_case: Picodollars,
+        self,
+        caller: Caller,
+        deployment: Deployment,
+        request_id: str,
+        worst_case: Picodollars,
     ) -> Reservation:
         """Holds `worst_case` against every budget that applies; raises `BudgetExceeded`."""
 
@@ -170,8 +179,13 @@ class Ledger(Protocol):
     def remaining(self, caller: Caller) -> Picodollars | None:
         """The smallest amount left across the caller's budgets (None: unlimited)."""
 
+    async def close(self) -> None:
+        """Flushes what is pending and closes the store."""
+
 
 class ResponseCache(Protocol):
     async def lookup(self, request: Any, caller: Caller) -> CacheHit | None: ...
 
     async def store(self, request: Any, caller: Caller, answer: ChatAnswer) -> None: ...
+
+    async def close(self) -> None: ...

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from hybridfast import __version__
-from hybridfast.errors import GatewayError
 from hybridfast._core import HybridfastError
+from hybridfast.errors import GatewayError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check = config_sub.add_parser(
         "check", help="validate a config file (default: the one `serve` would load)"
     )
-    check.add_argument("path", nargs="?", help="the YAML file (default: $HYBRIDFAST_CONFIG, "
-                       "./hybridfast.yaml, else built-in defaults)")
+    check.add_argument(
+        "path",
+        nargs="?",
+        help="the YAML file (default: $HYBRIDFAST_CONFIG, "
+        "./hybridfast.yaml, else built-in defaults)",
+    )
     check.set_defaults(handler=run_check)
 
 
@@ -25,7 +29,9 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     config = loaded.config
     groups = sorted(config.model_names())
-    print(f"{loaded.source}: ok — {len(config.providers)} providers, {len(config.models)} "
-          f"deployments in {len(groups)} groups, {len(config.routes)} routes, "
-          f"{len(config.budgets)} budgets")
+    print(
+        f"{loaded.source}: ok — {len(config.providers)} providers, {len(config.models)} "
+        f"deployments in {len(groups)} groups, {len(config.routes)} routes, "
+        f"{len(config.budgets)} budgets"
+    )
     return 0

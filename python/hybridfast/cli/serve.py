@@ -13,12 +13,18 @@ from hybridfast.errors import ConfigError
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the OpenAI- and Anthropic-compatible HTTP gateway")
-    p.add_argument("--config", help="YAML config (default: $HYBRIDFAST_CONFIG, ./hybridfast.yaml, "
-                   "else built-in defaults from the environment)")
+    p.add_argument(
+        "--config",
+        help="YAML config (default: $HYBRIDFAST_CONFIG, ./hybridfast.yaml, "
+        "else built-in defaults from the environment)",
+    )
     p.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default: server.port, 8080)")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow binding a non-loopback address without a master key")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address without a master key",
+    )
     p.set_defaults(handler=run)
 
 

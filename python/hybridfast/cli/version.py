@@ -14,6 +14,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"hybridfast {__version__} (core {_core.__version__}, "
-          f"Python {platform.python_version()}, {platform.machine()})")
+    print(
+        f"hybridfast {__version__} (core {_core.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()})"
+    )
     return 0
