@@ -122,6 +122,31 @@ class Reservation:
     handle: Any = None  # the ledger's own bookkeeping
 
 
+class ChatRequest(msgspec.Struct, kw_only=True):
+    """A chat request in the gateway's own form, whichever protocol the client spoke.
+
+    It follows OpenAI Chat Completions semantics: `messages` are OpenAI-shaped dicts with the
+    system prompt first (role "system"); the Anthropic adapter translates to and from it.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    include_usage: bool = False
+    # Other parameters, passed through to upstreams that understand them.
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Per-request cache control (`Cache-Control` header or the body's `cache` field).
+    cache_control: Literal["default", "no-cache", "no-store"] = "default"
+
+
 class ChatAnswer(msgspec.Struct):
     """A complete chat answer in the gateway's own form: what the cache stores and replays."""
 
@@ -184,8 +209,10 @@ class Ledger(Protocol):
 
 
 class ResponseCache(Protocol):
-    async def lookup(self, request: Any, caller: Caller) -> CacheHit | None: ...
+    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+        """A stored answer for this request in the caller's scope, if any."""
 
-    async def store(self, request: Any, caller: Caller, answer: ChatAnswer) -> None: ...
+    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
+        """Keeps a finished answer (the pipeline calls it only for complete answers)."""
 
     async def close(self) -> None: ...

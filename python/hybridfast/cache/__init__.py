@@ -3,17 +3,15 @@ semantic cache lands, nothing is cached."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hybridfast.config import Config
-from hybridfast.types import CacheHit, Caller, ChatAnswer
+from hybridfast.types import CacheHit, Caller, ChatAnswer, ChatRequest
 
 
 class NoCache:
-    async def lookup(self, request: Any, caller: Caller) -> CacheHit | None:
+    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
         return None
 
-    async def store(self, request: Any, caller: Caller, answer: ChatAnswer) -> None:
+    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
         pass
 
     async def close(self) -> None:

@@ -50,3 +50,11 @@ class InOrderRouter:
 
 def build_router(config: Config, deployments: list[Deployment]) -> Router:
     return InOrderRouter(config, deployments)
+
+
+def describe_plan(plan: RoutePlan) -> str:
+    """A human-readable account of a routing decision, for `route --explain`."""
+    lines = [f"strategy: {plan.strategy}"]
+    lines += [f"  {i + 1}. {d.id} ({d.provider}/{d.model})" for i, d in enumerate(plan.deployments)]
+    lines += [f"  dropped {dep}: {why}" for dep, why in plan.dropped]
+    return "\n".join(lines)
