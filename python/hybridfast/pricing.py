@@ -8,3 +8,9 @@ from hybridfast._core import Price
 def lookup_price(kind: str, model: str) -> Price | None:
     """The price of `model` on a provider of this kind, if the table knows it."""
     return None
+
+
+def estimate_tokens(kind: str, model: str, text: str) -> int:
+    """A token count for `text` when the upstream reported none (a cut stream, a provider
+    without usage). The pipeline marks costs computed from it as estimated."""
+    return max(1, (len(text) + 3) // 4) if text else 0
