@@ -4,7 +4,7 @@ Money is integer picodollars (10⁻¹² USD) everywhere. Each section below belo
 of the core; keep them in the order of `rust/python/src/lib.rs`.
 """
 
-from typing import Final
+from typing import Final, final
 
 __version__: Final[str]
 
@@ -27,16 +27,17 @@ class OverflowError(HybridfastError): ...
 
 PICODOLLARS_PER_USD: Final[int]
 
+@final
 class Price:
     """A deployment's prices in picodollars per token (= dollars per Mtok × 10⁶)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         input: int = 0,
         output: int = 0,
         cached_input: int | None = None,
         cache_write: int | None = None,
-    ) -> None: ...
+    ) -> Price: ...
     @staticmethod
     def per_mtok(
         input: str, output: str, cached_input: str | None = None, cache_write: str | None = None
