@@ -1,0 +1,39 @@
+# The developer loop in one place; CI runs `.ci/run`, which these targets mirror.
+.PHONY: dev build test lint fmt bench gate ci clean
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(PY):
+	python3 -m venv $(VENV)
+
+dev: $(PY)  ## a venv with every extra, the native core built in release mode
+	$(PY) -m pip install -q -e '.[dev]'
+
+build: $(PY)  ## rebuild the native core after changing Rust
+	$(VENV)/bin/maturin develop --release -q
+
+test: $(PY)  ## README command 2
+	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pytest
+
+lint: $(PY)
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest hybridfast._core --allowlist .ci/stubtest-allowlist.txt
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(VENV)/bin/ruff format python tests benches examples
+	$(VENV)/bin/ruff check --fix python tests benches examples
+	cargo fmt --all
+
+bench: $(PY)  ## every benchmark, with the gate's floors checked
+	$(PY) benches/gate.py
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf target .benchmarks .pytest_cache .mypy_cache .ruff_cache .asv
