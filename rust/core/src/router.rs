@@ -1,1 +1,0 @@
-//! (router: filled in by its issue.)
