@@ -1,0 +1,150 @@
+"""Anthropic's Messages API as an upstream: request translation, JSON answers and the SSE
+event sequence (message_start → content blocks → message_delta → message_stop)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+
+from hybridfast.config import ProviderConfig
+from hybridfast.protocols.anthropic import STOP_TO_FINISH, to_upstream, usage_from_anthropic
+from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
+from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config, "https://api.anthropic.com")
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if self.config.api_key:
+            headers["x-api-key"] = self.config.api_key
+        return headers
+
+    def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        default = deployment.max_output_tokens or DEFAULT_MAX_TOKENS
+        return to_upstream(request, deployment.model, default, stream)
+
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> ChatAnswer:
+        data = await self.post_json(
+            "/v1/messages", self.body(deployment, request, False), retries=retries
+        )
+        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+            raise ProviderError(f"{self.name}: the answer has no content")
+        text: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in data["content"]:
+            if block.get("type") == "text":
+                text.append(block.get("text", ""))
+            elif block.get("type") == "tool_use":
+                calls.append(
+                    {
+                        "id": block.get("id"),
+                        "type": "function",
+                        "function": {
+                            "name": block.get("name", ""),
+                            "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        },
+                    }
+                )
+        usage = usage_from_anthropic(data.get("usage"))
+        answer = ChatAnswer(
+            content="".join(text),
+            finish_reason=STOP_TO_FINISH.get(data.get("stop_reason") or "", "stop"),
+            tool_calls=calls,
+            model=str(data.get("model") or deployment.model),
+            deployment=deployment.id,
+        )
+        if usage is not None:
+            answer.usage = usage
+        else:
+            answer.usage.estimated = True
+        return answer
+
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        body = self.body(deployment, request, True)
+        usage: Usage | None = None
+        tool_index: dict[int, int] = {}  # content block index → tool-call index
+        loads = orjson.loads
+        async for lines in stream_lines(self, "/v1/messages", body, retries=retries):
+            batch: list[StreamEvent] = []
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # `event:` lines repeat the data's own "type"
+                try:
+                    data = loads(line[5:])
+                except orjson.JSONDecodeError:
+                    raise ProviderError(f"{self.name}: a stream event is not JSON") from None
+                kind = data.get("type")
+                if kind == "content_block_delta":
+                    delta = data.get("delta") or {}
+                    dkind = delta.get("type")
+                    if dkind == "text_delta":
+                        batch.append(StreamEvent(delta.get("text") or None))
+                    elif dkind == "input_json_delta":
+                        idx = tool_index.get(data.get("index", 0), 0)
+                        batch.append(
+                            StreamEvent(
+                                tool_calls=[
+                                    {
+                                        "index": idx,
+                                        "id": None,
+                                        "name": None,
+                                        "arguments": delta.get("partial_json") or "",
+                                    }
+                                ]
+                            )
+                        )
+                elif kind == "content_block_start":
+                    block = data.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        idx = len(tool_index)
+                        tool_index[data.get("index", 0)] = idx
+                        batch.append(
+                            StreamEvent(
+                                tool_calls=[
+                                    {
+                                        "index": idx,
+                                        "id": block.get("id"),
+                                        "name": block.get("name"),
+                                        "arguments": "",
+                                    }
+                                ]
+                            )
+                        )
+                    elif block.get("type") == "text" and block.get("text"):
+                        batch.append(StreamEvent(block["text"]))
+                elif kind == "message_start":
+                    usage = usage_from_anthropic((data.get("message") or {}).get("usage"))
+                elif kind == "message_delta":
+                    reason = (data.get("delta") or {}).get("stop_reason")
+                    out = (data.get("usage") or {}).get("output_tokens")
+                    if usage is not None and out is not None:
+                        usage.output_tokens = out
+                    batch.append(
+                        StreamEvent(
+                            finish_reason=STOP_TO_FINISH.get(reason or "", "stop"),
+                            usage=usage if out is not None else None,
+                        )
+                    )
+                elif kind == "error":
+                    err = data.get("error") or {}
+                    raise ProviderError(
+                        f"{self.name}: the upstream sent an error mid-stream: "
+                        f"{err.get('type', '')}: {str(err.get('message', ''))[:200]}",
+                        status=529 if err.get("type") == "overloaded_error" else None,
+                    )
+            if batch:
+                yield batch

@@ -1,0 +1,276 @@
+"""What every provider adapter shares: the internal stream event, upstream errors, one
+`ClientSession` per upstream, and retries with jittered backoff that honour `Retry-After`.
+
+An adapter turns its wire format into batches of `StreamEvent`s (one batch per network
+read, so a burst of SSE events costs one trip through the pipeline and one socket write)
+and back; nothing buffers a whole stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from hybridfast.config import ProviderConfig
+from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
+
+# Statuses worth another attempt (here or on the next deployment).
+RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+# Statuses that mean the request itself is wrong: no other deployment will like it better.
+CLIENT_FAULT = frozenset({400, 404, 413, 422})
+# A Retry-After longer than this is not waited for: the next deployment is tried instead.
+MAX_RETRY_WAIT_S = 5.0
+
+
+class ProviderError(Exception):
+    """An upstream call that failed. `status` is the upstream's HTTP status (None for a
+    connection failure or timeout); the message never carries a key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        client_fault: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.client_fault = client_fault
+
+    @property
+    def retryable(self) -> bool:
+        return not self.client_fault and (self.status is None or self.status in RETRYABLE)
+
+
+class StreamEvent:
+    """One step of an answer, whatever the wire format: a piece of text, tool-call pieces,
+    the finish reason (OpenAI vocabulary: stop, length, tool_calls, content_filter), usage."""
+
+    __slots__ = ("finish_reason", "text", "tool_calls", "usage")
+
+    def __init__(
+        self,
+        text: str | None = None,
+        *,
+        tool_calls: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        # tool_calls: [{"index": i, "id": str|None, "name": str|None, "arguments": str}]
+        self.text = text
+        self.tool_calls = tool_calls
+        self.finish_reason = finish_reason
+        self.usage = usage
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]
+        return f"StreamEvent({', '.join(parts)})"
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from these APIs; fall back to our own backoff
+
+
+async def iter_lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """The complete lines of a streamed body, one list per network read."""
+    rest = b""
+    async for data in content.iter_any():
+        if rest:
+            data = rest + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            yield lines
+    if rest:
+        yield [rest]
+
+
+class Provider:
+    """One upstream: its config, its shared session, and the calls the pipeline makes."""
+
+    kind = "base"
+
+    def __init__(self, config: ProviderConfig, default_base_url: str) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = (config.base_url or default_base_url).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Content-Type": "application/json", **self.auth_headers()}
+        self._headers.update(config.headers)
+        t = config.timeout
+        # sock_read bounds the wait for the first byte and every gap after it; the total
+        # is enforced per call.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.first_byte_s
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections,
+                limit_per_host=self.config.max_connections,
+                keepalive_timeout=30,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    # --- the calls (each adapter implements them) ---------------------------------------
+
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> ChatAnswer:
+        raise NotImplementedError
+
+    def stream(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        raise NotImplementedError
+
+    async def embed(
+        self,
+        deployment: Deployment,
+        inputs: list[str] | list[list[int]],
+        *,
+        dimensions: int | None,
+    ) -> tuple[list[list[float]], Usage]:
+        from hybridfast.errors import InvalidRequest
+
+        raise InvalidRequest(f"provider {self.name!r} ({self.kind}) does not serve embeddings")
+
+    # --- HTTP with retries --------------------------------------------------------------
+
+    def error_message(self, status: int, body: bytes) -> str:
+        """The upstream's own error message, shortened (never our request or key)."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body[:200].decode("utf-8", "replace")
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            return str(err.get("message", ""))[:300]
+        if isinstance(err, str):
+            return err[:300]
+        return str(data)[:200]
+
+    async def open(
+        self, path: str, body: dict[str, Any], *, retries: int
+    ) -> aiohttp.ClientResponse:
+        """POSTs `body` and returns a response with a 2xx status (the caller reads and
+        releases it), retrying retryable failures up to `retries` times."""
+        data = orjson.dumps(body)
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                resp = await self.session.post(url, data=data)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                error = ProviderError(
+                    f"{self.name}: cannot reach the upstream ({type(exc).__name__})"
+                )
+            else:
+                if resp.status < 300:
+                    return resp
+                try:
+                    raw = await resp.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    raw = b""
+                finally:
+                    resp.release()
+                error = ProviderError(
+                    f"{self.name}: upstream answered {resp.status}: "
+                    f"{self.error_message(resp.status, raw)}",
+                    status=resp.status,
+                    retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+                    client_fault=resp.status in CLIENT_FAULT,
+                )
+            if attempt >= retries or not error.retryable:
+                raise error
+            wait = error.retry_after
+            if wait is None:
+                wait = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())
+            if wait > MAX_RETRY_WAIT_S:
+                raise error
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    async def post_json(self, path: str, body: dict[str, Any], *, retries: int) -> Any:
+        deadline = time.monotonic() + self.config.timeout.total_s
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                resp = await self.open(path, body, retries=retries)
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+        except TimeoutError:
+            raise ProviderError(f"{self.name}: the upstream timed out") from None
+        except aiohttp.ClientError as exc:
+            raise ProviderError(
+                f"{self.name}: the answer broke off ({type(exc).__name__})"
+            ) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ProviderError(f"{self.name}: the upstream answered invalid JSON") from None
+
+
+def _loop_deadline(monotonic_deadline: float) -> float:
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+async def stream_lines(
+    provider: Provider, path: str, body: dict[str, Any], *, retries: int
+) -> AsyncIterator[list[bytes]]:
+    """The lines of a streamed answer, batched per network read. Failures before the
+    first line raise `ProviderError` from `open`; a break later raises it from here. Leaving
+    early closes the connection, which cancels the upstream's work."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + provider.config.timeout.total_s
+    resp = await provider.open(path, body, retries=retries)
+    finished = False
+    try:
+        async for lines in iter_lines(resp.content):
+            yield lines
+            if loop.time() > deadline:
+                raise ProviderError(f"{provider.name}: the stream ran past timeout.total_s")
+        finished = True
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise ProviderError(
+            f"{provider.name}: the stream broke off ({type(exc).__name__})"
+        ) from None
+    finally:
+        if finished:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,196 @@
+"""OpenAI Chat Completions and Embeddings, for `openai` and `openai-compatible` upstreams
+(vLLM, llama.cpp server, LM Studio...). The gateway's own request form already follows
+this API, so the body is mostly passed through."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+import orjson
+
+from hybridfast.config import ProviderConfig
+from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
+from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
+
+
+def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
+    if not u:
+        return None
+    prompt = u.get("prompt_tokens") or 0
+    details = u.get("prompt_tokens_details") or {}
+    out_details = u.get("completion_tokens_details") or {}
+    cached = min(details.get("cached_tokens") or 0, prompt)
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_input_tokens=cached,
+        reasoning_tokens=out_details.get("reasoning_tokens") or 0,
+    )
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config, "https://api.openai.com/v1")
+        # The official API wants max_completion_tokens (reasoning models refuse max_tokens);
+        # the servers that copy the API mostly know only max_tokens.
+        self._max_tokens_key = "max_completion_tokens" if config.kind == "openai" else "max_tokens"
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = dict(request.extra)
+        body["model"] = deployment.model
+        body["messages"] = request.messages
+        if request.max_tokens is not None:
+            body[self._max_tokens_key] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
+        if request.user is not None and self.config.kind == "openai":
+            body["user"] = request.user
+        if stream:
+            body["stream"] = True
+            # Always ask for usage: the ledger needs it even when the client did not.
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def chat(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> ChatAnswer:
+        data = await self.post_json(
+            "/chat/completions", self.body(deployment, request, False), retries=retries
+        )
+        try:
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (KeyError, IndexError, TypeError):
+            raise ProviderError(f"{self.name}: the answer has no choices") from None
+        usage = usage_from_openai(data.get("usage"))
+        tool_calls = [
+            {
+                "id": c.get("id"),
+                "type": "function",
+                "function": {
+                    "name": (c.get("function") or {}).get("name", ""),
+                    "arguments": (c.get("function") or {}).get("arguments", ""),
+                },
+            }
+            for c in message.get("tool_calls") or ()
+        ]
+        answer = ChatAnswer(
+            content=message.get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            tool_calls=tool_calls,
+            model=str(data.get("model") or deployment.model),
+            deployment=deployment.id,
+        )
+        if usage is not None:
+            answer.usage = usage
+        else:
+            answer.usage.estimated = True  # the pipeline fills in the estimate
+        return answer
+
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        body = self.body(deployment, request, True)
+        loads = orjson.loads
+        async for lines in stream_lines(self, "/chat/completions", body, retries=retries):
+            batch: list[StreamEvent] = []
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, `: keep-alive` comments
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    continue
+                try:
+                    chunk = loads(payload)
+                except orjson.JSONDecodeError:
+                    raise ProviderError(f"{self.name}: a stream event is not JSON") from None
+                if "error" in chunk and "choices" not in chunk:
+                    raise ProviderError(
+                        f"{self.name}: the upstream sent an error mid-stream: "
+                        f"{str((chunk['error'] or {}).get('message', ''))[:200]}"
+                    )
+                choices = chunk.get("choices")
+                usage = chunk.get("usage")
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content")
+                    calls = delta.get("tool_calls")
+                    finish = choice.get("finish_reason")
+                    if text or calls or finish:
+                        batch.append(
+                            StreamEvent(
+                                text or None,
+                                tool_calls=[_tool_delta(c) for c in calls] if calls else None,
+                                finish_reason=finish,
+                            )
+                        )
+                if usage:
+                    batch.append(StreamEvent(usage=usage_from_openai(usage)))
+            if batch:
+                yield batch
+
+    async def embed(
+        self,
+        deployment: Deployment,
+        inputs: list[str] | list[list[int]],
+        *,
+        dimensions: int | None,
+    ) -> tuple[list[list[float]], Usage]:
+        body: dict[str, Any] = {
+            "model": deployment.model,
+            "input": inputs,
+            "encoding_format": "base64",  # a quarter of the bytes of JSON floats
+        }
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        data = await self.post_json("/embeddings", body, retries=self.config.max_retries)
+        try:
+            items = sorted(data["data"], key=lambda d: d.get("index", 0))
+        except (KeyError, TypeError):
+            raise ProviderError(f"{self.name}: the embeddings answer has no data") from None
+        vectors: list[list[float]] = []
+        for item in items:
+            emb = item.get("embedding")
+            if isinstance(emb, str):
+                vectors.append(np.frombuffer(base64.b64decode(emb), dtype="<f4").tolist())
+            elif isinstance(emb, list):
+                vectors.append([float(x) for x in emb])
+            else:
+                raise ProviderError(f"{self.name}: an embedding is neither base64 nor a list")
+        if len(vectors) != len(inputs):
+            raise ProviderError(
+                f"{self.name}: asked for {len(inputs)} embeddings, got {len(vectors)}"
+            )
+        u = data.get("usage") or {}
+        usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), estimated=not u)
+        return vectors, usage
+
+
+def _tool_delta(c: dict[str, Any]) -> dict[str, Any]:
+    fn = c.get("function") or {}
+    return {
+        "index": c.get("index", 0),
+        "id": c.get("id"),
+        "name": fn.get("name"),
+        "arguments": fn.get("arguments") or "",
+    }
