@@ -44,9 +44,11 @@ OVERHEAD = Histogram(
     buckets=_OVERHEAD_BUCKETS,
     registry=REGISTRY,
 )
+# (`hybridfast_tokens`, by key and team, is the ledger's: tokens billed.)
 TOKENS = Counter(
-    "hybridfast_tokens",
-    "Tokens by deployment and direction (input, output, cached_input).",
+    "hybridfast_request_tokens",
+    "Tokens of answered requests as the upstreams reported them, by deployment and "
+    "direction (input, output, cached_input).",
     ["deployment", "direction"],
     registry=REGISTRY,
 )
