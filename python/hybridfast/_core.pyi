@@ -4,7 +4,7 @@ Money is integer picodollars (10⁻¹² USD) everywhere. Each section below belo
 of the core; keep them in the order of `rust/python/src/lib.rs`.
 """
 
-from typing import Final, final
+from typing import Any, Final, final
 
 __version__: Final[str]
 
@@ -70,6 +70,144 @@ def format_usd(picodollars: int) -> str:
 # --- router (rust/python/src/router.rs) -------------------------------------------------
 
 # --- ledger (rust/python/src/ledger.rs) -------------------------------------------------
+
+LEDGER_SCHEMA: Final[str]
+"""The SQLite schema of the ledger's entries."""
+LEDGER_SUMMARY_QUERY: Final[str]
+"""The `GROUP BY` (per hour and dimension) that rebuilds the books from a store."""
+
+class Ledger:
+    """The ledger's books in the native core: budgets with reserve/settle/release, hourly
+    aggregates by key, user, team, model group, deployment, provider and route (`i128`
+    sums), and the queue of settled entries waiting for the store. Thread-safe."""
+
+    def __init__(
+        self,
+        budgets: list[tuple[str, str | None, str, int, float]] = ...,
+        now_ms: int | None = None,
+    ) -> None:
+        """`budgets`: `(scope, name, window, limit_picodollars, soft_fraction)` tuples."""
+    def set_budget(
+        self,
+        scope: str,
+        name: str | None,
+        window: str,
+        limit: int,
+        soft_fraction: float = 0.8,
+        now_ms: int | None = None,
+    ) -> None:
+        """Adds a budget, or changes the limit of the one with the same scope, name, window."""
+    def remove_budget(self, scope: str, name: str | None, window: str) -> bool:
+        """Removes a budget; False when there was none."""
+    def budgets(
+        self, now_ms: int | None = None
+    ) -> list[tuple[str, str | None, str, int, float, int, int, int]]:
+        """`(scope, name, window, limit, soft_fraction, window_start_ms, spent, reserved)`."""
+    def reserve(
+        self,
+        key: str | None,
+        user: str | None,
+        team: str | None,
+        model_group: str | None,
+        amount: int,
+        now_ms: int | None = None,
+    ) -> int:
+        """Holds `amount` against every budget that applies, all or none; returns the hold's
+        handle. Raises `BudgetExceededError` with `scope` and `remaining` attributes."""
+    def release(self, handle: int) -> bool:
+        """Drops a hold without spending; False when already settled or released."""
+    def settle(
+        self,
+        handle: int,
+        request_id: str,
+        key: str | None,
+        user: str | None,
+        team: str | None,
+        tags: str,
+        route: str,
+        deployment: str | None,
+        model_group: str | None,
+        provider: str | None,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cache_write_tokens: int,
+        reasoning_tokens: int,
+        cost: int,
+        saved_cost: int,
+        latency_ms: float,
+        ttft_ms: float | None,
+        status: int,
+        cache: str,
+        fallbacks: int,
+        estimated: bool,
+        ts_ms: int,
+    ) -> tuple[int, list[int]]:
+        """Books a finished request, queues it for the store; returns `(seq, soft_crossed)`
+        (indexes in `budgets()` that just crossed their soft limit). `handle` 0: no hold."""
+    def remaining(
+        self,
+        key: str | None,
+        user: str | None,
+        team: str | None,
+        model_group: str | None = None,
+        now_ms: int | None = None,
+    ) -> int | None:
+        """The smallest amount left across the budgets that apply (None: none applies)."""
+    def report(
+        self,
+        by: str = "total",
+        period: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Rows `(group, period_start_ms, requests, errors, estimated, cache_hits,
+        input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+        reasoning_tokens, cost, saved_cost)`, by total/key/user/team/model/deployment/
+        provider/route and optionally hour/day/month."""
+    def load_summary(
+        self,
+        hour_ms: int,
+        key: str | None,
+        user: str | None,
+        team: str | None,
+        model_group: str | None,
+        deployment: str | None,
+        provider: str | None,
+        route: str | None,
+        requests: int,
+        errors: int,
+        estimated: int,
+        cache_hits: int,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cache_write_tokens: int,
+        reasoning_tokens: int,
+        cost: int,
+        saved_cost: int,
+    ) -> None:
+        """Rebuilds from one row of `LEDGER_SUMMARY_QUERY`."""
+    def take_pending(self, max: int = 4096, timeout_s: float = 0.0) -> list[tuple[Any, ...]]:
+        """Up to `max` queued entries (seq first, then the store's columns), waiting up to
+        `timeout_s` without the interpreter."""
+    def pending_len(self) -> int: ...
+    def wake(self) -> None:
+        """Wakes a writer waiting for entries."""
+
+class SqliteJournal:
+    """The durable store in a SQLite file (WAL); `flush` is the background writer's step."""
+
+    def __init__(self, path: str, synchronous_full: bool = True, read_only: bool = False) -> None: ...
+    def flush(self, ledger: Ledger, max: int = 65536, timeout_s: float = 0.0) -> int:
+        """Writes queued entries in one transaction; returns the highest seq now durable
+        (0: none). On error, requeues them and raises `StorageError`."""
+    def load_into(self, ledger: Ledger) -> int:
+        """Rebuilds the books from every stored entry; returns how many were read."""
+    def count(self) -> int: ...
+
+
 
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------
 

@@ -149,7 +149,18 @@ class LedgerConfig(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A price map in LiteLLM's model_prices_and_context_window.json format.
     prices_file: str | None = None
+    # How long the background writer waits for more entries before checking for shutdown;
+    # entries are written as soon as they are queued (group commit), not after this.
     flush_interval_ms: float = 5.0
+    # SQLite: "full" fsyncs every group commit (an acknowledged entry survives a power cut);
+    # "normal" survives the process being killed, not the machine losing power.
+    synchronous: Literal["full", "normal"] = "full"
+    # PostgreSQL: the schema holding the ledger's tables (created if missing).
+    schema: str = "public"
+    # Redis counter: key prefix, and how long a crashed instance's holds live before the
+    # shared budget takes them back.
+    redis_prefix: str = "hybridfast:budget"
+    hold_ttl_s: float = 900.0
 
 
 class BudgetConfig(_Section):
@@ -501,6 +512,17 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
             fail(f"budgets[{i}].limit_usd", "a budget cannot be negative")
         if b.scope != "global" and not b.name:
             fail(f"budgets[{i}].name", f"a {b.scope} budget needs the name of the {b.scope}")
+        if b.scope == "global" and b.name:
+            fail(f"budgets[{i}].name", "a global budget has no name")
+        if not 0.0 <= b.soft_fraction <= 1.0:
+            fail(f"budgets[{i}].soft_fraction", "soft_fraction is a share between 0 and 1")
+        same = [
+            j
+            for j, o in enumerate(config.budgets[:i])
+            if (o.scope, o.name, o.window) == (b.scope, b.name, b.window)
+        ]
+        if same:
+            fail(f"budgets[{i}]", f"the same budget as budgets[{same[0]}]")
     if config.ledger.backend == "postgres" and not config.ledger.dsn:
         fail("ledger.dsn", "the postgres backend needs a dsn")
     seen_keys: set[str] = set()

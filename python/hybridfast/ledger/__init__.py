@@ -1,33 +1,77 @@
-"""The cost ledger. `open_ledger(config)` is what the pipeline calls; until the durable
-ledger lands, records are kept in memory and no budget applies."""
+"""The cost ledger and budgets.
+
+`await open_ledger(config)` is what the pipeline calls. It builds the native books with the
+configured budgets (plus those changed through the admin API, kept in the store), rebuilds
+aggregates and budget state from the store, and starts the store's background writer.
+
+- `ledger.backend: sqlite` (default): a SQLite file in WAL mode, group commit.
+- `ledger.backend: postgres`: PostgreSQL (psycopg), for several instances sharing a ledger.
+- `ledger.backend: memory`: nothing stored (tests, throwaway runs).
+- `ledger.counter: redis`: budgets counted across instances in Redis, atomically (one Lua
+  script holds, checks and books every budget of a request) and idempotently (by request
+  id). See `hybridfast.ledger.shared`.
+"""
 
 from __future__ import annotations
 
-from hybridfast.config import Config
-from hybridfast.types import Caller, Deployment, LedgerRecord, Picodollars, Reservation
+import asyncio
+
+from hybridfast import _core, pricing
+from hybridfast.config import Config, LedgerConfig
+from hybridfast.errors import ConfigError
+from hybridfast.ledger.budgets import Budget, BudgetState, from_config
+from hybridfast.ledger.service import NativeLedger, model_group
+from hybridfast.ledger.stores import PostgresStore, SqliteStore, Store, open_store
+
+__all__ = [
+    "Budget",
+    "BudgetState",
+    "NativeLedger",
+    "PostgresStore",
+    "SqliteStore",
+    "Store",
+    "load_books",
+    "model_group",
+    "open_ledger",
+    "open_store",
+]
 
 
-class MemoryLedger:
-    def __init__(self) -> None:
-        self.records: list[LedgerRecord] = []
-
-    async def reserve(
-        self, caller: Caller, deployment: Deployment, request_id: str, worst_case: Picodollars
-    ) -> Reservation:
-        return Reservation(request_id=request_id, amount=worst_case)
-
-    async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
-        self.records.append(record)
-
-    async def release(self, reservation: Reservation) -> None:
-        pass
-
-    def remaining(self, caller: Caller) -> Picodollars | None:
-        return None
-
-    async def close(self) -> None:
-        pass
+def merged_budgets(config: Config, store: Store | None) -> list[Budget]:
+    """The config's budgets, then the admin API's changes kept in the store."""
+    budgets = {b.ident: b for b in from_config(config.budgets)}
+    if store is not None:
+        for budget, deleted in store.budget_overrides():
+            if deleted:
+                budgets.pop(budget.ident, None)
+            else:
+                budgets[budget.ident] = budget
+    return list(budgets.values())
 
 
-async def open_ledger(config: Config) -> MemoryLedger:
-    return MemoryLedger()
+def load_books(config: Config, store: Store | None) -> tuple[_core.Ledger, list[Budget]]:
+    """Native books with the budgets, rebuilt from the store (blocking)."""
+    budgets = merged_budgets(config, store)
+    books = _core.Ledger([b.as_tuple() for b in budgets])
+    if store is not None:
+        store.rebuild(books)
+    return books, budgets
+
+
+async def open_ledger(config: Config) -> NativeLedger:
+    lc: LedgerConfig = config.ledger
+    pricing.configure(lc.prices_file)
+    if lc.counter == "postgres":
+        raise ConfigError(
+            "ledger.counter: postgres is not implemented; use redis to share budgets",
+            hint="set ledger.counter: redis (and ledger.redis_url)",
+        )
+    store = await asyncio.to_thread(open_store, lc)
+    books, budgets = await asyncio.to_thread(load_books, config, store)
+    shared = None
+    if lc.counter == "redis":
+        from hybridfast.ledger.shared import RedisBudgets
+
+        shared = RedisBudgets(lc.redis_url, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s)
+        await shared.seed(books)
+    return NativeLedger(books, budgets, store, shared, poll_s=lc.flush_interval_ms / 1000)

@@ -1,0 +1,265 @@
+"""The ledger the pipeline talks to (`types.Ledger`), over the native books.
+
+- `reserve` holds the worst case against every budget that applies (key, user, team, the
+  deployment's model group, global) in the core, all or none, in about a microsecond; with
+  a shared counter (`ledger.counter: redis`) the hold is taken there instead, atomically
+  across instances.
+- `settle` books the real cost in the core (budgets, aggregates) and returns once the
+  store's background writer has committed the entry: an acknowledged settle is durable.
+- `release` gives a hold back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from hybridfast import _core
+from hybridfast._core import format_usd
+from hybridfast.errors import BudgetExceeded, InvalidRequest
+from hybridfast.ledger import metrics
+from hybridfast.ledger.budgets import Budget, BudgetState
+from hybridfast.ledger.stores import Store, Writer
+from hybridfast.types import Caller, Deployment, LedgerRecord, Picodollars, Reservation
+
+if TYPE_CHECKING:
+    from hybridfast.ledger.shared import RedisBudgets
+
+log = logging.getLogger("hybridfast.ledger")
+
+
+def model_group(deployment_id: str | None) -> str | None:
+    """`smart#1` → `smart`: the group a deployment id belongs to."""
+    if deployment_id is None:
+        return None
+    return deployment_id.rsplit("#", 1)[0]
+
+
+def _refusal(scope: str, remaining: int, request_id: str) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"budget {scope} cannot cover this request: ${format_usd(remaining)} left",
+        headers={
+            "x-hybridfast-budget": scope,
+            "x-hybridfast-budget-remaining-usd": format_usd(remaining),
+        },
+    )
+
+
+class NativeLedger:
+    """`types.Ledger` over the native books, a store and optionally a shared counter."""
+
+    def __init__(
+        self,
+        books: _core.Ledger,
+        budgets: list[Budget],
+        store: Store | None = None,
+        shared: RedisBudgets | None = None,
+        *,
+        poll_s: float = 0.005,
+    ) -> None:
+        self.books = books
+        self.store = store
+        self.shared = shared
+        self._budgets = {b.ident: b for b in budgets}
+        self._loop = asyncio.get_running_loop()
+        self._durable = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._labels = metrics.LabelCache()
+        self._writer: Writer | None = None
+        self._closed = False
+        if store is not None:
+            self._writer = Writer(store, books, self._durable_from_thread, poll_s=poll_s)
+            self._writer.start()
+        metrics.BUDGETS.ledgers.add(self)
+
+    # --- the pipeline's protocol -------------------------------------------------------
+
+    async def reserve(
+        self, caller: Caller, deployment: Deployment, request_id: str, worst_case: Picodollars
+    ) -> Reservation:
+        if self.shared is not None:
+            await self.shared.reserve(caller, deployment.name, request_id, worst_case)
+            return Reservation(request_id=request_id, amount=worst_case, handle=0)
+        try:
+            handle = self.books.reserve(
+                caller.key_name, caller.user, caller.team, deployment.name, worst_case
+            )
+        except _core.BudgetExceededError as exc:
+            scope, remaining = getattr(exc, "scope", "budget"), getattr(exc, "remaining", 0)
+            metrics.REFUSED.labels(scope).inc()
+            raise _refusal(scope, remaining, request_id) from None
+        except _core.InvalidArgumentError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return Reservation(request_id=request_id, amount=worst_case, handle=handle)
+
+    async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
+        seq = self.record(reservation, record)
+        if self.shared is not None:
+            await self.shared.settle(
+                record.caller, model_group(record.deployment), reservation.request_id, record.cost
+            )
+        await self.wait_durable(seq)
+
+    async def release(self, reservation: Reservation) -> None:
+        if self.shared is not None:
+            await self.shared.release(reservation.request_id)
+        elif isinstance(reservation.handle, int) and reservation.handle:
+            self.books.release(reservation.handle)
+
+    def remaining(self, caller: Caller) -> Picodollars | None:
+        left = self.books.remaining(caller.key_name, caller.user, caller.team)
+        return None if left is None else int(left)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
+        if self.shared is not None:
+            await self.shared.close()
+        if self.store is not None:
+            self.store.close()
+        metrics.BUDGETS.ledgers.discard(self)
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(
+                    _core.StorageError("the ledger closed before this entry was stored")
+                )
+        self._waiters.clear()
+
+    # --- the parts -----------------------------------------------------------------------
+
+    def record(self, reservation: Reservation, record: LedgerRecord) -> int:
+        """Books `record` in the core and queues it for the store; returns its sequence
+        number (synchronous: for callers that wait on durability themselves)."""
+        caller, usage = record.caller, record.usage
+        handle = reservation.handle if isinstance(reservation.handle, int) else 0
+        group = model_group(record.deployment)
+        seq, crossed = self.books.settle(
+            handle,
+            record.request_id,
+            caller.key_name,
+            caller.user,
+            caller.team,
+            ",".join(caller.tags),
+            record.route,
+            record.deployment,
+            group,
+            record.provider,
+            record.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+            record.cost,
+            record.saved_cost,
+            record.latency_ms,
+            record.ttft_ms,
+            record.status,
+            record.cache,
+            record.fallbacks,
+            usage.estimated,
+            int(record.timestamp * 1000),
+        )
+        spend, *tokens = self._labels.get(
+            record.deployment or "", caller.key_name or "", caller.team or ""
+        )
+        if record.cost:
+            spend.inc(record.cost / _core.PICODOLLARS_PER_USD)
+        for child, count in zip(
+            tokens,
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+                usage.cache_write_tokens,
+                usage.reasoning_tokens,
+            ),
+            strict=True,
+        ):
+            if count:
+                child.inc(count)
+        if crossed:
+            self._soft_limit(crossed)
+        return int(seq)
+
+    async def wait_durable(self, seq: int) -> None:
+        """Returns once the entry numbered `seq` is committed to the store."""
+        if self.store is None or seq <= self._durable:
+            return
+        if self._closed:
+            raise _core.StorageError("the ledger is closed")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((seq, fut))
+        await fut
+
+    def _durable_from_thread(self, seq: int) -> None:
+        self._loop.call_soon_threadsafe(self._durable_up_to, seq)
+
+    def _durable_up_to(self, seq: int) -> None:
+        self._durable = max(self._durable, seq)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= seq:
+            _, fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _soft_limit(self, crossed: list[int]) -> None:
+        states = self.budget_states()
+        for index in crossed:
+            if index < len(states):
+                state = states[index]
+                label = state.budget.label
+                metrics.SOFT_LIMIT.labels(label).inc()
+                log.warning(
+                    "budget soft limit reached: %s spent $%s of $%s (%.0f%%)",
+                    label,
+                    format_usd(state.spent),
+                    format_usd(state.budget.limit),
+                    100 * state.budget.soft_fraction,
+                    extra={"event": "budget_soft_limit", "budget": label},
+                )
+
+    # --- budgets ------------------------------------------------------------------------
+
+    def budget_states(self, now_ms: int | None = None) -> list[BudgetState]:
+        out = []
+        for scope, name, window, limit, soft, start, spent, reserved in self.books.budgets(now_ms):
+            budget = Budget(scope, name, window, limit, soft)
+            out.append(BudgetState(budget, start, int(spent), int(reserved)))
+        return out
+
+    async def set_budget(self, budget: Budget) -> None:
+        """Adds or changes a budget, here, in the store (so it outlives a restart) and in
+        the shared counter."""
+        old = self._budgets.get(budget.ident)
+        self.books.set_budget(
+            budget.scope, budget.name, budget.window, budget.limit, budget.soft_fraction
+        )
+        self._budgets[budget.ident] = budget
+        if self.store is not None:
+            await asyncio.to_thread(self.store.save_budget, budget)
+        if self.shared is not None:
+            self.shared.budgets = list(self._budgets.values())
+            await self.shared.change_limit(budget, old.limit if old else None, self.budget_states())
+
+    async def remove_budget(self, scope: str, name: str | None, window: str) -> bool:
+        budget = self._budgets.pop((scope, name, window), None)
+        removed = self.books.remove_budget(scope, name, window)
+        if budget is not None and self.store is not None:
+            await asyncio.to_thread(self.store.save_budget, budget, True)
+        if self.shared is not None:
+            self.shared.budgets = list(self._budgets.values())
+        return removed
+
+    def budgets(self) -> list[Budget]:
+        return list(self._budgets.values())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,1 +1,0 @@
-//! (ledger: filled in by its issue.)

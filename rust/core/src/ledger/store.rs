@@ -1,0 +1,191 @@
+//! The durable journal in a SQLite file.
+//!
+//! WAL mode, one writer: the background writer takes every entry queued since its last
+//! commit and writes them in one transaction (group commit), so the cost of a commit is
+//! shared by all the requests that finished meanwhile. With `synchronous = FULL` a commit
+//! is on stable storage when `append` returns; with `NORMAL` it survives the process being
+//! killed (the WAL is in the OS's hands) but not a power cut.
+//!
+//! Readers (`ledger report` while `serve` runs) use their own connections: WAL lets them
+//! read while the writer writes.
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::{Entry, Ledger, Summary, Totals};
+use crate::error::{CoreError, CoreResult};
+
+/// The schema; the PostgreSQL store keeps the same columns.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    key_name TEXT,
+    user_name TEXT,
+    team TEXT,
+    tags TEXT NOT NULL DEFAULT '',
+    route TEXT NOT NULL,
+    deployment TEXT,
+    model_group TEXT,
+    provider TEXT,
+    model TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    cost INTEGER NOT NULL,
+    saved_cost INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    ttft_ms REAL,
+    status INTEGER NOT NULL,
+    cache TEXT NOT NULL,
+    fallbacks INTEGER NOT NULL,
+    estimated INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_entries_ts ON ledger_entries (ts_ms);
+";
+
+const INSERT: &str = "INSERT INTO ledger_entries (ts_ms, request_id, key_name, user_name, team, \
+    tags, route, deployment, model_group, provider, model, input_tokens, output_tokens, \
+    cached_input_tokens, cache_write_tokens, reasoning_tokens, cost, saved_cost, latency_ms, \
+    ttft_ms, status, cache, fallbacks, estimated) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+    ?19, ?20, ?21, ?22, ?23, ?24)";
+
+/// The `GROUP BY` that rebuilds the books on restart: one row per hour and combination of
+/// dimensions, far fewer than entries. SQLite sums integers exactly (and raises on i64
+/// overflow rather than wrapping).
+pub const SUMMARY_QUERY: &str = "SELECT (ts_ms / 3600000) * 3600000 AS hour, key_name, user_name, \
+    team, model_group, deployment, provider, route, COUNT(*), \
+    SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(estimated), \
+    SUM(CASE WHEN cache IN ('hit', 'semantic-hit') THEN 1 ELSE 0 END), \
+    SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cache_write_tokens), \
+    SUM(reasoning_tokens), SUM(cost), SUM(saved_cost) \
+    FROM ledger_entries GROUP BY 1, 2, 3, 4, 5, 6, 7, 8";
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn storage(err: rusqlite::Error) -> CoreError {
+    CoreError::Storage(format!("ledger store: {err}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger file.
+    pub fn open(path: &str, synchronous_full: bool) -> CoreResult<SqliteStore> {
+        let conn = Connection::open(path).map_err(storage)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(storage)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(storage)?;
+        if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
+            return Err(CoreError::Storage(format!(
+                "ledger store: {path} cannot use write-ahead logging (journal_mode is {mode})"
+            )));
+        }
+        let sync = if synchronous_full { "FULL" } else { "NORMAL" };
+        conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
+            .map_err(storage)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(SqliteStore { conn })
+    }
+
+    /// Opens an existing ledger file read-only (reports while the server writes).
+    pub fn open_read_only(path: &str) -> CoreResult<SqliteStore> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(storage)?;
+        Ok(SqliteStore { conn })
+    }
+
+    /// Writes `entries` in one transaction; they are durable when this returns `Ok`.
+    pub fn append(&mut self, entries: &[Entry]) -> CoreResult<()> {
+        let tx = self.conn.transaction().map_err(storage)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(storage)?;
+            for e in entries {
+                let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                insert
+                    .execute(params![
+                        e.ts_ms,
+                        e.request_id,
+                        e.key,
+                        e.user,
+                        e.team,
+                        e.tags,
+                        e.route,
+                        e.deployment,
+                        e.model_group,
+                        e.provider,
+                        e.model,
+                        tokens(e.usage.input_tokens),
+                        tokens(e.usage.output_tokens),
+                        tokens(e.usage.cached_input_tokens),
+                        tokens(e.usage.cache_write_tokens),
+                        tokens(e.usage.reasoning_tokens),
+                        e.cost,
+                        e.saved_cost,
+                        e.latency_ms,
+                        e.ttft_ms,
+                        e.status,
+                        e.cache,
+                        e.fallbacks,
+                        e.estimated,
+                    ])
+                    .map_err(storage)?;
+            }
+        }
+        tx.commit().map_err(storage)
+    }
+
+    /// Rebuilds `ledger`'s aggregates and budget state from every stored entry; returns the
+    /// number of entries read.
+    pub fn load_into(&self, ledger: &Ledger) -> CoreResult<u64> {
+        let mut stmt = self.conn.prepare(SUMMARY_QUERY).map_err(storage)?;
+        let mut rows = stmt.query([]).map_err(storage)?;
+        let mut count = 0u64;
+        while let Some(row) = rows.next().map_err(storage)? {
+            let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
+            let summary = Summary {
+                hour_ms: row.get(0).map_err(storage)?,
+                key: row.get(1).map_err(storage)?,
+                user: row.get(2).map_err(storage)?,
+                team: row.get(3).map_err(storage)?,
+                model_group: row.get(4).map_err(storage)?,
+                deployment: row.get(5).map_err(storage)?,
+                provider: row.get(6).map_err(storage)?,
+                route: row.get(7).map_err(storage)?,
+                totals: Totals {
+                    requests: n(8).map_err(storage)?,
+                    errors: n(9).map_err(storage)?,
+                    estimated: n(10).map_err(storage)?,
+                    cache_hits: n(11).map_err(storage)?,
+                    input_tokens: n(12).map_err(storage)?,
+                    output_tokens: n(13).map_err(storage)?,
+                    cached_input_tokens: n(14).map_err(storage)?,
+                    cache_write_tokens: n(15).map_err(storage)?,
+                    reasoning_tokens: n(16).map_err(storage)?,
+                    cost: i128::from(row.get::<_, i64>(17).map_err(storage)?),
+                    saved_cost: i128::from(row.get::<_, i64>(18).map_err(storage)?),
+                },
+            };
+            count += summary.totals.requests;
+            ledger.load(&summary);
+        }
+        Ok(count)
+    }
+
+    /// The number of stored entries.
+    pub fn count(&self) -> CoreResult<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM ledger_entries", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(storage)
+    }
+}

@@ -1,0 +1,354 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::store::SqliteStore;
+use super::*;
+
+const T0: i64 = 1_764_000_000_000; // 2025-11-24T16:00:00Z
+const USD: i64 = crate::money::PICOS_PER_USD;
+
+fn budget(scope: Scope, name: Option<&str>, window: Window, limit: i64) -> BudgetSpec {
+    BudgetSpec {
+        scope,
+        name: name.map(str::to_string),
+        window,
+        limit,
+        soft_fraction: 0.8,
+    }
+}
+
+fn entry(cost: i64, team: Option<&str>, ts_ms: i64) -> Entry {
+    Entry {
+        ts_ms,
+        request_id: format!("req-{cost}-{ts_ms}"),
+        key: Some("k1".into()),
+        team: team.map(str::to_string),
+        route: "smart".into(),
+        deployment: Some("smart#0".into()),
+        model_group: Some("smart".into()),
+        provider: Some("openai".into()),
+        model: Some("gpt-4.1".into()),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
+        cost,
+        status: 200,
+        cache: "miss".into(),
+        ..Entry::default()
+    }
+}
+
+fn subject<'a>(team: Option<&'a str>) -> Subject<'a> {
+    Subject {
+        key: Some("k1"),
+        user: None,
+        team,
+        model_group: Some("smart"),
+    }
+}
+
+#[test]
+fn reserve_holds_the_worst_case_and_settle_swaps_in_the_real_cost() {
+    let ledger = Ledger::new(
+        vec![budget(Scope::Team, Some("a"), Window::Day, 10 * USD)],
+        T0,
+    )
+    .unwrap();
+    let h1 = ledger.reserve(&subject(Some("a")), 6 * USD, T0).unwrap();
+    // 6 held: a second 6 does not fit, and nothing is held for it.
+    let err = ledger
+        .reserve(&subject(Some("a")), 6 * USD, T0)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CoreError::BudgetExceeded {
+            scope: "team:a/day".into(),
+            remaining: 4 * i128::from(USD)
+        }
+    );
+    assert_eq!(
+        ledger.remaining(&subject(Some("a")), T0),
+        Some(4 * i128::from(USD))
+    );
+    ledger.settle(h1, entry(2 * USD, Some("a"), T0)).unwrap();
+    assert_eq!(
+        ledger.remaining(&subject(Some("a")), T0),
+        Some(8 * i128::from(USD))
+    );
+    // Another team is not limited by it.
+    assert_eq!(ledger.remaining(&subject(Some("b")), T0), None);
+    assert!(ledger.reserve(&subject(Some("b")), 100 * USD, T0).is_ok());
+    // A settled hold cannot be settled or released again.
+    assert!(matches!(
+        ledger.settle(h1, entry(1, Some("a"), T0)),
+        Err(CoreError::NotFound(_))
+    ));
+    assert!(!ledger.release(h1));
+}
+
+#[test]
+fn a_refusal_holds_nothing_anywhere() {
+    let ledger = Ledger::new(
+        vec![
+            budget(Scope::Global, None, Window::Total, 100 * USD),
+            budget(Scope::Key, Some("k1"), Window::Hour, USD),
+        ],
+        T0,
+    )
+    .unwrap();
+    assert!(ledger.reserve(&subject(None), 2 * USD, T0).is_err());
+    let status = ledger.budgets(T0);
+    assert!(status.iter().all(|b| b.reserved == 0), "{status:?}");
+}
+
+#[test]
+fn release_gives_the_hold_back() {
+    let ledger = Ledger::new(
+        vec![budget(Scope::Model, Some("smart"), Window::Month, USD)],
+        T0,
+    )
+    .unwrap();
+    let h = ledger.reserve(&subject(None), USD, T0).unwrap();
+    assert_eq!(ledger.remaining(&subject(None), T0), Some(0));
+    assert!(ledger.release(h));
+    assert_eq!(ledger.remaining(&subject(None), T0), Some(i128::from(USD)));
+}
+
+#[test]
+fn windows_reset_spending_but_not_holds() {
+    let ledger = Ledger::new(
+        vec![budget(Scope::Global, None, Window::Hour, 10 * USD)],
+        T0,
+    )
+    .unwrap();
+    ledger.settle(0, entry(9 * USD, None, T0)).unwrap();
+    let h = ledger.reserve(&subject(None), USD, T0).unwrap();
+    assert_eq!(ledger.remaining(&subject(None), T0), Some(0));
+    let next_hour = T0 + window::HOUR_MS;
+    assert_eq!(
+        ledger.remaining(&subject(None), next_hour),
+        Some(9 * i128::from(USD))
+    );
+    ledger.settle(h, entry(USD / 2, None, next_hour)).unwrap();
+    assert_eq!(
+        ledger.remaining(&subject(None), next_hour),
+        Some(i128::from(USD) * 19 / 2)
+    );
+}
+
+#[test]
+fn soft_limit_fires_once_per_window() {
+    let ledger = Ledger::new(vec![budget(Scope::Global, None, Window::Day, 10 * USD)], T0).unwrap();
+    assert!(ledger
+        .settle(0, entry(7 * USD, None, T0))
+        .unwrap()
+        .soft_crossed
+        .is_empty());
+    assert_eq!(
+        ledger.settle(0, entry(USD, None, T0)).unwrap().soft_crossed,
+        vec![0]
+    );
+    assert!(ledger
+        .settle(0, entry(USD, None, T0))
+        .unwrap()
+        .soft_crossed
+        .is_empty());
+}
+
+#[test]
+fn set_budget_updates_in_place_and_remove_keeps_holds_consistent() {
+    let ledger = Ledger::new(
+        vec![
+            budget(Scope::Team, Some("a"), Window::Day, USD),
+            budget(Scope::Global, None, Window::Day, USD),
+        ],
+        T0,
+    )
+    .unwrap();
+    let h = ledger.reserve(&subject(Some("a")), USD / 2, T0).unwrap();
+    ledger
+        .set_budget(budget(Scope::Team, Some("a"), Window::Day, 3 * USD), T0)
+        .unwrap();
+    assert_eq!(ledger.budgets(T0).len(), 2);
+    assert!(ledger.remove_budget(Scope::Team, Some("a"), Window::Day));
+    assert!(ledger.release(h));
+    assert_eq!(ledger.budgets(T0)[0].reserved, 0);
+    assert!(ledger
+        .set_budget(budget(Scope::Team, None, Window::Day, USD), T0)
+        .is_err());
+    assert!(ledger
+        .set_budget(budget(Scope::Global, None, Window::Day, -1), T0)
+        .is_err());
+}
+
+#[test]
+fn reports_group_by_dimension_and_period() {
+    let ledger = Ledger::default();
+    ledger.settle(0, entry(3, Some("a"), T0)).unwrap();
+    ledger
+        .settle(0, entry(4, Some("b"), T0 + 25 * window::HOUR_MS))
+        .unwrap();
+    ledger
+        .settle(0, entry(5, Some("a"), T0 + 26 * window::HOUR_MS))
+        .unwrap();
+    let by_team = ledger.report(Dim::Team, None, i64::MIN, i64::MAX);
+    assert_eq!(by_team.len(), 2);
+    assert_eq!(
+        (by_team[0].group.as_deref(), by_team[0].totals.cost),
+        (Some("a"), 8)
+    );
+    let by_day = ledger.report(Dim::Total, Some(Window::Day), i64::MIN, i64::MAX);
+    assert_eq!(
+        by_day.iter().map(|r| r.totals.cost).collect::<Vec<_>>(),
+        vec![3, 9]
+    );
+    let since = ledger.report(Dim::Total, None, T0 + window::HOUR_MS, i64::MAX);
+    assert_eq!(since[0].totals.cost, 9);
+    assert_eq!(since[0].totals.requests, 2);
+}
+
+fn temp_path(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("hf-ledger-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    dir.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_store_rebuilds_the_books() {
+    let path = temp_path("rebuild.db");
+    let budgets = vec![
+        budget(Scope::Team, Some("a"), Window::Month, 100 * USD),
+        budget(Scope::Global, None, Window::Hour, 100 * USD),
+    ];
+    let now = T0 + 30 * window::HOUR_MS;
+    let ledger = Ledger::new(budgets.clone(), now).unwrap();
+    for i in 0..50 {
+        let team = if i % 3 == 0 { Some("a") } else { None };
+        ledger
+            .settle(0, entry(USD / 7 + i, team, T0 + (i % 31) * window::HOUR_MS))
+            .unwrap();
+    }
+    let mut store = SqliteStore::open(&path, true).unwrap();
+    let pending = ledger.take_pending(usize::MAX, Duration::ZERO);
+    assert_eq!(pending.len(), 50);
+    store.append(&pending).unwrap();
+    drop(store);
+
+    let rebuilt = Ledger::new(budgets, now).unwrap();
+    let store = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(store.load_into(&rebuilt).unwrap(), 50);
+    assert_eq!(rebuilt.pending_len(), 0);
+    for dim in Dim::ALL {
+        for period in [
+            None,
+            Some(Window::Hour),
+            Some(Window::Day),
+            Some(Window::Month),
+        ] {
+            assert_eq!(
+                rebuilt.report(dim, period, i64::MIN, i64::MAX),
+                ledger.report(dim, period, i64::MIN, i64::MAX)
+            );
+        }
+    }
+    let spent = |l: &Ledger| l.budgets(now).iter().map(|b| b.spent).collect::<Vec<_>>();
+    assert_eq!(spent(&rebuilt), spent(&ledger));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn concurrent_reservations_never_overspend() {
+    let limit = 1_000 * USD;
+    let ledger =
+        Arc::new(Ledger::new(vec![budget(Scope::Global, None, Window::Total, limit)], T0).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                for i in 0..2_000i64 {
+                    let worst = (i % 17 + 1) * USD / 10;
+                    if let Ok(h) = ledger.reserve(&subject(None), worst, T0) {
+                        // Real cost never above the worst case; some fail and release.
+                        if (i + t) % 5 == 0 {
+                            ledger.release(h);
+                        } else {
+                            ledger.settle(h, entry(worst - i % 3, None, T0)).unwrap();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let b = &ledger.budgets(T0)[0];
+    assert!(
+        b.spent <= i128::from(limit),
+        "spent {} over {}",
+        b.spent,
+        limit
+    );
+    assert_eq!(b.reserved, 0);
+    let total: i128 = ledger.report(Dim::Total, None, i64::MIN, i64::MAX)[0]
+        .totals
+        .cost;
+    assert_eq!(total, b.spent);
+}
+
+proptest! {
+    #[test]
+    fn aggregates_equal_the_sum_of_entries_at_every_level(
+        items in proptest::collection::vec((0i64..1_000_000_000, 0usize..3, 0usize..3, 0i64..2_000), 1..80)
+    ) {
+        let ledger = Ledger::default();
+        let teams = [None, Some("a"), Some("b")];
+        let mut total: i128 = 0;
+        for (cost, team, key, hour) in &items {
+            let mut e = entry(*cost, teams[*team], T0 + hour * window::HOUR_MS + 17);
+            e.key = teams[*key].map(|k| format!("key-{k}"));
+            e.deployment = Some(format!("smart#{key}"));
+            ledger.settle(0, e).unwrap();
+            total += i128::from(*cost);
+        }
+        for dim in Dim::ALL {
+            for period in [None, Some(Window::Hour), Some(Window::Day), Some(Window::Month)] {
+                let rows = ledger.report(dim, period, i64::MIN, i64::MAX);
+                let sum: i128 = rows.iter().map(|r| r.totals.cost).sum();
+                let requests: u64 = rows.iter().map(|r| r.totals.requests).sum();
+                // Dimensions an entry may lack (team, key) sum to at most the total.
+                match dim {
+                    Dim::Team | Dim::Key | Dim::User => prop_assert!(sum <= total),
+                    _ => {
+                        prop_assert_eq!(sum, total);
+                        prop_assert_eq!(requests, items.len() as u64);
+                    }
+                }
+            }
+        }
+        let by_team: i128 = ledger.report(Dim::Team, None, i64::MIN, i64::MAX).iter().map(|r| r.totals.cost).sum();
+        let teamless: i128 = items.iter().filter(|i| i.1 == 0).map(|i| i128::from(i.0)).sum();
+        prop_assert_eq!(by_team + teamless, total);
+    }
+
+    #[test]
+    fn holds_and_spend_never_pass_the_limit(
+        ops in proptest::collection::vec((0u8..3, 0i64..5_000), 1..200), limit in 0i64..100_000
+    ) {
+        let ledger = Ledger::new(vec![budget(Scope::Global, None, Window::Total, limit)], T0).unwrap();
+        let mut open = Vec::new();
+        for (op, amount) in ops {
+            match op {
+                0 => if let Ok(h) = ledger.reserve(&subject(None), amount, T0) { open.push((h, amount)) },
+                1 => if let Some((h, worst)) = open.pop() { ledger.settle(h, entry(worst.min(amount), None, T0)).unwrap(); },
+                _ => if let Some((h, _)) = open.pop() { prop_assert!(ledger.release(h)); },
+            }
+            let b = &ledger.budgets(T0)[0];
+            prop_assert!(b.spent + b.reserved <= i128::from(limit));
+        }
+    }
+}
