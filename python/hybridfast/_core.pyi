@@ -212,3 +212,39 @@ class SqliteJournal:
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------
 
 # --- embed (rust/python/src/embed.rs) ---------------------------------------------------
+
+import numpy as _np  # noqa: E402
+import numpy.typing as _npt  # noqa: E402
+
+class LocalEmbedder:
+    """A BERT sentence-embedding model (all-MiniLM-L6-v2) run natively: WordPiece tokenizer,
+    encoder, mean pooling, L2 normalisation. Every bulk call releases the GIL and spreads the
+    batch over `threads` threads."""
+
+    def __init__(self, path: str, max_tokens: int = 256, threads: int = 0) -> None:
+        """Loads `vocab.txt`, `config.json` and `model.safetensors` from `path`; `threads` 0
+        means one per core. Raises StorageError when a file is missing or malformed."""
+    @property
+    def dimensions(self) -> int:
+        """The vector size (384 for MiniLM)."""
+    @property
+    def max_tokens(self) -> int:
+        """The longest input in tokens, `[CLS]`/`[SEP]` included; longer texts are truncated."""
+    @property
+    def threads(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def embed(self, texts: list[str]) -> _npt.NDArray[_np.float32]:
+        """Embeds texts: a float32 array of shape `(len(texts), dimensions)`, rows
+        L2-normalised."""
+    def embed_counted(self, texts: list[str]) -> tuple[_npt.NDArray[_np.float32], list[int]]:
+        """As `embed`, with the number of tokens the model read for each text (for usage)."""
+    def embed_ids(
+        self, inputs: list[list[int]]
+    ) -> tuple[_npt.NDArray[_np.float32], list[int]]:
+        """Embeds pre-tokenized inputs (ids of this model's vocabulary; `[CLS]`/`[SEP]` are
+        added). Returns the array and each input's token count; raises InvalidArgumentError
+        for an id outside the vocabulary."""
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """The ids the model reads for each text (`[CLS]` … `[SEP]`, truncated to
+        `max_tokens`)."""

@@ -199,11 +199,22 @@ class CacheConfig(_Section):
 
 
 class EmbeddingsConfig(_Section):
+    # Dynamic batching of local models: a batch closes at `max_batch` texts or when its
+    # oldest request has waited `max_wait_ms`; beyond `max_queue` waiting texts → 429.
     max_batch: int = 64
     max_wait_ms: float = 2.0
     max_queue: int = 4096
     max_inputs: int = 2048
     max_input_chars: int = 32_768
+    # Off: each request runs on its own (for comparison; batching is faster under load).
+    batching: bool = True
+    # Where the local MiniLM runs: auto (a GPU when CuPy sees one), cpu or cuda.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads for one local batch; 0 = one per core.
+    threads: int = 0
+    # The exact per-text cache in front of every embedding deployment.
+    cache: bool = True
+    cache_max_entries: int = 100_000
 
 
 class KeyConfig(_Section):

@@ -1,0 +1,464 @@
+//! A BERT encoder's forward pass (inference only), mean pooling and L2 normalisation: what
+//! sentence-transformers runs for all-MiniLM-L6-v2, in plain f32 over `matrixmultiply`.
+//!
+//! Sequences are not padded: the tokens of every sequence in a batch are stacked into one
+//! `[tokens, hidden]` matrix so each dense layer is one large matrix product, and attention
+//! runs per sequence over its own tokens only. Padding would cost up to `max_len / len` times
+//! the work on mixed-length batches and needs no mask this way.
+
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{CoreError, CoreResult};
+
+/// The architecture, as in the model's `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BertConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub max_positions: usize,
+    pub vocab: usize,
+    pub layer_norm_eps: f32,
+}
+
+impl BertConfig {
+    /// all-MiniLM-L6-v2 (`nreimers/MiniLM-L6-H384-uncased`).
+    pub const MINILM_L6: BertConfig = BertConfig {
+        hidden: 384,
+        layers: 6,
+        heads: 12,
+        intermediate: 1536,
+        max_positions: 512,
+        vocab: 30522,
+        layer_norm_eps: 1e-12,
+    };
+}
+
+struct Layer {
+    /// Query, key and value weights stacked: `[3 * hidden, hidden]`, biases `[3 * hidden]`.
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    attn_out_w: Vec<f32>,
+    attn_out_b: Vec<f32>,
+    attn_ln_g: Vec<f32>,
+    attn_ln_b: Vec<f32>,
+    inter_w: Vec<f32>,
+    inter_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    out_ln_g: Vec<f32>,
+    out_ln_b: Vec<f32>,
+}
+
+/// The weights of a BERT encoder.
+pub struct Bert {
+    pub config: BertConfig,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type0: Vec<f32>,
+    emb_ln_g: Vec<f32>,
+    emb_ln_b: Vec<f32>,
+    layers: Vec<Layer>,
+}
+
+fn storage(message: String) -> CoreError {
+    CoreError::Storage(message)
+}
+
+impl Bert {
+    /// Loads `model.safetensors` (f32, names as `BertModel` saves them, with or without a
+    /// `bert.` prefix).
+    pub fn load(path: &Path, config: BertConfig) -> CoreResult<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| storage(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_bytes(&bytes, config)
+    }
+
+    pub fn from_bytes(bytes: &[u8], config: BertConfig) -> CoreResult<Self> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| storage(format!("not a safetensors file: {e}")))?;
+        let h = config.hidden;
+        let get = |name: &str, shape: &[usize]| -> CoreResult<Vec<f32>> {
+            let view = tensors
+                .tensor(name)
+                .or_else(|_| tensors.tensor(&format!("bert.{name}")))
+                .map_err(|_| storage(format!("weights lack tensor {name}")))?;
+            if view.dtype() != Dtype::F32 || view.shape() != shape {
+                return Err(storage(format!(
+                    "tensor {name}: expected f32 {shape:?}, found {:?} {:?}",
+                    view.dtype(),
+                    view.shape()
+                )));
+            }
+            Ok(view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("encoder.layer.{i}");
+            let mut qkv_w = get(&format!("{p}.attention.self.query.weight"), &[h, h])?;
+            qkv_w.extend(get(&format!("{p}.attention.self.key.weight"), &[h, h])?);
+            qkv_w.extend(get(&format!("{p}.attention.self.value.weight"), &[h, h])?);
+            let mut qkv_b = get(&format!("{p}.attention.self.query.bias"), &[h])?;
+            qkv_b.extend(get(&format!("{p}.attention.self.key.bias"), &[h])?);
+            qkv_b.extend(get(&format!("{p}.attention.self.value.bias"), &[h])?);
+            layers.push(Layer {
+                qkv_w,
+                qkv_b,
+                attn_out_w: get(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                attn_out_b: get(&format!("{p}.attention.output.dense.bias"), &[h])?,
+                attn_ln_g: get(&format!("{p}.attention.output.LayerNorm.weight"), &[h])?,
+                attn_ln_b: get(&format!("{p}.attention.output.LayerNorm.bias"), &[h])?,
+                inter_w: get(
+                    &format!("{p}.intermediate.dense.weight"),
+                    &[config.intermediate, h],
+                )?,
+                inter_b: get(
+                    &format!("{p}.intermediate.dense.bias"),
+                    &[config.intermediate],
+                )?,
+                out_w: get(
+                    &format!("{p}.output.dense.weight"),
+                    &[h, config.intermediate],
+                )?,
+                out_b: get(&format!("{p}.output.dense.bias"), &[h])?,
+                out_ln_g: get(&format!("{p}.output.LayerNorm.weight"), &[h])?,
+                out_ln_b: get(&format!("{p}.output.LayerNorm.bias"), &[h])?,
+            });
+        }
+        let token_types = get("embeddings.token_type_embeddings.weight", &[2, h])?;
+        Ok(Bert {
+            word: get("embeddings.word_embeddings.weight", &[config.vocab, h])?,
+            position: get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_positions, h],
+            )?,
+            token_type0: token_types[..h].to_vec(),
+            emb_ln_g: get("embeddings.LayerNorm.weight", &[h])?,
+            emb_ln_b: get("embeddings.LayerNorm.bias", &[h])?,
+            layers,
+            config,
+        })
+    }
+
+    /// Mean-pooled, L2-normalised sentence vectors for `sequences` (token ids including
+    /// `[CLS]`/`[SEP]`), written row after row into `out` (`sequences.len() * hidden`).
+    ///
+    /// Every id must be below the vocabulary size and every sequence at most
+    /// `max_positions` long and non-empty; the caller (`LocalEmbedder`) guarantees it.
+    pub fn embed_into(&self, sequences: &[&[u32]], out: &mut [f32]) {
+        let h = self.config.hidden;
+        let total: usize = sequences.iter().map(|s| s.len()).sum();
+        let mut x = vec![0f32; total * h];
+        // Embeddings: word + position + token type 0, then LayerNorm.
+        let mut row = 0;
+        for seq in sequences {
+            for (pos, &id) in seq.iter().enumerate() {
+                let dst = &mut x[row * h..(row + 1) * h];
+                let w = &self.word[id as usize * h..(id as usize + 1) * h];
+                let p = &self.position[pos * h..(pos + 1) * h];
+                for j in 0..h {
+                    dst[j] = w[j] + p[j] + self.token_type0[j];
+                }
+                row += 1;
+            }
+        }
+        layer_norm(
+            &mut x,
+            h,
+            &self.emb_ln_g,
+            &self.emb_ln_b,
+            self.config.layer_norm_eps,
+        );
+
+        let mut qkv = vec![0f32; total * 3 * h];
+        let mut ctx = vec![0f32; total * h];
+        let mut inter = vec![0f32; total * self.config.intermediate];
+        let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut scores = vec![0f32; longest * longest];
+        for layer in &self.layers {
+            self.attention(layer, sequences, &x, &mut qkv, &mut ctx, &mut scores);
+            // Attention output: dense, residual, LayerNorm (the result replaces x).
+            linear(
+                &ctx,
+                total,
+                h,
+                &layer.attn_out_w,
+                &layer.attn_out_b,
+                h,
+                &mut qkv[..total * h],
+            );
+            let attn = &mut qkv[..total * h];
+            for (a, xi) in attn.iter_mut().zip(&x) {
+                *a += xi;
+            }
+            layer_norm(
+                attn,
+                h,
+                &layer.attn_ln_g,
+                &layer.attn_ln_b,
+                self.config.layer_norm_eps,
+            );
+            x.copy_from_slice(attn);
+            // Feed-forward: dense + GELU, dense, residual, LayerNorm.
+            let inner = self.config.intermediate;
+            linear(
+                &x,
+                total,
+                h,
+                &layer.inter_w,
+                &layer.inter_b,
+                inner,
+                &mut inter,
+            );
+            for v in inter.iter_mut() {
+                *v = gelu(*v);
+            }
+            linear(
+                &inter,
+                total,
+                inner,
+                &layer.out_w,
+                &layer.out_b,
+                h,
+                &mut ctx,
+            );
+            for (c, xi) in ctx.iter_mut().zip(&x) {
+                *c += xi;
+            }
+            layer_norm(
+                &mut ctx,
+                h,
+                &layer.out_ln_g,
+                &layer.out_ln_b,
+                self.config.layer_norm_eps,
+            );
+            std::mem::swap(&mut x, &mut ctx);
+        }
+        // Mean pooling over each sequence's tokens, then L2 normalisation.
+        let mut row = 0;
+        for (i, seq) in sequences.iter().enumerate() {
+            let dst = &mut out[i * h..(i + 1) * h];
+            dst.fill(0.0);
+            for r in row..row + seq.len() {
+                for (d, v) in dst.iter_mut().zip(&x[r * h..(r + 1) * h]) {
+                    *d += v;
+                }
+            }
+            row += seq.len();
+            let norm = dst.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            for d in dst.iter_mut() {
+                *d /= norm;
+            }
+        }
+    }
+
+    /// Multi-head self-attention of every sequence over its own tokens; writes the heads'
+    /// concatenated context vectors into `ctx` (`[tokens, hidden]`).
+    fn attention(
+        &self,
+        layer: &Layer,
+        sequences: &[&[u32]],
+        x: &[f32],
+        qkv: &mut [f32],
+        ctx: &mut [f32],
+        scores: &mut [f32],
+    ) {
+        let h = self.config.hidden;
+        let total = x.len() / h;
+        let heads = self.config.heads;
+        let dh = h / heads;
+        let stride = 3 * h;
+        linear(x, total, h, &layer.qkv_w, &layer.qkv_b, stride, qkv);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut offset = 0;
+        for seq in sequences {
+            let len = seq.len();
+            let base = offset * stride;
+            for head in 0..heads {
+                let q = qkv[base + head * dh..].as_ptr();
+                let k = qkv[base + h + head * dh..].as_ptr();
+                let v = qkv[base + 2 * h + head * dh..].as_ptr();
+                let s = &mut scores[..len * len];
+                // SAFETY: the pointers address `len` rows of `dh` values with row stride
+                // `stride` inside `qkv`, and `s` holds `len * len` values; matrixmultiply
+                // reads and writes only within those bounds.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        len,
+                        dh,
+                        len,
+                        scale,
+                        q,
+                        stride as isize,
+                        1,
+                        k,
+                        1,
+                        stride as isize,
+                        0.0,
+                        s.as_mut_ptr(),
+                        len as isize,
+                        1,
+                    );
+                }
+                for r in s.chunks_exact_mut(len) {
+                    softmax(r);
+                }
+                let c = ctx[offset * h + head * dh..].as_mut_ptr();
+                // SAFETY: as above; `c` addresses `len` rows of `dh` values with row stride
+                // `h` inside `ctx`.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        len,
+                        len,
+                        dh,
+                        1.0,
+                        s.as_ptr(),
+                        len as isize,
+                        1,
+                        v,
+                        stride as isize,
+                        1,
+                        0.0,
+                        c,
+                        h as isize,
+                        1,
+                    );
+                }
+            }
+            offset += len;
+        }
+    }
+}
+
+/// `out[rows, n] = x[rows, k] · wᵀ + b` with `w` stored `[n, k]` as PyTorch saves it.
+fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], b: &[f32], n: usize, out: &mut [f32]) {
+    assert!(x.len() >= rows * k && w.len() == n * k && b.len() == n && out.len() >= rows * n);
+    for r in out[..rows * n].chunks_exact_mut(n) {
+        r.copy_from_slice(b);
+    }
+    // SAFETY: the asserts above bound every access matrixmultiply makes.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn layer_norm(x: &mut [f32], h: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(h) {
+        let mean = row.iter().sum::<f32>() / h as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// BERT's exact GELU, `x · Φ(x)`, not the tanh approximation.
+#[inline]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf with absolute error below 1.2e-7 (Numerical Recipes' `erfc` Chebyshev fit), enough
+/// for f32 activations; std has no stable `erf`.
+#[inline]
+fn erf(x: f32) -> f32 {
+    let z = f64::from(x.abs());
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    let r = (1.0 - erfc) as f32;
+    if x >= 0.0 {
+        r
+    } else {
+        -r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+            (-1.0, -0.842_700_8),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn softmax_and_layer_norm() {
+        let mut r = [1.0f32, 2.0, 3.0];
+        softmax(&mut r);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(r[2] > r[1] && r[1] > r[0]);
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        layer_norm(&mut x, 4, &[1.0; 4], &[0.0; 4], 1e-12);
+        assert!(x.iter().sum::<f32>().abs() < 1e-5);
+        assert!((x.iter().map(|v| v * v).sum::<f32>() / 4.0 - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn linear_uses_transposed_weights() {
+        // x = [[1, 2]], w = [[1, 0], [0, 1], [1, 1]] → [1, 2, 3] + b
+        let mut out = [0f32; 3];
+        linear(
+            &[1.0, 2.0],
+            1,
+            2,
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            &[0.5, 0.5, 0.5],
+            3,
+            &mut out,
+        );
+        assert_eq!(out, [1.5, 2.5, 3.5]);
+    }
+}
