@@ -57,10 +57,12 @@ def fake_config(
     extra: str = "",
     server: str = "",
     prices: bool = True,
+    capabilities: tuple[str, ...] = ("tools", "vision", "json"),
 ) -> str:
     """YAML with one provider per fake (named `p0`, `p1`...) and one deployment of model
     group `name` on each, in order (so the in-order router falls back p0 → p1 → ...).
-    Prices: $1 / $2 per Mtok in/out. `server` and `extra` are appended YAML."""
+    Prices: $1 / $2 per Mtok in/out; capabilities: tools, vision, json. `server` and
+    `extra` are appended YAML."""
     lines = ["providers:"]
     for i, f in enumerate(fakes):
         lines += [
@@ -75,6 +77,8 @@ def fake_config(
         lines += [f"  - name: {name}", f"    provider: p{i}", f"    model: {f.kind}-model-{i}"]
         if prices:
             lines += ["    price: {input_per_mtok: 1, output_per_mtok: 2}"]
+        if capabilities:
+            lines += [f"    capabilities: [{', '.join(capabilities)}]"]
     lines += ["ledger:", "  backend: memory"]
     text = "\n".join(lines) + "\n"
     if server:

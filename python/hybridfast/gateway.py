@@ -739,6 +739,7 @@ class Gateway:
         begun = await self._begin(request, caller, info)
         if isinstance(begun, CacheHit):
             answer = begun.answer
+            info.cache = begun.kind
             info.first_byte = _perf()
             batch = [StreamEvent(piece) for piece in _split_for_replay(answer.content)]
             if answer.tool_calls:

@@ -8,7 +8,6 @@ import base64
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import numpy as np
 import orjson
 
 from hybridfast.config import ProviderConfig
@@ -168,6 +167,8 @@ class OpenAIProvider(Provider):
             items = sorted(data["data"], key=lambda d: d.get("index", 0))
         except (KeyError, TypeError):
             raise ProviderError(f"{self.name}: the embeddings answer has no data") from None
+        import numpy as np  # only embeddings need it; keeps `serve` start-up short
+
         vectors: list[list[float]] = []
         for item in items:
             emb = item.get("embedding")

@@ -37,8 +37,8 @@ log = logging.getLogger("hybridfast.server")
 config_key = web.AppKey("config", Config)
 gateway_key = web.AppKey("gateway", Gateway)
 # Per request: the bookkeeping (for error headers) and who is calling.
-INFO = "hybridfast.info"
-CALLER = "hybridfast.caller"
+INFO = web.RequestKey("info", CallInfo)
+CALLER = web.RequestKey("caller", Caller)
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _JSON = "application/json"
