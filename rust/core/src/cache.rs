@@ -1,1 +1,0 @@
-//! (cache: filled in by its issue.)
