@@ -69,6 +69,127 @@ def format_usd(picodollars: int) -> str:
 
 # --- router (rust/python/src/router.rs) -------------------------------------------------
 
+CAPABILITIES: Final[list[str]]
+"""Capability names with a fixed bit, in bit order: tools, vision, json, embeddings."""
+
+class DeploymentSpec:
+    """One deployment's static facts, as the router needs them. `capabilities` and `tags`
+    are bit masks (the caller numbers the names); `gpu_second` is picodollars."""
+
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        *,
+        local: bool = False,
+        quality: float = 0.5,
+        price: Price | None = None,
+        gpu_second: int = 0,
+        context_window: int | None = None,
+        max_output_tokens: int | None = None,
+        capabilities: int = 0,
+        tags: int = 0,
+        max_concurrency: int | None = None,
+        ttft_s: float | None = None,
+        tokens_per_s: float | None = None,
+    ) -> None: ...
+    @property
+    def id(self) -> str: ...
+
+class RouteSpec:
+    """A route: `name` resolved over `candidates` (groups or routes) by `strategy`.
+    `max_cost` is picodollars; `balance` is (cost, latency, quality) weights."""
+
+    def __init__(
+        self,
+        name: str,
+        strategy: str,
+        candidates: list[str],
+        *,
+        weights: list[float] | None = None,
+        min_quality: float | None = None,
+        max_cost: int | None = None,
+        balance: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        downgrade_on_budget: bool = True,
+    ) -> None: ...
+
+class RouterCore:
+    """The native routing engine; thread-safe (state behind per-deployment locks and
+    atomics). Every deployment group is a name of its own with `group_strategy`."""
+
+    def __init__(
+        self,
+        deployments: list[DeploymentSpec],
+        routes: list[RouteSpec],
+        payloads: list[Any],
+        *,
+        group_strategy: str = "balanced",
+        ewma_alpha: float = 0.2,
+        default_ttft_s: float = 0.5,
+        default_tokens_per_s: float = 50.0,
+        expected_output_tokens: int = 256,
+        failures_to_open: int = 5,
+        error_rate_to_open: float = 0.5,
+        window_s: float = 30.0,
+        min_requests: int = 10,
+        cooldown_s: float = 15.0,
+        jitter: float = 0.2,
+        successes_to_close: int = 2,
+        probe_timeout_s: float = 60.0,
+    ) -> None: ...
+    def plan(
+        self,
+        name: str,
+        request_id: str = "",
+        input_tokens: int = 0,
+        max_output_tokens: int | None = None,
+        stream: bool = False,
+        needs: int = 0,
+        tags: int = 0,
+        local_only: bool = False,
+        budget_remaining: int | None = None,
+    ) -> (
+        tuple[
+            list[Any],
+            list[tuple[str, str]],
+            str,
+            str | None,
+            dict[str, float],
+            bool,
+            str | None,
+        ]
+        | None
+    ):
+        """One decision. `None` for an unknown name, else `(payloads in order, [(id, reason)]
+        dropped, strategy, arm, {id: score}, refused_for_budget, probed id)`."""
+    def started(self, id: str) -> None:
+        """A call to deployment `id` began (NotFoundError for an unknown id)."""
+    def finished(
+        self,
+        id: str,
+        *,
+        ok: bool,
+        latency_s: float,
+        ttft_s: float | None = None,
+        output_tokens: int = 0,
+    ) -> None:
+        """A call ended: feeds latency EWMAs, the error window and the circuit breaker."""
+    def stats(self, id: str) -> dict[str, Any]:
+        """Live state: in_flight, latency_s, ttft_s, tokens_per_s, error_rate,
+        window_requests, consecutive_failures, circuit, retry_in_s, successes, failures."""
+    def expected_cost(
+        self, id: str, input_tokens: int, max_output_tokens: int | None = None, stream: bool = False
+    ) -> int:
+        """Picodollars (rounded up) the router expects the request to cost on `id`."""
+    def names(self) -> list[str]: ...
+    def deployment_ids(self) -> list[str]: ...
+    def strategy(self, name: str) -> str | None: ...
+    @staticmethod
+    def score_meaning(strategy: str) -> str: ...
+
+def request_hash(request_id: str) -> int:
+    """The stable 64-bit hash a weighted route splits request ids by."""
+
 # --- ledger (rust/python/src/ledger.rs) -------------------------------------------------
 
 LEDGER_SCHEMA: Final[str]

@@ -106,6 +106,8 @@ class ModelConfig(_Section):
 
 
 class BalanceWeights(_Section):
+    """Relative weights of the `balanced` strategy's score (each part scaled to 0..1)."""
+
     cost: float = 1.0
     latency: float = 1.0
     quality: float = 1.0
@@ -124,6 +126,8 @@ class RouteConfig(_Section):
     downgrade_on_budget: bool = True
     # A custom router: a `hybridfast.routers` entry-point name or a dotted `module:Class` path.
     router: str | None = None
+    # Keyword arguments for the custom router's constructor.
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class CircuitConfig(_Section):
@@ -133,11 +137,22 @@ class CircuitConfig(_Section):
     min_requests: int = 10
     cooldown_s: float = 15.0
     successes_to_close: int = 2
+    # Cooldowns are stretched by up to this fraction, so instances do not probe in step.
+    jitter: float = 0.2
+    # A half-open probe that has not reported back after this long is presumed lost.
+    probe_timeout_s: float = 60.0
 
 
 class RouterConfig(_Section):
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
     ewma_alpha: float = 0.2
+    # How a plain model name with several deployments (a group) orders them.
+    group_strategy: Strategy = "balanced"
+    # Output tokens assumed for expected cost and time when a request sets no max_tokens.
+    expected_output_tokens: int = 256
+    # Priors for deployments with neither live measurements nor ttft_ms/tokens_per_s set.
+    default_ttft_ms: float = 500.0
+    default_tokens_per_s: float = 50.0
 
 
 class LedgerConfig(_Section):
