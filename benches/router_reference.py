@@ -154,6 +154,8 @@ def plan(
         ttft = s.default_ttft_s if ttft is None else ttft
         if f.stream:
             time = ttft
+        elif st.ttft_s is None and st.tokens_per_s is None and st.latency_s is not None:
+            time = st.latency_s  # only whole (non-streamed) answers were measured
         else:
             tps = st.tokens_per_s if st.tokens_per_s is not None else d.tokens_per_s
             tps = s.default_tokens_per_s if tps is None else tps

@@ -194,23 +194,53 @@ class ExactCacheConfig(_Section):
 
 class SemanticCacheConfig(_Section):
     enabled: bool = True
+    # Cosine similarity a candidate needs; None: the embedder's measured default
+    # (minilm 0.90; hashing 0.85). See README "Caching".
     threshold: float | None = None
+    # auto: the neural local model (minilm) when installed; without it the semantic cache
+    # stays off, because the hashing embedder cannot keep false hits under 2%.
+    # `hashing` turns it on with the hashing embedder anyway.
     embedder: str = "auto"
+    # What is embedded: the last user message (earlier turns must then match exactly), or
+    # the whole conversation.
     text: Literal["last_user", "conversation"] = "last_user"
     max_entries: int = 100_000
     ttl_s: float = 86_400.0
+    # Checks a candidate must pass besides the threshold (numbers, negation, entities,
+    # antonyms); each one is measured in the README.
+    guards: list[Literal["numbers", "negation", "entities", "antonyms"]] = msgspec.field(
+        default_factory=lambda: ["numbers", "negation", "entities", "antonyms"]
+    )
+    # Candidates checked per lookup, best first.
+    top_k: int = 3
+    # Vector storage in the index: f32, f16 (half the memory) or int8 (a quarter).
+    storage: Literal["f32", "f16", "int8"] = "f32"
+    # A scope gets an HNSW graph (instead of an exact scan) from this many entries.
+    ann_threshold: int = 4096
+    ef_search: int = 64
+    # Batched lookups over large scopes on the GPU when CuPy and a device are present.
+    gpu: Literal["auto", "off"] = "auto"
+    gpu_min_entries: int = 50_000
 
 
 class CacheConfig(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Namespace of every Redis key and of the event stream (several gateways or tests can
+    # share one Redis without seeing each other's entries).
+    redis_prefix: str = "hybridfast:cache"
     exact: ExactCacheConfig = msgspec.field(default_factory=ExactCacheConfig)
     semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
     # Serve one tenant's cached answers to another (off: entries are scoped by key/team).
     shared: bool = False
     # Cache requests with temperature > 0 too.
     cache_nondeterministic: bool = False
+    # Treat a request without `temperature` as deterministic (some upstreams default to 0).
+    unset_temperature_is_deterministic: bool = False
+    # Files prefix for the memory backend's snapshot (`<path>.exact`, `.semantic`, `.index`,
+    # `.json`): loaded at start, written every `snapshot_interval_s` and at shutdown.
     snapshot_path: str | None = None
+    snapshot_interval_s: float = 300.0
 
 
 class EmbeddingsConfig(_Section):

@@ -91,6 +91,7 @@ def _random_case(
 def _drive(core: RouterCore, deps: list[ref.RefDeployment], rng: random.Random) -> None:
     """Some live traffic: latencies, a few failures (some enough to open), calls in flight."""
     for d in deps:
+        streamed = rng.random() < 0.5  # non-streamed answers report no first token
         for _ in range(rng.randint(0, 4)):
             core.started(d.id)
             ttft = rng.uniform(0.05, 1.5)
@@ -98,7 +99,7 @@ def _drive(core: RouterCore, deps: list[ref.RefDeployment], rng: random.Random) 
                 d.id,
                 ok=rng.random() > 0.25,
                 latency_s=ttft + rng.uniform(0.1, 5),
-                ttft_s=ttft,
+                ttft_s=ttft if streamed else None,
                 output_tokens=rng.randint(0, 400),
             )
         for _ in range(rng.choice([0, 0, 1, 2])):

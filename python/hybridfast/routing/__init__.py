@@ -306,6 +306,13 @@ def _refusal(name: str, dropped: list[tuple[str, str]], budget: bool) -> Excepti
     return ProviderUnavailable(f"no deployment can serve {name!r} now ({reasons})")
 
 
+def _meaning(strategy: str) -> str:
+    try:
+        return RouterCore.score_meaning(_base_strategy(strategy))
+    except HybridfastError:  # a plan from another router ("in-order", ...)
+        return ""
+
+
 def _base_strategy(strategy: str) -> str:
     return strategy.split(" ", 1)[0] or "balanced"
 
@@ -345,7 +352,7 @@ def describe_plan(plan: RoutePlan) -> str:
     """A human-readable account of a routing decision, for `route --explain`: the
     strategy and arm, each candidate in order with its score, and what was dropped and why."""
     route = getattr(plan, "route", "")
-    meaning = getattr(plan, "score_meaning", "")
+    meaning = getattr(plan, "score_meaning", "") or _meaning(plan.strategy)
     probe = getattr(plan, "probe", None)
     head = f"route {route!r}: " if route else ""
     lines = [f"{head}strategy {plan.strategy}" + (f", arm {plan.arm!r}" if plan.arm else "")]

@@ -707,19 +707,27 @@ impl Router {
     fn expected_time(
         &self,
         d: &DeploymentSpec,
-        (_, ttft, tps): (Option<f64>, Option<f64>, Option<f64>),
+        (latency, ttft, tps): (Option<f64>, Option<f64>, Option<f64>),
         stream: bool,
         output: u64,
     ) -> f64 {
+        let measured_ttft = ttft;
         let ttft = ttft.or(d.ttft_s).unwrap_or(self.settings.default_ttft_s);
         if stream {
             // A streaming client feels the first token; the rest arrives as it is made.
             return ttft;
         }
-        let tps = tps
-            .or(d.tokens_per_s)
-            .unwrap_or(self.settings.default_tokens_per_s);
-        ttft + output as f64 / tps.max(1e-6)
+        match (measured_ttft, tps, latency) {
+            // Only whole answers were measured (non-streaming traffic reports no first
+            // token): their mean duration says more than any prior.
+            (None, None, Some(latency)) => latency,
+            _ => {
+                let tps = tps
+                    .or(d.tokens_per_s)
+                    .unwrap_or(self.settings.default_tokens_per_s);
+                ttft + output as f64 / tps.max(1e-6)
+            }
+        }
     }
 
     /// Fills each candidate's sort key; returns the arm chosen for a weighted route.

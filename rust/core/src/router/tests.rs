@@ -157,6 +157,26 @@ fn latency_uses_priors_until_traffic_then_ewma() {
 }
 
 #[test]
+fn whole_answers_teach_latency_when_no_first_token_is_reported() {
+    let r = router(
+        three(),
+        vec![RouteSpec::new(
+            "quick",
+            Strategy::Latency,
+            &["smart", "fast"],
+        )],
+    );
+    // Priors: both 0.5 s + 256 / 50; the tie goes to the cheaper one.
+    assert_eq!(ids(&r, &plan(&r, "quick", &features(10), 0)), ["fast#0", "smart#0"]);
+    let whole = Outcome { ok: true, latency_s: 9.0, ttft_s: None, output_tokens: 200 };
+    r.started(1, 0);
+    r.finished(1, &whole, 0);
+    let d = plan(&r, "quick", &features(10), 0);
+    assert_eq!(ids(&r, &d), ["smart#0", "fast#0"]);
+    assert_eq!(d.scores[1], 9.0);
+}
+
+#[test]
 fn capability_tag_locality_and_window_filters_say_why() {
     let mut deps = three();
     deps[0].capabilities = caps::TOOLS | caps::VISION;
