@@ -326,8 +326,28 @@ class SqliteJournal:
         (0: none). On error, requeues them and raises `StorageError`."""
     def load_into(self, ledger: Ledger) -> int:
         """Rebuilds the books from every stored entry; returns how many were read."""
+    def budgets(self) -> list[tuple[str, str, str, int, float, bool]]:
+        """Budgets changed through the admin API: `(scope, name or "", window, limit,
+        soft_fraction, deleted)`."""
+    def save_budget(
+        self,
+        scope: str,
+        name: str | None,
+        window: str,
+        limit: int,
+        soft_fraction: float,
+        deleted: bool = False,
+    ) -> None:
+        """Keeps a budget change (or removal) in the file."""
+    def export_page(
+        self,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        after_id: int = 0,
+        limit: int = 4096,
+    ) -> list[tuple[Any, ...]]:
+        """Stored entries after row `after_id`: the row id, then the store's columns."""
     def count(self) -> int: ...
-
 
 
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------

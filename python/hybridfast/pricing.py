@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import re
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -117,7 +117,10 @@ _LITELLM_PROVIDERS = {
 def _per_token_picos(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(f"{where}: a price must be a number, got {value!r}")
-    amount = Decimal(repr(value) if isinstance(value, float) else str(value))
+    try:
+        amount = Decimal(repr(value) if isinstance(value, float) else str(value))
+    except InvalidOperation:
+        raise ConfigError(f"{where}: a price must be a number, got {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ConfigError(f"{where}: a price must be a finite number ≥ 0, got {value!r}")
     return int((amount * PICODOLLARS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))

@@ -77,7 +77,7 @@ RESERVE = (
 if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
 seed(3, 6)
 for i = 3, #KEYS do
-  if redis.call('HINCRBY', KEYS[i], 'avail', ARGV[4]) < 0 then
+  if ARGV[3] ~= '0' and redis.call('HINCRBY', KEYS[i], 'avail', ARGV[4]) < 0 then
     for j = 3, i do redis.call('HINCRBY', KEYS[j], 'avail', ARGV[3]) end
     return {0, i - 2, redis.call('HGET', KEYS[i], 'avail')}
   end

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +59,7 @@ COLUMNS = (
     "estimated",
 )
 
+# The SQLite store's schema (with this table) lives in the core; PostgreSQL's is here.
 _BUDGETS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_budgets (
     scope TEXT NOT NULL,
@@ -103,25 +103,16 @@ def _where(since_ms: int | None, until_ms: int | None, mark: str) -> tuple[str, 
 
 
 class SqliteStore:
-    """The ledger in a SQLite file (WAL)."""
+    """The ledger in a SQLite file (WAL).
+
+    Every access to the file from this process goes through the native journal's one
+    connection, never Python's `sqlite3`: SQLite's POSIX locks are per process, so a second
+    SQLite library closing the same file drops the first one's locks (and may delete its
+    write-ahead log under it)."""
 
     def __init__(self, path: str, *, synchronous_full: bool = True, read_only: bool = False):
         self.path = path
         self.journal = _core.SqliteJournal(path, synchronous_full, read_only)
-        self._read_only = read_only
-        if not read_only:
-            with self._connect() as db:
-                db.executescript(_BUDGETS_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        uri = f"file:{self.path}{'?mode=ro' if self._read_only else ''}"
-        db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
 
     def rebuild(self, books: _core.Ledger) -> int:
         return self.journal.load_into(books)
@@ -131,43 +122,22 @@ class SqliteStore:
 
     def budget_overrides(self) -> list[tuple[Budget, bool]]:
         try:
-            with self._connect() as db:
-                rows = db.execute(
-                    'SELECT scope, name, "window", limit_picos, soft_fraction, deleted '
-                    "FROM ledger_budgets"
-                ).fetchall()
-        except sqlite3.OperationalError:  # a read-only open of a file without the table
+            rows = self.journal.budgets()
+        except _core.StorageError:  # a read-only open of a file from before the table
             return []
-        return [
-            (Budget(s, n or None, w, int(lim), float(f)), bool(d)) for s, n, w, lim, f, d in rows
-        ]
+        return [(Budget(s, n or None, w, lim, f), d) for s, n, w, lim, f, d in rows]
 
     def save_budget(self, budget: Budget, deleted: bool = False) -> None:
-        with self._connect() as db:
-            db.execute(
-                'INSERT INTO ledger_budgets (scope, name, "window", limit_picos, soft_fraction, '
-                'deleted) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, name, "window") DO '
-                "UPDATE SET limit_picos = excluded.limit_picos, "
-                "soft_fraction = excluded.soft_fraction, deleted = excluded.deleted",
-                (
-                    budget.scope,
-                    budget.name or "",
-                    budget.window,
-                    budget.limit,
-                    budget.soft_fraction,
-                    int(deleted),
-                ),
-            )
+        self.journal.save_budget(
+            budget.scope, budget.name, budget.window, budget.limit, budget.soft_fraction, deleted
+        )
 
     def export(self, since_ms: int | None, until_ms: int | None) -> Iterator[dict[str, Any]]:
-        where, params = _where(since_ms, until_ms, "?")
-        with self._connect() as db:
-            cursor = db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM ledger_entries{where} ORDER BY id", params
-            )
-            while rows := cursor.fetchmany(2048):
-                for row in rows:
-                    yield _row_dict(row)
+        after = 0
+        while rows := self.journal.export_page(since_ms, until_ms, after, 2048):
+            for row in rows:
+                yield _row_dict(row[1:])
+            after = int(rows[-1][0])
 
     def count(self) -> int:
         return self.journal.count()

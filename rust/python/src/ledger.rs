@@ -6,7 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hybridfast_core::ledger::{
-    self, store::SqliteStore, BudgetSpec, Dim, Entry, Scope, Subject, Summary, Totals, Window,
+    self,
+    store::{SqliteStore, StoredBudget},
+    BudgetSpec, Dim, Entry, Scope, Subject, Summary, Totals, Window,
 };
 use hybridfast_core::money::{Picodollars, Usage};
 use hybridfast_core::CoreError;
@@ -525,6 +527,65 @@ impl SqliteJournal {
     fn load_into(&self, py: Python<'_>, ledger: &Ledger) -> PyResult<u64> {
         py.detach(|| self.store().load_into(&ledger.inner))
             .map_err(to_py)
+    }
+
+    /// Budgets changed through the admin API: `(scope, name or "", window, limit,
+    /// soft_fraction, deleted)`.
+    fn budgets(&self, py: Python<'_>) -> PyResult<Vec<StoredBudget>> {
+        py.detach(|| self.store().budgets()).map_err(to_py)
+    }
+
+    /// Keeps a budget change (or, with `deleted`, a removal) in the file.
+    #[pyo3(signature = (scope, name, window, limit, soft_fraction, deleted=false))]
+    #[allow(clippy::too_many_arguments)] // mirrors the table's columns
+    fn save_budget(
+        &self,
+        py: Python<'_>,
+        scope: String,
+        name: Option<String>,
+        window: String,
+        limit: Picodollars,
+        soft_fraction: f64,
+        deleted: bool,
+    ) -> PyResult<()> {
+        let row = (
+            scope,
+            name.unwrap_or_default(),
+            window,
+            limit,
+            soft_fraction,
+            deleted,
+        );
+        py.detach(|| self.store().save_budget(&row)).map_err(to_py)
+    }
+
+    /// Up to `limit` stored entries with row id above `after_id` and `since_ms <= ts_ms <
+    /// until_ms`, in order: tuples of the row id then the store's columns (page on with the
+    /// last row's id).
+    #[pyo3(signature = (since_ms=None, until_ms=None, after_id=0, limit=4096))]
+    fn export_page<'py>(
+        &self,
+        py: Python<'py>,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        after_id: i64,
+        limit: usize,
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let (since, until) = (since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX));
+        let rows = py
+            .detach(|| self.store().export_page(since, until, after_id, limit))
+            .map_err(to_py)?;
+        rows.into_iter()
+            .map(|row| {
+                entry_tuple(
+                    py,
+                    Entry {
+                        seq: row.id as u64,
+                        ..row.entry
+                    },
+                )
+            })
+            .collect()
     }
 
     /// The number of stored entries.

@@ -448,7 +448,8 @@ impl Ledger {
     }
 
     /// Holds `amount` against every budget that applies to `subject`, all or none; returns
-    /// the hold's handle. Refuses with `BudgetExceeded` naming the tightest budget.
+    /// the hold's handle. Refuses with `BudgetExceeded` naming the first budget that cannot
+    /// cover it; a zero amount always passes.
     pub fn reserve(
         &self,
         subject: &Subject<'_>,
@@ -467,7 +468,9 @@ impl Ledger {
             if budget.matches(subject) {
                 budget.roll(now_ms);
                 let left = i128::from(budget.spec.limit) - budget.spent - budget.reserved;
-                if amount > left {
+                // A request that can cost nothing (a free local model, a cache hit) is never
+                // refused, even by a budget already overspent.
+                if amount > 0 && amount > left {
                     return Err(exceeded(&budget.spec, left));
                 }
                 applies.push(i);

@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     estimated INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_entries_ts ON ledger_entries (ts_ms);
+CREATE TABLE IF NOT EXISTS ledger_budgets (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    \"window\" TEXT NOT NULL,
+    limit_picos BIGINT NOT NULL,
+    soft_fraction DOUBLE PRECISION NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, name, \"window\")
+);
 ";
 
 const INSERT: &str = "INSERT INTO ledger_entries (ts_ms, request_id, key_name, user_name, team, \
@@ -64,6 +73,26 @@ pub const SUMMARY_QUERY: &str = "SELECT (ts_ms / 3600000) * 3600000 AS hour, key
     SUM(reasoning_tokens), SUM(cost), SUM(saved_cost) \
     FROM ledger_entries GROUP BY 1, 2, 3, 4, 5, 6, 7, 8";
 
+/// A budget changed through the admin API, as stored: `(scope, name or "", window, limit,
+/// soft_fraction, deleted)`.
+pub type StoredBudget = (String, String, String, i64, f64, bool);
+
+/// The columns `export_page` returns after the row id, in the order of `INSERT`.
+pub const COLUMNS: &str = "ts_ms, request_id, key_name, user_name, team, tags, route, \
+    deployment, model_group, provider, model, input_tokens, output_tokens, cached_input_tokens, \
+    cache_write_tokens, reasoning_tokens, cost, saved_cost, latency_ms, ttft_ms, status, cache, \
+    fallbacks, estimated";
+
+/// One exported row: the row id, then `COLUMNS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRow {
+    pub id: i64,
+    pub entry: Entry,
+}
+
+/// All access to a ledger file from one process goes through this connection: SQLite's
+/// POSIX locks are per process, so a second SQLite library (Python's `sqlite3`) closing the
+/// same file would drop this one's locks and could delete its write-ahead log.
 pub struct SqliteStore {
     conn: Connection,
 }
@@ -177,6 +206,101 @@ impl SqliteStore {
             ledger.load(&summary);
         }
         Ok(count)
+    }
+
+    /// Budgets changed through the admin API.
+    pub fn budgets(&self) -> CoreResult<Vec<StoredBudget>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT scope, name, \"window\", limit_picos, soft_fraction, deleted \
+                 FROM ledger_budgets ORDER BY scope, name, \"window\"",
+            )
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(storage)
+    }
+
+    /// Keeps a budget change (or removal) so it outlives a restart.
+    pub fn save_budget(&self, b: &StoredBudget) -> CoreResult<()> {
+        self.conn
+            .execute(
+                "INSERT INTO ledger_budgets (scope, name, \"window\", limit_picos, soft_fraction, \
+                 deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (scope, name, \"window\") DO UPDATE SET \
+                 limit_picos = excluded.limit_picos, soft_fraction = excluded.soft_fraction, \
+                 deleted = excluded.deleted",
+                params![b.0, b.1, b.2, b.3, b.4, b.5],
+            )
+            .map(|_| ())
+            .map_err(storage)
+    }
+
+    /// Up to `limit` entries with `id > after_id` and `since_ms <= ts_ms < until_ms`, in
+    /// insertion order (page through with the last row's id).
+    pub fn export_page(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> CoreResult<Vec<ExportRow>> {
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM ledger_entries WHERE id > ?1 AND ts_ms >= ?2 \
+             AND ts_ms < ?3 ORDER BY id LIMIT ?4"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(storage)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![after_id, since_ms, until_ms, limit], |r| {
+                let n =
+                    |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+                Ok(ExportRow {
+                    id: r.get(0)?,
+                    entry: Entry {
+                        seq: 0,
+                        ts_ms: r.get(1)?,
+                        request_id: r.get(2)?,
+                        key: r.get(3)?,
+                        user: r.get(4)?,
+                        team: r.get(5)?,
+                        tags: r.get(6)?,
+                        route: r.get(7)?,
+                        deployment: r.get(8)?,
+                        model_group: r.get(9)?,
+                        provider: r.get(10)?,
+                        model: r.get(11)?,
+                        usage: crate::money::Usage {
+                            input_tokens: n(12)?,
+                            output_tokens: n(13)?,
+                            cached_input_tokens: n(14)?,
+                            cache_write_tokens: n(15)?,
+                            reasoning_tokens: n(16)?,
+                        },
+                        cost: r.get(17)?,
+                        saved_cost: r.get(18)?,
+                        latency_ms: r.get(19)?,
+                        ttft_ms: r.get(20)?,
+                        status: r.get(21)?,
+                        cache: r.get(22)?,
+                        fallbacks: r.get(23)?,
+                        estimated: r.get(24)?,
+                    },
+                })
+            })
+            .map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(storage)
     }
 
     /// The number of stored entries.

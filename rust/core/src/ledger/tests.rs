@@ -106,6 +106,17 @@ fn a_refusal_holds_nothing_anywhere() {
 }
 
 #[test]
+fn a_request_that_costs_nothing_passes_an_overspent_budget() {
+    let ledger = Ledger::new(vec![budget(Scope::Global, None, Window::Total, USD)], T0).unwrap();
+    // Real cost above the worst case can overspend; only new holds are refused after it.
+    let h = ledger.reserve(&subject(None), USD, T0).unwrap();
+    ledger.settle(h, entry(2 * USD, None, T0)).unwrap();
+    assert!(ledger.reserve(&subject(None), 1, T0).is_err());
+    assert!(ledger.reserve(&subject(None), 0, T0).is_ok());
+    assert_eq!(ledger.remaining(&subject(None), T0), Some(0));
+}
+
+#[test]
 fn release_gives_the_hold_back() {
     let ledger = Ledger::new(
         vec![budget(Scope::Model, Some("smart"), Window::Month, USD)],
@@ -257,7 +268,37 @@ fn the_store_rebuilds_the_books() {
     }
     let spent = |l: &Ledger| l.budgets(now).iter().map(|b| b.spent).collect::<Vec<_>>();
     assert_eq!(spent(&rebuilt), spent(&ledger));
-    let _ = std::fs::remove_file(&path);
+
+    // Export pages through every entry in order, as written.
+    let first = store.export_page(i64::MIN, i64::MAX, 0, 30).unwrap();
+    let rest = store
+        .export_page(i64::MIN, i64::MAX, first.last().unwrap().id, 30)
+        .unwrap();
+    assert_eq!((first.len(), rest.len()), (30, 20));
+    let exported: Vec<Entry> = first.into_iter().chain(rest).map(|r| r.entry).collect();
+    let written: Vec<Entry> = pending.into_iter().map(|e| Entry { seq: 0, ..e }).collect();
+    assert_eq!(exported, written);
+    let late = store
+        .export_page(T0 + 30 * window::HOUR_MS, i64::MAX, 0, 100)
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    drop(store);
+
+    let store = SqliteStore::open(&path, false).unwrap();
+    store
+        .save_budget(&("team".into(), "a".into(), "day".into(), 5, 0.5, false))
+        .unwrap();
+    store
+        .save_budget(&("team".into(), "a".into(), "day".into(), 7, 0.5, true))
+        .unwrap();
+    assert_eq!(
+        store.budgets().unwrap(),
+        vec![("team".into(), "a".into(), "day".into(), 7, 0.5, true)]
+    );
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
 }
 
 #[test]
