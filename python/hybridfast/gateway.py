@@ -406,6 +406,8 @@ class Gateway:
         )
         self._opened = False
         self._recovery = config.server.stream_recovery
+        # With both caches switched off there is nothing to look up or store.
+        self._caching = config.cache.exact.enabled or config.cache.semantic.enabled
 
     @classmethod
     def from_config(cls, source: str | Path | Config | None = None) -> Gateway:
@@ -533,7 +535,7 @@ class Gateway:
             raise InvalidRequest("`messages` must be a non-empty list")
         info.route = request.model
         info.stream = request.stream
-        if request.cache_control == "default":
+        if request.cache_control == "default" and self._caching:
             hit = await self.cache.lookup(request, caller)
             if hit is not None:
                 return hit
@@ -597,26 +599,26 @@ class Gateway:
     def _observe(self, info: CallInfo, ttft_s: float | None) -> None:
         dep = info.deployment_id
         stream = "true" if info.stream else "false"
-        metrics.child(metrics.REQUESTS, info.route, dep, str(info.status), info.cache).inc()
+        metrics.REQUESTS.inc((info.route, dep, str(info.status), info.cache))
         end = info.ended or _perf()
-        metrics.child(metrics.LATENCY, dep, stream).observe(end - info.started)
+        metrics.LATENCY.observe((dep, stream), end - info.started)
         if ttft_s is not None:
-            metrics.child(metrics.TTFT, dep).observe(ttft_s)
+            metrics.TTFT.observe((dep,), ttft_s)
         if info.status < 400:
-            metrics.child(metrics.OVERHEAD, stream).observe(info.overhead_s())
+            metrics.OVERHEAD.observe((stream,), info.overhead_s())
         if info.cache == "miss" or info.cache == "bypass":
             u = info.usage
-            metrics.child(metrics.TOKENS, dep, "input").inc(u.input_tokens)
-            metrics.child(metrics.TOKENS, dep, "output").inc(u.output_tokens)
+            metrics.TOKENS.inc((dep, "input"), u.input_tokens)
+            metrics.TOKENS.inc((dep, "output"), u.output_tokens)
             if u.cached_input_tokens:
-                metrics.child(metrics.TOKENS, dep, "cached_input").inc(u.cached_input_tokens)
+                metrics.TOKENS.inc((dep, "cached_input"), u.cached_input_tokens)
 
     async def _record_failure(
         self, request: ChatRequest, caller: Caller, info: CallInfo, error: GatewayError
     ) -> None:
         """A request nobody answered still gets its line in the ledger (cost 0)."""
         info.status = error.status
-        metrics.child(metrics.ERRORS, info.deployment_id, str(error.status), error.code).inc()
+        metrics.ERRORS.inc((info.deployment_id, str(error.status), error.code))
         first = next(iter(self.deployments), None) if info.deployment is None else info.deployment
         if first is None:
             return
@@ -682,7 +684,7 @@ class Gateway:
                     dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
                 )
                 await self.ledger.release(reservation)
-                metrics.child(metrics.ERRORS, dep.id, str(exc.status or 0), "ERR_UPSTREAM").inc()
+                metrics.ERRORS.inc((dep.id, str(exc.status or 0), "ERR_UPSTREAM"))
                 log.info("request %s: %s", info.request_id, exc.message)
                 if exc.client_fault:
                     error: GatewayError = InvalidRequest(exc.message, status=exc.status or 400)
@@ -718,7 +720,7 @@ class Gateway:
                 output_tokens=answer.usage.output_tokens,
             )
             await self._settle(reservation, request, caller, info)
-            if info.cache == "miss":
+            if self._caching and request.cache_control != "no-store":
                 await self.cache.store(request, caller, answer)
             return answer
         if budget_error is not None and last is None:
@@ -830,7 +832,7 @@ class Gateway:
                 self.router.finished(
                     dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
                 )
-                metrics.child(metrics.ERRORS, dep.id, str(exc.status or 0), "ERR_UPSTREAM").inc()
+                metrics.ERRORS.inc((dep.id, str(exc.status or 0), "ERR_UPSTREAM"))
                 log.info("request %s: %s", info.request_id, exc.message)
                 if not produced:
                     await self.ledger.release(reservation)
@@ -896,7 +898,7 @@ class Gateway:
             await self._settle(reservation, request, caller, info, ttft_s=ttft_s)
             for r in held:
                 await self.ledger.release(r)
-            if info.cache == "miss":
+            if self._caching and request.cache_control != "no-store":
                 answer = ChatAnswer(
                     content="".join(texts),
                     finish_reason=finish or "stop",
@@ -924,7 +926,7 @@ class Gateway:
         if held:
             info.usage = spent
             info.cost = spent_cost
-            metrics.child(metrics.ERRORS, info.deployment_id, str(error.status), error.code).inc()
+            metrics.ERRORS.inc((info.deployment_id, str(error.status), error.code))
             await self._settle(held[0], request, caller, info, ttft_s=ttft_s)
             for r in held[1:]:
                 await self.ledger.release(r)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -112,10 +111,10 @@ class Provider:
         self._headers = {"Content-Type": "application/json", **self.auth_headers()}
         self._headers.update(config.headers)
         t = config.timeout
-        # sock_read bounds the wait for the first byte and every gap after it; the total
-        # is enforced per call.
+        # One timer per call: `total` covers the whole exchange (a stream's last byte too),
+        # `sock_read` the wait for the first byte and every gap after it.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.first_byte_s
+            total=t.total_s, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.first_byte_s
         )
 
     def auth_headers(self) -> dict[str, str]:
@@ -224,14 +223,12 @@ class Provider:
             await asyncio.sleep(wait)
 
     async def post_json(self, path: str, body: dict[str, Any], *, retries: int) -> Any:
-        deadline = time.monotonic() + self.config.timeout.total_s
         try:
-            async with asyncio.timeout_at(_loop_deadline(deadline)):
-                resp = await self.open(path, body, retries=retries)
-                try:
-                    raw = await resp.read()
-                finally:
-                    resp.release()
+            resp = await self.open(path, body, retries=retries)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
         except TimeoutError:
             raise ProviderError(f"{self.name}: the upstream timed out") from None
         except aiohttp.ClientError as exc:
@@ -244,26 +241,17 @@ class Provider:
             raise ProviderError(f"{self.name}: the upstream answered invalid JSON") from None
 
 
-def _loop_deadline(monotonic_deadline: float) -> float:
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
-
-
 async def stream_lines(
     provider: Provider, path: str, body: dict[str, Any], *, retries: int
 ) -> AsyncIterator[list[bytes]]:
     """The lines of a streamed answer, batched per network read. Failures before the
     first line raise `ProviderError` from `open`; a break later raises it from here. Leaving
     early closes the connection, which cancels the upstream's work."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + provider.config.timeout.total_s
     resp = await provider.open(path, body, retries=retries)
     finished = False
     try:
         async for lines in iter_lines(resp.content):
             yield lines
-            if loop.time() > deadline:
-                raise ProviderError(f"{provider.name}: the stream ran past timeout.total_s")
         finished = True
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise ProviderError(

@@ -1,0 +1,178 @@
+"""Gateway overhead and throughput, against the upstream called directly and against a bare
+aiohttp pass-through proxy (bytes forwarded, nothing parsed), all measured in the same run.
+
+Three processes serve: the fake OpenAI upstream (`python -m tests.fakes`, uvloop, zero
+latency, 20-chunk streams), the bare proxy (`benches/gateway_load.py proxy`) and a real
+`python -m hybridfast serve` (default SQLite ledger in a temporary directory, cache off so
+every request goes upstream). The load comes from this process over raw keep-alive
+HTTP/1.1. Everything shares the same cores, so only ratios within the run are gated
+(`benches/floors/gateway.toml`); absolute figures are in `extra_info` for reading.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway_load import Phase, run_phase  # noqa: E402
+
+from tests.fakes.server import free_port, start_fake, start_server  # noqa: E402
+
+PHASE_S = 1.0  # seconds per measured phase
+
+
+class Stack:
+    def __init__(self, upstream: str, proxy: str, gateway: str, pids: dict[str, int]) -> None:
+        self.urls = {"direct": upstream, "bare": proxy, "gateway": gateway}
+        self.pids = pids
+
+    def run(self, target: str, concurrency: int, stream: bool, seconds: float = PHASE_S) -> Phase:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        try:
+            pids = (self.pids[target],)
+            return loop.run_until_complete(
+                run_phase(
+                    target,
+                    self.urls[target],
+                    concurrency=concurrency,
+                    stream=stream,
+                    seconds=seconds,
+                    server_pids=pids,
+                )
+            )
+        finally:
+            loop.close()
+
+    def best_of(self, target: str, concurrency: int, stream: bool, runs: int = 2) -> Phase:
+        """The best of a few phases: other work on a shared machine only ever slows one."""
+        phases = [self.run(target, concurrency, stream) for _ in range(runs)]
+        return max(phases, key=lambda p: p.rps)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with start_fake("openai", chunks=20) as fake:
+        port = free_port()
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).resolve().parent / "gateway_load.py"),
+                "proxy",
+                "--upstream",
+                fake.url,
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proxy.stdout is not None
+            assert proxy.stdout.readline().strip() == "ready"
+            config = f"""
+providers:
+  - {{name: up, kind: openai, base_url: "{fake.url}", api_key: bench, max_retries: 0}}
+models:
+  - {{name: chat, provider: up, model: gpt-4.1-mini,
+      price: {{input_per_mtok: 0.4, output_per_mtok: 1.6}}}}
+cache:
+  exact: {{enabled: false}}
+  semantic: {{enabled: false}}
+server:
+  log_level: warning
+ledger:
+  backend: {os.environ.get("HYBRIDFAST_BENCH_LEDGER", "sqlite")}
+  synchronous: {os.environ.get("HYBRIDFAST_BENCH_SYNC", "normal")}
+"""
+            with start_server(config) as gateway:
+                yield Stack(
+                    fake.url,
+                    f"http://127.0.0.1:{port}/v1",
+                    gateway.url + "/v1",
+                    {
+                        "direct": fake.process.pid,
+                        "bare": proxy.pid,
+                        "gateway": gateway.process.pid,
+                    },
+                )
+        finally:
+            proxy.terminate()
+            proxy.wait(5)
+
+
+def record(benchmark: Any, **phases: Phase) -> None:
+    for name, phase in phases.items():
+        assert phase.errors == 0, f"{name}: {phase.errors} failed requests"
+        for key, value in phase.summary().items():
+            benchmark.extra_info[f"{name}_{key}"] = value
+
+
+def overhead(benchmark: Any, stack: Stack, stream: bool) -> None:
+    result: dict[str, Phase] = {}
+
+    def measure() -> None:
+        result["direct"] = stack.run("direct", 1, stream)
+        result["gateway"] = stack.run("gateway", 1, stream)
+        result["bare"] = stack.run("bare", 1, stream)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    direct, gateway, bare = result["direct"], result["gateway"], result["bare"]
+    record(benchmark, direct=direct, gateway=gateway, bare=bare)
+    info = benchmark.extra_info
+    info["added_p50_ms"] = round((gateway.p50 - direct.p50) * 1000, 3)
+    info["added_p99_ms"] = round((gateway.p99 - direct.p99) * 1000, 3)
+    info["added_ttfb_p50_ms"] = round((gateway.ttfb50 - direct.ttfb50) * 1000, 3)
+    info["bare_added_p50_ms"] = round((bare.p50 - direct.p50) * 1000, 3)
+    # Gated: how much of the bare proxy's own added latency the gateway adds on top, as a
+    # share (1.0 = no more than the bare proxy).
+    info["latency_share_vs_bare"] = round(bare.p50 / gateway.p50, 3)
+
+
+def throughput(benchmark: Any, stack: Stack, concurrency: int, stream: bool) -> None:
+    result: dict[str, Phase] = {}
+
+    def measure() -> None:
+        result["bare"] = stack.best_of("bare", concurrency, stream)
+        result["gateway"] = stack.best_of("gateway", concurrency, stream)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    bare, gateway = result["bare"], result["gateway"]
+    record(benchmark, bare=bare, gateway=gateway)
+    benchmark.extra_info["ratio_vs_bare"] = round(gateway.rps / bare.rps, 3)
+    benchmark.extra_info["cpu_ratio_vs_bare"] = round(
+        gateway.cpu_per_request_ms / max(bare.cpu_per_request_ms, 1e-9), 3
+    )
+
+
+def test_gateway_overhead_1(benchmark: Any, stack: Stack) -> None:
+    overhead(benchmark, stack, stream=False)
+
+
+def test_gateway_stream_overhead_1(benchmark: Any, stack: Stack) -> None:
+    overhead(benchmark, stack, stream=True)
+
+
+def test_gateway_throughput_16(benchmark: Any, stack: Stack) -> None:
+    throughput(benchmark, stack, 16, stream=False)
+
+
+def test_gateway_stream_throughput_16(benchmark: Any, stack: Stack) -> None:
+    throughput(benchmark, stack, 16, stream=True)
+
+
+def test_gateway_throughput_64(benchmark: Any, stack: Stack) -> None:
+    throughput(benchmark, stack, 64, stream=False)
+
+
+def test_gateway_stream_throughput_64(benchmark: Any, stack: Stack) -> None:
+    throughput(benchmark, stack, 64, stream=True)
