@@ -76,6 +76,10 @@ def _erf(xp: ModuleType, x: Any) -> Any:
     return xp.where(x >= 0, r, -r)
 
 
+def _is_dense(name: str, tensor: npt.NDArray[Any]) -> bool:
+    return name.startswith("encoder.") and name.endswith(".weight") and tensor.ndim == 2
+
+
 class GpuBert:
     """The encoder's weights on a device, and a batched forward pass."""
 
@@ -86,8 +90,12 @@ class GpuBert:
         self.heads = int(config["num_attention_heads"])
         self.layers = int(config["num_hidden_layers"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
+        # Fresh copies: tensors in the file need not be 4-byte aligned, and NumPy's BLAS path
+        # (like a device upload) wants aligned memory.
+        # Dense weights are stored transposed ([in, out]) so each layer is one plain 2-D GEMM.
         self.w = {
-            k: xp.asarray(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()
+            k: xp.asarray(np.array(v.T if _is_dense(k, v) else v, dtype=np.float32))
+            for k, v in weights.items()
         }
 
     @classmethod
@@ -129,7 +137,9 @@ class GpuBert:
         ]
 
     def _dense(self, x: Any, name: str) -> Any:
-        return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
+        w = self.w[f"{name}.weight"]  # [in, out]
+        flat = x.reshape(-1, x.shape[-1]) @ w + self.w[f"{name}.bias"]
+        return flat.reshape(*x.shape[:-1], w.shape[1])
 
     def _forward(self, ids: Any, mask: Any) -> Any:
         xp, w = self.xp, self.w
@@ -147,12 +157,17 @@ class GpuBert:
             p = f"encoder.layer.{i}"
 
             def heads(t: Any) -> Any:
-                return t.reshape(batch, width, self.heads, dh).transpose(0, 2, 1, 3)
+                # Contiguous per head: batched GEMMs on strided views are slow in NumPy.
+                return xp.ascontiguousarray(
+                    t.reshape(batch, width, self.heads, dh).transpose(0, 2, 1, 3)
+                )
 
             q = heads(self._dense(x, f"{p}.attention.self.query"))
             k = heads(self._dense(x, f"{p}.attention.self.key"))
             v = heads(self._dense(x, f"{p}.attention.self.value"))
-            scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(dh)) + bias
+            scores = (q @ xp.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(
+                1.0 / np.sqrt(dh)
+            ) + bias
             scores = xp.exp(scores - scores.max(axis=-1, keepdims=True))
             scores /= scores.sum(axis=-1, keepdims=True)
             ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, width, hidden)

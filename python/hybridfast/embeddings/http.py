@@ -116,7 +116,9 @@ def standalone_service(app: web.Application) -> EmbeddingsService:
 
 
 def _caller(request: web.Request, user: str | None) -> Caller:
-    found = request.get("hybridfast.caller")  # set by the app's auth middleware
+    from hybridfast.server.app import CALLER  # set by the app's auth middleware
+
+    found = request.get(CALLER)
     caller = found if isinstance(found, Caller) else Caller()
     if user and caller.user is None:
         caller = Caller(key_name=caller.key_name, user=user, team=caller.team, tags=caller.tags)

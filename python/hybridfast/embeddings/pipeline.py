@@ -291,14 +291,22 @@ class EmbeddingsService:
         features = RequestFeatures(
             request_id=request_id,
             input_tokens=sum(len(x) for x in request.inputs) // (1 if request.tokens else 4),
-            needs=frozenset({"embeddings"}),
+            # Not `needs={"embeddings"}`: a model listed without capabilities (the issue's own
+            # `{name: minilm, provider: local, model: minilm}`) must still serve; see below.
             priority=request.priority,
             budget_remaining=self.ledger.remaining(caller) if self.ledger is not None else None,
         )
         plan = self.router.plan(request.model, features, caller)
         if not plan.deployments:
             raise ModelNotFound(f"the model {request.model!r} has no deployment")
-        return list(plan.deployments)
+        # Deployments that say they embed (or are local embedders) first; if none says so,
+        # the client named the model itself, so try them all in the router's order.
+        able = [
+            d
+            for d in plan.deployments
+            if "embeddings" in d.capabilities or d.kind == LOCAL_PROVIDER
+        ]
+        return able or list(plan.deployments)
 
     def _scope(self, caller: Caller) -> str:
         if self.config.cache.shared:
