@@ -352,6 +352,122 @@ class SqliteJournal:
 
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------
 
+import numpy as _cnp  # noqa: E402
+import numpy.typing as _cnpt  # noqa: E402
+
+class HashingEmbedder:
+    """The built-in hashing embedder: word, word-bigram and character 3/4-gram features,
+    signed feature hashing, L2-normalised rows. Deterministic, no model, no network."""
+
+    def __init__(self, dimensions: int = 384) -> None: ...
+    @property
+    def dimensions(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    def embed(self, texts: list[str]) -> _cnpt.NDArray[_cnp.float32]:
+        """float32 array of shape (len(texts), dimensions); an empty text is the zero row."""
+
+class VectorIndex:
+    """Normalised vectors partitioned by scope: an exact SIMD scan for small scopes, an HNSW
+    graph from `ann_threshold` entries. Scores are cosines. Thread-safe; searches release
+    the GIL."""
+
+    def __init__(
+        self,
+        dimensions: int,
+        storage: str = "f32",
+        m: int = 16,
+        ef_construction: int = 64,
+        ef_search: int = 64,
+        ann_threshold: int = 4096,
+    ) -> None: ...
+    @property
+    def dimensions(self) -> int: ...
+    @property
+    def storage(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: int) -> bool: ...
+    def add(
+        self,
+        scope: int,
+        ids: _cnpt.NDArray[_cnp.int64],
+        vectors: _cnpt.NDArray[_cnp.float32],
+    ) -> None:
+        """Adds (or replaces) rows of `vectors` (n, dimensions) under `ids` (n,) in `scope`."""
+    def search(
+        self,
+        scope: int,
+        queries: _cnpt.NDArray[_cnp.float32],
+        k: int = 10,
+        ef: int | None = None,
+        exact: bool = False,
+    ) -> tuple[
+        _cnpt.NDArray[_cnp.int64],
+        _cnpt.NDArray[_cnp.float32],
+    ]:
+        """(ids (n, k), scores (n, k)) best first, padded with -1 / -inf."""
+    def search_one(
+        self,
+        scope: int,
+        query: _cnpt.NDArray[_cnp.float32],
+        k: int = 10,
+        ef: int | None = None,
+        exact: bool = False,
+    ) -> list[tuple[int, float]]:
+        """[(id, cosine), ...] best first for one query of shape (dimensions,)."""
+    def export_scope(
+        self, scope: int
+    ) -> tuple[
+        _cnpt.NDArray[_cnp.int64],
+        _cnpt.NDArray[_cnp.float32],
+    ]: ...
+    def remove(self, id: int) -> bool: ...
+    def remove_scope(self, scope: int) -> list[int]: ...
+    def clear(self) -> int: ...
+    def scopes(self) -> list[tuple[int, int, bool]]:
+        """[(scope, live entries, has an HNSW graph), ...]."""
+    def save(self, path: str) -> None:
+        """Writes a snapshot atomically (temporary file + rename)."""
+    @staticmethod
+    def load(path: str) -> VectorIndex:
+        """Reads a snapshot; raises StorageError when it is damaged."""
+
+class ExactTable:
+    """Byte keys → byte values with a TTL each and an LRU bound; times in unix seconds."""
+
+    def __init__(self, max_entries: int = 100_000) -> None: ...
+    def get(self, key: bytes, now: float | None = None) -> bytes | None: ...
+    def peek(self, key: bytes, now: float | None = None) -> tuple[bytes, float, int] | None: ...
+    def put(
+        self, key: bytes, value: bytes, ttl_s: float, scope: int = 0, now: float | None = None
+    ) -> list[bytes]:
+        """Stores `value`; returns the keys evicted to make room."""
+    def put_until(
+        self,
+        key: bytes,
+        value: bytes,
+        expires_at: float,
+        scope: int = 0,
+        now: float | None = None,
+    ) -> list[bytes]: ...
+    def remove(self, key: bytes) -> bool: ...
+    def remove_scope(self, scope: int) -> list[bytes]: ...
+    def purge_expired(self, now: float | None = None) -> list[bytes]: ...
+    def clear(self) -> int: ...
+    def keys(self) -> list[bytes]:
+        """Least to most recently used."""
+    def __len__(self) -> int: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def expirations(self) -> int: ...
+    def save(self, path: str, now: float | None = None) -> None: ...
+    @staticmethod
+    def load(path: str, max_entries: int = 100_000, now: float | None = None) -> ExactTable: ...
+
+
 # --- embed (rust/python/src/embed.rs) ---------------------------------------------------
 
 import numpy as _np  # noqa: E402

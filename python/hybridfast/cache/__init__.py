@@ -1,22 +1,69 @@
-"""The response cache. `open_cache(config)` is what the pipeline calls; until the exact and
-semantic cache lands, nothing is cached."""
+"""The response cache: exact and semantic, scoped by tenant, in memory or shared via Redis.
+
+`await open_cache(config)` is what the pipeline calls; it returns an object with the
+`ResponseCache` protocol's `lookup`/`store`/`close` plus `bypass`, `invalidate`, `stats`
+and `entries` for the admin API and the CLI. Stored answers keep their original `cost`:
+the pipeline records a hit at zero cost with that amount as the saving.
+"""
 
 from __future__ import annotations
 
+import logging
+
+from hybridfast.cache.core import MemoryCache
 from hybridfast.config import Config
-from hybridfast.types import CacheHit, Caller, ChatAnswer, ChatRequest
+
+log = logging.getLogger("hybridfast.cache")
+
+ResponseCacheImpl = MemoryCache
 
 
 class NoCache:
-    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+    """What `open_cache` returns when both halves are disabled."""
+
+    backend = "none"
+
+    async def lookup(self, request: object, caller: object) -> None:
         return None
 
-    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
+    async def store(self, request: object, caller: object, answer: object) -> None:
         pass
 
     async def close(self) -> None:
         pass
 
 
-async def open_cache(config: Config) -> NoCache:
-    return NoCache()
+async def open_cache(config: Config) -> MemoryCache:
+    """Builds the cache the config describes, loads its snapshot (memory) or replays the
+    shared stream (Redis), and logs one line saying what is on."""
+    cfg = config.cache
+    cache: MemoryCache
+    if cfg.backend == "redis":
+        from hybridfast.cache.redis_backend import RedisCache
+
+        cache = await RedisCache.connect(config)
+    else:
+        cache = MemoryCache(config)
+    await cache.start()
+    semantic = cache.semantic
+    if semantic is None:
+        log.info(
+            "cache: exact %s (%s backend); %s",
+            "on" if cfg.exact.enabled else "off",
+            cache.backend,
+            cache.semantic_off_reason,
+        )
+    else:
+        log.info(
+            "cache: exact %s, semantic on with embedder %s (threshold %.2f, guards %s) "
+            "(%s backend)",
+            "on" if cfg.exact.enabled else "off",
+            semantic.embedder.name,
+            semantic.threshold,
+            ",".join(semantic.guards) or "none",
+            cache.backend,
+        )
+    return cache
+
+
+__all__ = ["MemoryCache", "NoCache", "ResponseCacheImpl", "open_cache"]

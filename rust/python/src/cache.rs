@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hybridfast_core::cache::{self, IndexParams, StorageKind};
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -196,6 +198,20 @@ impl PyVectorIndex {
         };
         py.detach(|| self.inner.read().search(scope, q, k, ef, exact))
             .map_err(to_py)
+    }
+
+    /// `(ids int64 (n,), vectors float32 (n, dimensions))` of the live entries of `scope`.
+    #[allow(clippy::type_complexity)]
+    fn export_scope<'py>(
+        &self,
+        py: Python<'py>,
+        scope: u64,
+    ) -> (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f32>>) {
+        let dim = self.inner.read().dimensions();
+        let (ids, data) = py.detach(|| self.inner.read().export_scope(scope));
+        let n = ids.len();
+        let vectors = Array2::from_shape_vec((n, dim), data).expect("n × dimensions values");
+        (ids.into_pyarray(py), vectors.into_pyarray(py))
     }
 
     /// Removes one entry; False when it was not there.

@@ -600,6 +600,24 @@ impl VectorIndex {
         self.parts.insert(scope, part);
     }
 
+    /// The live entries of `scope` as ids and a row-major matrix of their (decoded) vectors:
+    /// what a GPU copy of the scope is built from.
+    pub fn export_scope(&self, scope: u64) -> (Vec<i64>, Vec<f32>) {
+        let Some(part) = self.parts.get(&scope) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut ids = Vec::with_capacity(part.live);
+        let mut data = Vec::with_capacity(part.live * self.dim);
+        let mut buf = Vec::with_capacity(self.dim);
+        for (i, id) in part.ids.iter().enumerate() {
+            if !part.deleted[i] {
+                ids.push(*id);
+                data.extend_from_slice(part.store.vector(i, self.dim, &mut buf));
+            }
+        }
+        (ids, data)
+    }
+
     /// Drops every entry of `scope`; returns their ids.
     pub fn remove_scope(&mut self, scope: u64) -> Vec<i64> {
         let Some(part) = self.parts.remove(&scope) else {

@@ -1,0 +1,361 @@
+"""The response cache the pipeline calls: `lookup` before routing, `store` after a
+complete answer. Exact entries first (a hash of everything that changes the answer), then
+the semantic index (same scope, similar meaning, every guard passed).
+
+`MemoryCache` keeps everything in this process (native tables and index) and snapshots it
+to disk; `RedisCache` (cache/redis_backend.py) shares exact entries through Redis keys and
+replicates semantic entries through a Redis stream into each process's native index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from hybridfast._core import ExactTable, StorageError, VectorIndex
+from hybridfast.cache import keys as K
+from hybridfast.cache.metrics import (
+    ENTRIES,
+    EVICTIONS,
+    INVALIDATIONS,
+    LOOKUP_SECONDS,
+    LOOKUPS,
+    STORES,
+)
+from hybridfast.cache.semantic import Payload, SemanticIndex, choose_embedder
+from hybridfast.config import Config
+from hybridfast.types import CacheHit, CacheResult, Caller, ChatAnswer, ChatRequest
+
+log = logging.getLogger("hybridfast.cache")
+
+
+class ExactEntry(msgspec.Struct, array_like=True):
+    model: str
+    tenant: str
+    answer: ChatAnswer
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_EXACT = msgspec.msgpack.Decoder(ExactEntry)
+
+# A finished answer is worth keeping unless it is empty or the upstream failed.
+_UNCACHEABLE_FINISH = frozenset({"error", "cancelled"})
+_PURGE_EVERY = 1000
+
+
+def encode_exact(entry: ExactEntry) -> bytes:
+    return _ENCODER.encode(entry)
+
+
+def decode_exact(raw: bytes) -> ExactEntry:
+    return _EXACT.decode(raw)
+
+
+class MemoryCache:
+    """In-process exact + semantic cache (the default backend)."""
+
+    backend = "memory"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cfg = config.cache
+        self.exact = ExactTable(self.cfg.exact.max_entries)
+        choice = choose_embedder(self.cfg.semantic)
+        self.semantic = (
+            SemanticIndex(self.cfg.semantic, choice.embedder) if choice.embedder else None
+        )
+        self.semantic_off_reason = choice.off_reason
+        # Coarse scope → (model, tenant): what the admin API invalidates by.
+        self.scopes: dict[int, tuple[str, str]] = {}
+        self.counts: dict[str, int] = {"hit": 0, "semantic-hit": 0, "miss": 0, "bypass": 0}
+        self._stores = 0
+        self._inline_embed = self.semantic is not None and self.semantic.embedder.name == "hashing"
+        self._snapshot_task: asyncio.Task[None] | None = None
+
+    # -- the pipeline's protocol ----------------------------------------------------------
+
+    def bypass(self, request: ChatRequest) -> bool:
+        """True when this request is neither looked up nor stored (header `bypass`)."""
+        return not K.policy(request, self.cfg).store
+
+    def decision(self, request: ChatRequest) -> K.Policy:
+        return K.policy(request, self.cfg)
+
+    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+        started = time.perf_counter()
+        result: CacheResult = "miss"
+        hit: CacheHit | None = None
+        try:
+            if not K.policy(request, self.cfg).lookup:
+                result = "bypass"
+                return None
+            tenant = K.tenant_of(caller, self.cfg.shared)
+            if self.cfg.exact.enabled:
+                entry = await self._exact_get(K.exact_key(request, tenant), request.model, tenant)
+                if entry is not None:
+                    result = "hit"
+                    hit = CacheHit(answer=entry.answer, kind="hit", similarity=1.0)
+                    return hit
+            if self.semantic is not None:
+                target = K.semantic_target(request, tenant, self.cfg.semantic.text)
+                if target is not None:
+                    vector = await self._embed(target.text)
+                    found = self.semantic.search(target.scope, target.text, vector)
+                    if found is not None:
+                        result = "semantic-hit"
+                        hit = CacheHit(
+                            answer=found.payload.answer,
+                            kind="semantic-hit",
+                            similarity=round(found.similarity, 4),
+                        )
+                        return hit
+            return None
+        finally:
+            self.counts[result] += 1
+            LOOKUPS.labels(result).inc()
+            LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
+
+    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
+        if not K.policy(request, self.cfg).store:
+            return
+        if (
+            not answer.content and not answer.tool_calls
+        ) or answer.finish_reason in _UNCACHEABLE_FINISH:
+            return
+        tenant = K.tenant_of(caller, self.cfg.shared)
+        key = K.exact_key(request, tenant)
+        coarse = K.coarse_scope(request.model, tenant)
+        self.scopes[coarse] = (request.model, tenant)
+        now = time.time()
+        if self.cfg.exact.enabled:
+            await self._exact_put(key, ExactEntry(request.model, tenant, answer), coarse, now)
+            STORES.labels("exact").inc()
+        if self.semantic is not None:
+            target = K.semantic_target(request, tenant, self.cfg.semantic.text)
+            if target is not None:
+                vector = await self._embed(target.text)
+                payload = Payload(target.text, request.model, tenant, target.scope, answer)
+                await self._semantic_add(
+                    K.entry_id(key), vector, payload, coarse, now + self.cfg.semantic.ttl_s, now
+                )
+                STORES.labels("semantic").inc()
+        self._stores += 1
+        if self._stores % _PURGE_EVERY == 0:
+            self.purge_expired()
+        self._update_gauges()
+
+    async def close(self) -> None:
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshot_task
+            self._snapshot_task = None
+        if self.cfg.snapshot_path:
+            await asyncio.to_thread(self.save_snapshot)
+
+    # -- operator actions -----------------------------------------------------------------
+
+    async def invalidate(
+        self,
+        *,
+        key: bytes | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Drops entries: all of them, one exact key (and its semantic twin), or every
+        entry of a model and/or tenant. Returns how many entries went."""
+        if everything:
+            n = self.exact.clear() + (self.semantic.clear() if self.semantic else 0)
+        elif key is not None:
+            n = int(self.exact.remove(key))
+            if self.semantic is not None:
+                n += int(self.semantic.remove(K.entry_id(key)))
+        elif model is not None or tenant is not None:
+            n = 0
+            for coarse, (m, t) in list(self.scopes.items()):
+                if (model is None or m == model) and (tenant is None or t == tenant):
+                    n += len(self.exact.remove_scope(coarse))
+                    if self.semantic is not None:
+                        n += self.semantic.remove_coarse(coarse)
+                    del self.scopes[coarse]
+        else:
+            raise ValueError("say what to invalidate: everything, key, model or tenant")
+        INVALIDATIONS.inc(n)
+        self._update_gauges()
+        return n
+
+    def invalidate_request_key(self, request: ChatRequest, caller: Caller) -> bytes:
+        """The exact key a request is filed under (for invalidating one request)."""
+        return K.exact_key(request, K.tenant_of(caller, self.cfg.shared))
+
+    def purge_expired(self) -> int:
+        n = len(self.exact.purge_expired())
+        if self.semantic is not None:
+            n += self.semantic.purge_expired()
+        return n
+
+    def entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recently used exact entries (key, model, tenant, answer preview)."""
+        out = []
+        for key in reversed(self.exact.keys()[-limit:]):
+            found = self.exact.peek(key)
+            if found is None:
+                continue
+            raw, expires_at, _ = found
+            entry = decode_exact(raw)
+            out.append(
+                {
+                    "key": key.hex(),
+                    "model": entry.model,
+                    "tenant": entry.tenant,
+                    "expires_at": expires_at,
+                    "preview": entry.answer.content[:80],
+                }
+            )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "lookups": dict(self.counts),
+            "exact": {
+                "enabled": self.cfg.exact.enabled,
+                "entries": len(self.exact),
+                "max_entries": self.cfg.exact.max_entries,
+                "evictions": self.exact.evictions,
+                "expirations": self.exact.expirations,
+            },
+            "semantic": (
+                self.semantic.stats()
+                if self.semantic is not None
+                else {"enabled": False, "reason": self.semantic_off_reason}
+            ),
+            "shared": self.cfg.shared,
+        }
+
+    # -- storage hooks (RedisCache overrides the exact ones and adds replication) ----------
+
+    async def _exact_get(self, key: bytes, model: str, tenant: str) -> ExactEntry | None:
+        raw = self.exact.get(key)
+        return decode_exact(raw) if raw is not None else None
+
+    async def _exact_put(self, key: bytes, entry: ExactEntry, coarse: int, now: float) -> None:
+        evicted = self.exact.put(key, encode_exact(entry), self.cfg.exact.ttl_s, coarse, now)
+        if evicted:
+            EVICTIONS.labels("exact").inc(len(evicted))
+
+    async def _semantic_add(
+        self,
+        entry_id: int,
+        vector: Any,
+        payload: Payload,
+        coarse: int,
+        expires_at: float,
+        now: float,
+    ) -> None:
+        assert self.semantic is not None
+        self.semantic.add(entry_id, vector, payload, coarse, expires_at, now)
+
+    async def _embed(self, text: str) -> Any:
+        assert self.semantic is not None
+        vector = self.semantic.recent(text)
+        if vector is None:
+            embedder = self.semantic.embedder
+            if self._inline_embed:
+                vector = embedder.embed([text])[0]
+            else:
+                # A neural model takes milliseconds (GIL released): keep the loop serving.
+                vector = (await asyncio.to_thread(embedder.embed, [text]))[0]
+            self.semantic.remember(text, vector)
+        return vector
+
+    def _update_gauges(self) -> None:
+        ENTRIES.labels("exact").set(len(self.exact))
+        ENTRIES.labels("semantic").set(len(self.semantic) if self.semantic else 0)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _paths(self) -> dict[str, Path]:
+        assert self.cfg.snapshot_path
+        base = self.cfg.snapshot_path
+        return {s: Path(f"{base}.{s}") for s in ("exact", "semantic", "index", "json")}
+
+    def save_snapshot(self) -> None:
+        """Writes the exact table, the semantic payloads and index, and the scope registry
+        (each file atomically: a crash mid-save leaves the previous snapshot whole)."""
+        paths = self._paths()
+        paths["exact"].parent.mkdir(parents=True, exist_ok=True)
+        self.exact.save(str(paths["exact"]))
+        meta: dict[str, Any] = {
+            "version": 1,
+            "scopes": {str(k): list(v) for k, v in self.scopes.items()},
+            "embedder": None,
+        }
+        if self.semantic is not None:
+            self.semantic.payloads.save(str(paths["semantic"]))
+            self.semantic.index.save(str(paths["index"]))
+            meta["embedder"] = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
+        tmp = paths["json"].with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(paths["json"])
+
+    def load_snapshot(self) -> int:
+        """Loads what a previous run saved; a missing or damaged snapshot starts empty
+        (and says so), it never stops the gateway."""
+        paths = self._paths()
+        if not paths["json"].exists():
+            return 0
+        try:
+            meta = json.loads(paths["json"].read_text())
+            self.scopes = {int(k): (v[0], v[1]) for k, v in meta["scopes"].items()}
+            if paths["exact"].exists():
+                self.exact = ExactTable.load(str(paths["exact"]), self.cfg.exact.max_entries)
+            if self.semantic is not None and paths["index"].exists():
+                saved = meta.get("embedder")
+                mine = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
+                if saved == mine:
+                    index = VectorIndex.load(str(paths["index"]))
+                    payloads = ExactTable.load(
+                        str(paths["semantic"]), self.cfg.semantic.max_entries
+                    )
+                    self.semantic.index, self.semantic.payloads = index, payloads
+                else:
+                    log.info(
+                        "cache: semantic snapshot made with embedder %s, now %s: not loaded",
+                        saved,
+                        mine,
+                    )
+        except (StorageError, OSError, ValueError, KeyError, IndexError) as exc:
+            log.warning("cache: snapshot %s not loaded (%s); starting empty", paths["json"], exc)
+            self.exact = ExactTable(self.cfg.exact.max_entries)
+            if self.semantic is not None:
+                self.semantic.clear()
+            return 0
+        self._update_gauges()
+        return len(self.exact) + (len(self.semantic) if self.semantic else 0)
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.snapshot_interval_s)
+            try:
+                await asyncio.to_thread(self.save_snapshot)
+            except (StorageError, OSError) as exc:
+                log.warning("cache: snapshot failed: %s", exc)
+
+    async def start(self) -> None:
+        if self.cfg.snapshot_path:
+            n = await asyncio.to_thread(self.load_snapshot)
+            log.info("cache: %d entries loaded from %s", n, self.cfg.snapshot_path)
+            if self.cfg.snapshot_interval_s > 0:
+                self._snapshot_task = asyncio.create_task(self._snapshot_loop())
+
+
+CacheKind = Literal["hit", "semantic-hit"]
