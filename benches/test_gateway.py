@@ -19,12 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_load import Phase, run_phase  # noqa: E402
-
-from tests.fakes.server import free_port, start_fake, start_server  # noqa: E402
+from benches.gateway_load import Phase, run_phase
+from tests.fakes.server import free_port, start_fake, start_server
 
 PHASE_S = 1.0  # seconds per measured phase
 

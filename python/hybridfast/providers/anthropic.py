@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import msgspec
 import orjson
 
 from hybridfast.config import ProviderConfig
@@ -77,24 +78,26 @@ class AnthropicProvider(Provider):
         body = self.body(deployment, request, True)
         usage: Usage | None = None
         tool_index: dict[int, int] = {}  # content block index → tool-call index
-        loads = orjson.loads
+        decode = _EVENT.decode
         async for lines in stream_lines(self, "/v1/messages", body, retries=retries):
             batch: list[StreamEvent] = []
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # `event:` lines repeat the data's own "type"
                 try:
-                    data = loads(line[5:])
-                except orjson.JSONDecodeError:
-                    raise ProviderError(f"{self.name}: a stream event is not JSON") from None
-                kind = data.get("type")
+                    event = decode(line[5:])
+                except msgspec.DecodeError:
+                    raise ProviderError(f"{self.name}: a stream event is not valid") from None
+                kind = event.type
                 if kind == "content_block_delta":
-                    delta = data.get("delta") or {}
-                    dkind = delta.get("type")
-                    if dkind == "text_delta":
-                        batch.append(StreamEvent(delta.get("text") or None))
-                    elif dkind == "input_json_delta":
-                        idx = tool_index.get(data.get("index", 0), 0)
+                    delta = event.delta
+                    if delta is None:
+                        continue
+                    if delta.type == "text_delta":
+                        if delta.text:
+                            batch.append(StreamEvent(delta.text))
+                    elif delta.type == "input_json_delta":
+                        idx = tool_index.get(event.index, 0)
                         batch.append(
                             StreamEvent(
                                 tool_calls=[
@@ -102,16 +105,16 @@ class AnthropicProvider(Provider):
                                         "index": idx,
                                         "id": None,
                                         "name": None,
-                                        "arguments": delta.get("partial_json") or "",
+                                        "arguments": delta.partial_json or "",
                                     }
                                 ]
                             )
                         )
                 elif kind == "content_block_start":
-                    block = data.get("content_block") or {}
+                    block = event.content_block or {}
                     if block.get("type") == "tool_use":
                         idx = len(tool_index)
-                        tool_index[data.get("index", 0)] = idx
+                        tool_index[event.index] = idx
                         batch.append(
                             StreamEvent(
                                 tool_calls=[
@@ -127,10 +130,10 @@ class AnthropicProvider(Provider):
                     elif block.get("type") == "text" and block.get("text"):
                         batch.append(StreamEvent(block["text"]))
                 elif kind == "message_start":
-                    usage = usage_from_anthropic((data.get("message") or {}).get("usage"))
+                    usage = usage_from_anthropic((event.message or {}).get("usage"))
                 elif kind == "message_delta":
-                    reason = (data.get("delta") or {}).get("stop_reason")
-                    out = (data.get("usage") or {}).get("output_tokens")
+                    reason = event.delta.stop_reason if event.delta is not None else None
+                    out = (event.usage or {}).get("output_tokens")
                     if usage is not None and out is not None:
                         usage.output_tokens = out
                     batch.append(
@@ -140,7 +143,7 @@ class AnthropicProvider(Provider):
                         )
                     )
                 elif kind == "error":
-                    err = data.get("error") or {}
+                    err = event.error or {}
                     raise ProviderError(
                         f"{self.name}: the upstream sent an error mid-stream: "
                         f"{err.get('type', '')}: {str(err.get('message', ''))[:200]}",
@@ -148,3 +151,24 @@ class AnthropicProvider(Provider):
                     )
             if batch:
                 yield batch
+
+
+# A stream event, decoded straight into the fields the gateway reads.
+class _Delta(msgspec.Struct):
+    type: str = ""
+    text: str | None = None
+    partial_json: str | None = None
+    stop_reason: str | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str = ""
+    index: int = 0
+    delta: _Delta | None = None
+    content_block: dict[str, Any] | None = None
+    message: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+_EVENT = msgspec.json.Decoder(_Event)

@@ -8,11 +8,43 @@ import base64
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import orjson
+import msgspec
 
 from hybridfast.config import ProviderConfig
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
+
+
+# A stream chunk, decoded straight into the few fields the gateway reads (the rest of
+# each chunk is skipped by the decoder instead of becoming Python objects).
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
 
 
 def usage_from_openai(u: dict[str, Any] | None) -> Usage | None:
@@ -109,42 +141,52 @@ class OpenAIProvider(Provider):
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> AsyncGenerator[list[StreamEvent], None]:
         body = self.body(deployment, request, True)
-        loads = orjson.loads
+        decode = _CHUNK.decode
         async for lines in stream_lines(self, "/chat/completions", body, retries=retries):
             batch: list[StreamEvent] = []
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # blank separators, `: keep-alive` comments
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    continue
                 try:
-                    chunk = loads(payload)
-                except orjson.JSONDecodeError:
-                    raise ProviderError(f"{self.name}: a stream event is not JSON") from None
-                if "error" in chunk and "choices" not in chunk:
-                    raise ProviderError(
-                        f"{self.name}: the upstream sent an error mid-stream: "
-                        f"{str((chunk['error'] or {}).get('message', ''))[:200]}"
+                    chunk = decode(line[5:])
+                except msgspec.DecodeError:
+                    if line[5:].strip() == b"[DONE]":
+                        continue
+                    raise ProviderError(f"{self.name}: a stream event is not valid") from None
+                if chunk.error is not None and not chunk.choices:
+                    message = (
+                        chunk.error.get("message", "") if isinstance(chunk.error, dict) else ""
                     )
-                choices = chunk.get("choices")
-                usage = chunk.get("usage")
-                if choices:
-                    choice = choices[0]
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content")
-                    calls = delta.get("tool_calls")
-                    finish = choice.get("finish_reason")
-                    if text or calls or finish:
+                    raise ProviderError(
+                        f"{self.name}: the upstream sent an error mid-stream: {str(message)[:200]}"
+                    )
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    delta = choice.delta
+                    text = delta.content if delta is not None else None
+                    calls = delta.tool_calls if delta is not None else None
+                    if text or calls or choice.finish_reason:
                         batch.append(
                             StreamEvent(
                                 text or None,
-                                tool_calls=[_tool_delta(c) for c in calls] if calls else None,
-                                finish_reason=finish,
+                                tool_calls=[
+                                    {
+                                        "index": c.index,
+                                        "id": c.id,
+                                        "name": c.function.name if c.function else None,
+                                        "arguments": (c.function.arguments or "")
+                                        if c.function
+                                        else "",
+                                    }
+                                    for c in calls
+                                ]
+                                if calls
+                                else None,
+                                finish_reason=choice.finish_reason,
                             )
                         )
-                if usage:
-                    batch.append(StreamEvent(usage=usage_from_openai(usage)))
+                if chunk.usage:
+                    batch.append(StreamEvent(usage=usage_from_openai(chunk.usage)))
             if batch:
                 yield batch
 
@@ -185,13 +227,3 @@ class OpenAIProvider(Provider):
         u = data.get("usage") or {}
         usage = Usage(input_tokens=int(u.get("prompt_tokens") or 0), estimated=not u)
         return vectors, usage
-
-
-def _tool_delta(c: dict[str, Any]) -> dict[str, Any]:
-    fn = c.get("function") or {}
-    return {
-        "index": c.get("index", 0),
-        "id": c.get("id"),
-        "name": fn.get("name"),
-        "arguments": fn.get("arguments") or "",
-    }
