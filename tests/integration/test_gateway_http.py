@@ -903,3 +903,16 @@ async def test_models_health_metrics(gateway: Make, fake_openai: FakeUpstream) -
     assert "hybridfast_gateway_overhead_seconds_bucket" in text
     assert 'hybridfast_time_to_first_token_seconds_count{deployment="chat#0"}' in text
     assert "test-key" not in text
+
+
+async def test_upstream_timeout_answers_504(gateway: Make, fake_openai: FakeUpstream) -> None:
+    fake_openai.latency(first_byte_s=2.0)
+    config = fake_config(fake_openai).replace(
+        "    max_retries: 0", "    max_retries: 0\n    timeout: {first_byte_s: 0.1}"
+    )
+    h = await gateway(config)
+    resp = await h.openai()
+    assert resp.status == 504
+    body = await resp.json()
+    assert body["error"]["code"] == "ERR_PROVIDER_UNAVAILABLE"
+    assert "timed out" in body["error"]["message"]

@@ -193,9 +193,8 @@ class Provider:
             try:
                 resp = await self.session.post(url, data=data)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                error = ProviderError(
-                    f"{self.name}: cannot reach the upstream ({type(exc).__name__})"
-                )
+                what = "timed out" if isinstance(exc, TimeoutError) else "cannot be reached"
+                error = ProviderError(f"{self.name}: the upstream {what} ({type(exc).__name__})")
             else:
                 if resp.status < 300:
                     return resp
