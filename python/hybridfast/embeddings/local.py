@@ -95,13 +95,14 @@ class HashingEmbedder:
     name = "hashing"
 
     def __init__(self, dimensions: int = 384) -> None:
-        try:
-            from hybridfast._core import HashingEmbedder as Native  # type: ignore[attr-defined]
-        except ImportError:
+        import hybridfast._core as core
+
+        native = getattr(core, "HashingEmbedder", None)  # the cache's part of the core
+        if native is None:
             raise ModelNotFound(
                 "the hashing embedder is not available in this build of hybridfast._core"
-            ) from None
-        self._native = Native(dimensions=dimensions)
+            )
+        self._native = native(dimensions=dimensions)
         self.dimensions = dimensions
 
     def embed(self, texts: list[str]) -> Matrix:
