@@ -160,3 +160,21 @@ async def test_close_cancels_queued_work() -> None:
 def test_rejects_nonsense_settings() -> None:
     with pytest.raises(ValueError):
         DynamicBatcher(FakeModel(), max_batch=0)
+
+
+async def test_requests_whose_client_left_are_dropped_before_computing() -> None:
+    model = FakeModel()
+    batcher = DynamicBatcher(model, max_batch=16, max_wait_ms=0)
+    blocker = await hold(model, batcher)
+    left = {"flag": False}
+    abandoned = asyncio.create_task(batcher.submit(["abandoned"], gone=lambda: left["flag"]))
+    staying = asyncio.create_task(batcher.submit(["staying"], gone=lambda: False))
+    await asyncio.sleep(0.01)
+    left["flag"] = True  # the connection closed while queued
+    model.gate.set()
+    await blocker
+    await staying
+    with pytest.raises(ConnectionResetError):
+        await abandoned
+    assert all("abandoned" not in b for b in model.batches)
+    await batcher.close()

@@ -50,6 +50,12 @@ QUEUE_TEXTS = Gauge(
     ["model"],
     registry=REGISTRY,
 )
+CANCELLED = Counter(
+    "hybridfast_embed_cancelled_texts_total",
+    "Queued texts dropped because their client went away",
+    ["model"],
+    registry=REGISTRY,
+)
 REJECTED = Counter(
     "hybridfast_embed_rejected_total",
     "Embedding requests refused because the batching queue was full",
@@ -63,6 +69,7 @@ class _Job:
     texts: list[str]
     future: asyncio.Future[tuple[Matrix, list[int]]]
     priority: int
+    gone: Callable[[], bool] | None = None  # True once the caller is no longer there
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -101,9 +108,15 @@ class DynamicBatcher:
         return self._queued
 
     async def submit(
-        self, texts: list[str], priority: int = INTERACTIVE
+        self,
+        texts: list[str],
+        priority: int = INTERACTIVE,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[Matrix, list[int]]:
-        """Rows for `texts` in order, and the token count of each text."""
+        """Rows for `texts` in order, and the token count of each text.
+
+        `gone` says whether the caller has left (a closed client connection): its chunks
+        still queued are dropped then, without computing them."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
         if not texts:
@@ -121,7 +134,7 @@ class DynamicBatcher:
         jobs = []
         for start in range(0, len(texts), self.max_batch):
             chunk = texts[start : start + self.max_batch]
-            job = _Job(chunk, loop.create_future(), priority)
+            job = _Job(chunk, loop.create_future(), priority, gone)
             self._queues[priority].append(job)
             jobs.append(job)
         self._queued += len(texts)
@@ -159,6 +172,10 @@ class DynamicBatcher:
                 job = queue.popleft()
                 self._queued -= len(job.texts)
                 if job.future.done():  # cancelled by its caller
+                    continue
+                if job.gone is not None and job.gone():
+                    CANCELLED.labels(self.name).inc(len(job.texts))
+                    job.future.set_exception(ConnectionResetError("the client went away"))
                     continue
                 taken.append(job)
                 size += len(job.texts)

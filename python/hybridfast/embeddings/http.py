@@ -49,7 +49,13 @@ async def handle_embeddings(request: web.Request) -> web.StreamResponse:
         parsed.cache = "no-store"
     elif "no-cache" in control and parsed.cache == "default":
         parsed.cache = "no-cache"
-    result = await service.embed(parsed, _caller(request, parsed.user), request_id)
+
+    # aiohttp does not cancel a handler when its client disconnects: the batcher asks.
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    result = await service.embed(parsed, _caller(request, parsed.user), request_id, gone=gone)
     return web.Response(
         body=encode_response(result, base64_format=body.get("encoding_format") == "base64"),
         content_type="application/json",

@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -255,8 +255,15 @@ class EmbeddingsService:
     # --- the pipeline -----------------------------------------------------------------
 
     async def embed(
-        self, request: EmbeddingRequest, caller: Caller | None = None, request_id: str | None = None
+        self,
+        request: EmbeddingRequest,
+        caller: Caller | None = None,
+        request_id: str | None = None,
+        *,
+        gone: Callable[[], bool] | None = None,
     ) -> EmbeddingResult:
+        """Embeds `request.inputs` on the first deployment that can; `gone` says whether the
+        client has left (its queued local work is then dropped)."""
         caller = caller or Caller()
         request_id = request_id or uuid.uuid4().hex
         deployments = self._plan(request, caller, request_id)
@@ -264,7 +271,7 @@ class EmbeddingsService:
         refusals: list[GatewayError] = []  # 4xx answers: the request, not the deployment
         for attempt, deployment in enumerate(deployments):
             try:
-                result = await self._embed_on(deployment, request, caller, request_id)
+                result = await self._embed_on(deployment, request, caller, request_id, gone)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure falls back to the next deployment
@@ -319,6 +326,7 @@ class EmbeddingsService:
         request: EmbeddingRequest,
         caller: Caller,
         request_id: str,
+        gone: Callable[[], bool] | None = None,
     ) -> EmbeddingResult:
         started = time.perf_counter()
         # Built-in local models are not in the router's tables: no health to track there.
@@ -350,7 +358,7 @@ class EmbeddingsService:
         try:
             if missing:
                 subset: Inputs = [inputs[i] for i in missing]  # type: ignore[assignment]
-                vectors, counts, usage = await self._compute(deployment, request, subset)
+                vectors, counts, usage = await self._compute(deployment, request, subset, gone)
                 for j, i in enumerate(missing):
                     rows[i] = vectors[j]
                     tokens[i] = counts[j]
@@ -420,10 +428,14 @@ class EmbeddingsService:
         return deployment.price.cost(input_tokens=count)
 
     async def _compute(
-        self, deployment: Deployment, request: EmbeddingRequest, inputs: Inputs
+        self,
+        deployment: Deployment,
+        request: EmbeddingRequest,
+        inputs: Inputs,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[Matrix, list[int], Usage]:
         if deployment.kind == LOCAL_PROVIDER:
-            return await self._compute_local(deployment, request, inputs)
+            return await self._compute_local(deployment, request, inputs, gone)
         provider = self.providers.get(deployment.provider)
         if provider is None or not hasattr(provider, "embed"):
             raise ProviderUnavailable(f"provider {deployment.provider!r} cannot embed")
@@ -457,7 +469,11 @@ class EmbeddingsService:
         return vectors, counts, usage
 
     async def _compute_local(
-        self, deployment: Deployment, request: EmbeddingRequest, inputs: Inputs
+        self,
+        deployment: Deployment,
+        request: EmbeddingRequest,
+        inputs: Inputs,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[Matrix, list[int], Usage]:
         name = deployment.model
         embedder = self._local(name, request.dimensions)
@@ -470,7 +486,7 @@ class EmbeddingsService:
             texts: list[str] = inputs  # type: ignore[assignment]
             if self.settings.batching:
                 batcher = self._batcher(name, request.dimensions, embedder)
-                vectors, counts = await batcher.submit(texts, request.priority)
+                vectors, counts = await batcher.submit(texts, request.priority, gone)
             else:
                 vectors, counts = await asyncio.to_thread(embedder.embed_counted, texts)
         counts = [int(c) for c in counts]
