@@ -229,7 +229,8 @@ class PostgresStore:
                 cur.copy(f"COPY ledger_entries ({', '.join(COLUMNS)}) FROM STDIN") as copy,
             ):
                 for row in rows:
-                    copy.write_row(row[1:])
+                    # seq is not stored; `estimated` is a 0/1 integer as in SQLite.
+                    copy.write_row((*row[1:-1], int(row[-1])))
             self._writer.commit()
         except self._psycopg.Error as exc:
             if self._writer is not None:
