@@ -176,7 +176,8 @@ class RouterCore:
         """A call ended: feeds latency EWMAs, the error window and the circuit breaker."""
     def stats(self, id: str) -> dict[str, Any]:
         """Live state: in_flight, latency_s, ttft_s, tokens_per_s, error_rate,
-        window_requests, consecutive_failures, circuit, retry_in_s, successes, failures."""
+        window_requests, consecutive_failures, circuit, retry_in_s, successes, failures,
+        times_opened."""
     def expected_cost(
         self, id: str, input_tokens: int, max_output_tokens: int | None = None, stream: bool = False
     ) -> int:

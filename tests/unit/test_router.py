@@ -237,3 +237,30 @@ def test_unknown_deployment_ids_are_errors() -> None:
     r = make()
     with pytest.raises(NotFoundError):
         r.started("nope#0")
+
+
+async def test_metrics_are_read_from_live_state_at_scrape_time() -> None:
+    from prometheus_client import generate_latest
+
+    from hybridfast.metrics import REGISTRY
+
+    # Deployments of their own, so routers other tests left behind cannot answer for them.
+    models = "".join(f"  - {{name: metered{i}, provider: oa, model: m}}\n" for i in range(3))
+    text = BASE.replace("routes:\n", models + "routes:\n", 1)
+    config = parse_config(text + "router: {circuit: {failures_to_open: 1, cooldown_s: 60}}\n")
+    r = build_router(config.config, build_deployments(config.config))
+    r.started("metered0#0")
+    r.finished("metered0#0", ok=False, latency_s=0.1, ttft_s=None, output_tokens=0)
+    r.started("metered1#0")
+    r.started("metered2#0")
+    r.finished("metered2#0", ok=True, latency_s=2.0, ttft_s=0.5, output_tokens=150)
+    scraped = generate_latest(REGISTRY).decode()
+    assert 'hybridfast_router_circuit_state{deployment="metered0#0"} 2.0' in scraped
+    assert 'hybridfast_router_circuit_state{deployment="metered1#0"} 0.0' in scraped
+    assert 'hybridfast_router_circuit_opened_total{deployment="metered0#0"} 1.0' in scraped
+    assert 'hybridfast_router_in_flight{deployment="metered1#0"} 1.0' in scraped
+    assert 'hybridfast_router_error_rate{deployment="metered0#0"} 1.0' in scraped
+    assert 'hybridfast_router_latency_ewma_seconds{deployment="metered2#0"} 2.0' in scraped
+    assert 'hybridfast_router_tokens_per_second_ewma{deployment="metered2#0"} 100.0' in scraped
+    await r.close()
+    assert "metered0#0" not in generate_latest(REGISTRY).decode()

@@ -30,6 +30,7 @@ from hybridfast._core import (
 )
 from hybridfast.config import Config, ModelConfig
 from hybridfast.errors import BudgetExceeded, ConfigError, ModelNotFound, ProviderUnavailable
+from hybridfast.routing import metrics as router_metrics
 from hybridfast.routing.custom import Candidate, CustomRouter, load_custom_router
 from hybridfast.types import Caller, Deployment, RequestFeatures, RoutePlan
 
@@ -116,6 +117,7 @@ class NativeRouter:
             for name, route in config.routes.items()
             if route.strategy == "custom" and route.router
         }
+        router_metrics.track(self)
 
     def _spec(self, d: Deployment, model: ModelConfig | None) -> DeploymentSpec:
         gpu = model.price.per_gpu_second if model and model.price else None
@@ -215,7 +217,8 @@ class NativeRouter:
         )
 
     async def close(self) -> None:
-        """Nothing to flush: the router's state lives in memory only."""
+        """Nothing to flush (the state lives in memory); stops reporting metrics."""
+        router_metrics.untrack(self)
 
     # --- beyond the protocol -------------------------------------------------------
 

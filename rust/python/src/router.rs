@@ -5,11 +5,13 @@
 //! nothing per candidate. Ids, strategy and arm names are made into Python strings once.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use hybridfast_core::money::Picodollars;
 use hybridfast_core::router::{
-    self, seconds_to_nanos, Balance, CircuitSettings, Decision, Features, Outcome, Router,
-    RouterSettings, Strategy,
+    self, seconds_to_nanos, Balance, CircuitSettings, Decision, DropReason, Features, Outcome,
+    Router, RouterSettings, Strategy,
 };
 use hybridfast_core::CoreError;
 use pyo3::prelude::*;
@@ -127,6 +129,28 @@ pub struct RouterCore {
     ids: Vec<Py<PyString>>,
     strategies: Vec<Py<PyString>>,
     arms: Vec<Vec<Py<PyString>>>,
+    // The text of each drop reason that does not change from call to call, made once:
+    // a route that always drops its embedding models for chat requests pays nothing.
+    reasons: Mutex<HashMap<(u8, u64, u64), Py<PyString>>>,
+}
+
+const REASON_CACHE_LIMIT: usize = 4096;
+
+/// A lossless key for reasons whose text depends only on their fields; `None` for those
+/// that read a clock or a budget (they differ every time).
+fn reason_key(reason: &DropReason) -> Option<(u8, u64, u64)> {
+    Some(match *reason {
+        DropReason::ContextWindow { needed, window } => (0, needed, window),
+        DropReason::OutputLimit { asked, limit } => (1, asked, limit),
+        DropReason::MissingCapability(bits) => (2, u64::from(bits), 0),
+        DropReason::MissingTag(bits) => (3, bits, 0),
+        DropReason::NotLocal => (4, 0, 0),
+        DropReason::BelowMinQuality { quality, min } => (5, quality.to_bits(), min.to_bits()),
+        DropReason::OverMaxCost { cost, max } => (6, cost as u64, max as u64),
+        DropReason::Saturated { in_flight, limit } => (7, u64::from(in_flight), u64::from(limit)),
+        DropReason::ProbeInFlight => (8, 0, 0),
+        DropReason::CircuitOpen { .. } | DropReason::OverBudget { .. } => return None,
+    })
 }
 
 type PlanTuple<'py> = (
@@ -140,6 +164,57 @@ type PlanTuple<'py> = (
 );
 
 impl RouterCore {
+    fn respond<'py>(
+        &self,
+        py: Python<'py>,
+        route: usize,
+        d: &Decision,
+    ) -> PyResult<Option<PlanTuple<'py>>> {
+        let order = PyList::new(py, d.order.iter().map(|&i| self.payloads[i].bind(py)))?;
+        let scores = PyDict::new(py);
+        for (&i, &s) in d.order.iter().zip(&d.scores) {
+            scores.set_item(self.ids[i].bind(py), s)?;
+        }
+        let dropped = PyList::empty(py);
+        if !d.dropped.is_empty() {
+            // try_lock, never lock: a thread that waits here while attached to the
+            // interpreter could deadlock a free-threaded build's stop-the-world GC.
+            let mut cache = self.reasons.try_lock().ok();
+            for (i, why) in &d.dropped {
+                let key = reason_key(why);
+                let known = match (&cache, key) {
+                    (Some(cache), Some(key)) => cache.get(&key).map(|t| t.bind(py).clone()),
+                    _ => None,
+                };
+                let text = match known {
+                    Some(text) => text,
+                    None => {
+                        let text = PyString::new(py, &why.to_string());
+                        if let (Some(cache), Some(key)) = (cache.as_mut(), key) {
+                            if cache.len() < REASON_CACHE_LIMIT {
+                                cache.insert(key, text.clone().unbind());
+                            }
+                        }
+                        text
+                    }
+                };
+                dropped.append((self.ids[*i].bind(py), text))?;
+            }
+        }
+        let arm = d.arm.map(|a| self.arms[route][a].bind(py).clone());
+        let probe = d.probe.map(|i| self.ids[i].bind(py).clone());
+        let strategy = self.strategies[route].bind(py).clone();
+        Ok(Some((
+            order,
+            dropped,
+            strategy,
+            arm,
+            scores,
+            d.refused_for_budget,
+            probe,
+        )))
+    }
+
     fn index(&self, id: &str) -> PyResult<usize> {
         self.core
             .deployment_index(id)
@@ -220,6 +295,7 @@ impl RouterCore {
             ids,
             strategies,
             arms,
+            reasons: Mutex::new(HashMap::new()),
         })
     }
 
@@ -259,31 +335,18 @@ impl RouterCore {
             local_only,
             budget_remaining,
         };
-        DECISION.with_borrow_mut(|d| {
-            self.core.plan(route, &features, self.core.now(), d);
-            let order = PyList::new(py, d.order.iter().map(|&i| self.payloads[i].bind(py)))?;
-            let scores = PyDict::new(py);
-            for (&i, &s) in d.order.iter().zip(&d.scores) {
-                scores.set_item(self.ids[i].bind(py), s)?;
+        let now = self.core.now();
+        DECISION.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut d) => {
+                self.core.plan(route, &features, now, &mut d);
+                self.respond(py, route, &d)
             }
-            let dropped = PyList::new(
-                py,
-                d.dropped
-                    .iter()
-                    .map(|(i, why)| (self.ids[*i].bind(py), why.to_string())),
-            )?;
-            let arm = d.arm.map(|a| self.arms[route][a].bind(py).clone());
-            let probe = d.probe.map(|i| self.ids[i].bind(py).clone());
-            let strategy = self.strategies[route].bind(py).clone();
-            Ok(Some((
-                order,
-                dropped,
-                strategy,
-                arm,
-                scores,
-                d.refused_for_budget,
-                probe,
-            )))
+            // Re-entered on this thread (a finaliser that routes): a fresh buffer.
+            Err(_) => {
+                let mut d = Decision::default();
+                self.core.plan(route, &features, now, &mut d);
+                self.respond(py, route, &d)
+            }
         })
     }
 
@@ -317,7 +380,7 @@ impl RouterCore {
 
     /// Live state of deployment `id`: in_flight, latency_s, ttft_s, tokens_per_s (None until
     /// measured), error_rate and window_requests, consecutive_failures, circuit
-    /// ("closed" / "open" / "half-open"), retry_in_s, successes, failures.
+    /// ("closed" / "open" / "half-open"), retry_in_s, successes, failures, times_opened.
     fn stats<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyDict>> {
         let s = self.core.stats(self.index(id)?, self.core.now());
         let out = PyDict::new(py);
@@ -332,6 +395,7 @@ impl RouterCore {
         out.set_item("retry_in_s", s.retry_in as f64 / 1e9)?;
         out.set_item("successes", s.successes)?;
         out.set_item("failures", s.failures)?;
+        out.set_item("times_opened", s.times_opened)?;
         Ok(out)
     }
 

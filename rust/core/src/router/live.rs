@@ -73,7 +73,7 @@ struct ErrorWindow {
 }
 
 impl ErrorWindow {
-    fn bucket(now: Nanos, window_ns: Nanos) -> u64 {
+    pub(crate) fn bucket(now: Nanos, window_ns: Nanos) -> u64 {
         now / (window_ns / BUCKETS as u64).max(1)
     }
 
@@ -90,13 +90,12 @@ impl ErrorWindow {
         }
     }
 
-    /// (requests, failures) in the window ending at `now`.
-    fn counts(&self, now: Nanos, window_ns: Nanos) -> (u32, u32) {
-        let current = Self::bucket(now, window_ns);
+    /// (requests, failures) in the window whose newest bucket is `current`.
+    fn counts(&self, current: u64) -> (u32, u32) {
         let mut total = 0u32;
         let mut failed = 0u32;
         for &(bucket, ok, err) in &self.slots {
-            if bucket <= current && current - bucket < BUCKETS as u64 && (ok | err) != 0 {
+            if bucket <= current && current - bucket < BUCKETS as u64 {
                 total = total.saturating_add(ok).saturating_add(err);
                 failed = failed.saturating_add(err);
             }
@@ -154,6 +153,8 @@ pub(crate) struct Live {
     breaker: Breaker,
     times_opened: u32,
     seed: u64,
+    // (bucket, error rate, requests) as last computed; cleared by every new outcome.
+    rate_cache: Option<(u64, f64, u32)>,
     pub(crate) successes: u64,
     pub(crate) failures: u64,
 }
@@ -169,6 +170,7 @@ impl Live {
             breaker: Breaker::Closed,
             times_opened: 0,
             seed,
+            rate_cache: None,
             successes: 0,
             failures: 0,
         }
@@ -223,6 +225,7 @@ impl Live {
         let circuit = &settings.circuit;
         self.refresh(now);
         self.window.record(now, circuit.window_ns, outcome.ok);
+        self.rate_cache = None;
         if outcome.ok {
             self.successes += 1;
             self.consecutive_failures = 0;
@@ -243,7 +246,9 @@ impl Live {
         }
         match &mut self.breaker {
             Breaker::Closed if !outcome.ok => {
-                let (total, failed) = self.window.counts(now, circuit.window_ns);
+                let (total, failed) = self
+                    .window
+                    .counts(ErrorWindow::bucket(now, circuit.window_ns));
                 let rate_trips = total >= circuit.min_requests.max(1)
                     && f64::from(failed) >= circuit.error_rate_to_open * f64::from(total);
                 if self.consecutive_failures >= circuit.failures_to_open.max(1) || rate_trips {
@@ -261,6 +266,7 @@ impl Live {
                         self.breaker = Breaker::Closed;
                         // A fresh start: the failures that opened it must not reopen it.
                         self.window.clear();
+                        self.rate_cache = None;
                     }
                 } else {
                     self.open(now, circuit);
@@ -281,13 +287,31 @@ impl Live {
         self.consecutive_failures = 0;
     }
 
-    pub(crate) fn error_rate(&self, now: Nanos, window_ns: Nanos) -> (f64, u32) {
-        let (total, failed) = self.window.counts(now, window_ns);
+    /// (failure share, requests) in the window; `bucket` from [`window_bucket`].
+    pub(crate) fn error_rate(&self, bucket: u64) -> (f64, u32) {
+        let (total, failed) = self.window.counts(bucket);
         if total == 0 {
             (0.0, 0)
         } else {
             (f64::from(failed) / f64::from(total), total)
         }
+    }
+
+    /// `error_rate`, remembered until the next outcome or bucket: a plan reads it for
+    /// every candidate, far more often than it changes.
+    pub(crate) fn error_rate_cached(&mut self, bucket: u64) -> f64 {
+        match self.rate_cache {
+            Some((b, rate, _)) if b == bucket => rate,
+            _ => {
+                let (rate, total) = self.error_rate(bucket);
+                self.rate_cache = Some((bucket, rate, total));
+                rate
+            }
+        }
+    }
+
+    pub(crate) fn times_opened(&self) -> u32 {
+        self.times_opened
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -298,6 +322,11 @@ impl Live {
     pub(crate) fn ewmas(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
         (self.latency_s.0, self.ttft_s.0, self.tokens_per_s.0)
     }
+}
+
+/// The error window's newest bucket at `now`: computed once per plan, not per candidate.
+pub(crate) fn window_bucket(now: Nanos, window_ns: Nanos) -> u64 {
+    ErrorWindow::bucket(now, window_ns)
 }
 
 /// How a call ended, as the pipeline reports it.

@@ -23,7 +23,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::money::{Picodollars, Price, PICOS_PER_USD};
 
 pub use live::{seconds_to_nanos, Circuit, CircuitSettings, Outcome, RouterSettings};
-use live::{splitmix64, unit_float, Admission, Live};
+use live::{splitmix64, unit_float, window_bucket, Admission, Live};
 
 /// Monotonic nanoseconds since the router was built.
 pub type Nanos = u64;
@@ -337,6 +337,8 @@ pub struct Decision {
     /// Whether the budget is what emptied the plan.
     pub refused_for_budget: bool,
     candidates: Vec<Candidate>,
+    sorted: Vec<Candidate>,
+    keys: Vec<([u64; 3], usize, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -386,6 +388,8 @@ pub struct Stats {
     pub retry_in: Nanos,
     pub successes: u64,
     pub failures: u64,
+    /// How many times the circuit has opened.
+    pub times_opened: u32,
 }
 
 /// The routing engine. See the module docs.
@@ -584,6 +588,7 @@ impl Router {
         out.probe = None;
         out.refused_for_budget = false;
         let local_only = features.local_only || route.strategy == Strategy::Offline;
+        let bucket = window_bucket(now, self.settings.circuit.window_ns);
         let output = features
             .max_output_tokens
             .unwrap_or(self.settings.expected_output_tokens);
@@ -605,7 +610,7 @@ impl Router {
             let (admission, ewmas, error_rate) = {
                 let mut live = self.live[index].lock();
                 let admission = live.admission(now);
-                let (rate, _) = live.error_rate(now, self.settings.circuit.window_ns);
+                let rate = live.error_rate_cached(bucket);
                 (admission, live.ewmas(), rate)
             };
             let probe = match admission {
@@ -650,13 +655,22 @@ impl Router {
         }
         let chosen_arm = self.score(route, features, &mut out.candidates);
         out.arm = chosen_arm;
-        out.candidates.sort_by(|a, b| {
-            a.key[0]
-                .total_cmp(&b.key[0])
-                .then(a.key[1].total_cmp(&b.key[1]))
-                .then(a.key[2].total_cmp(&b.key[2]))
-                .then(a.index.cmp(&b.index))
-        });
+        // Sort small integer keys (total-order bits of each float, then the unique index,
+        // so an unstable sort is deterministic), then move the candidates once.
+        out.keys.clear();
+        out.keys
+            .extend(out.candidates.iter().enumerate().map(|(pos, c)| {
+                (
+                    [ordered(c.key[0]), ordered(c.key[1]), ordered(c.key[2])],
+                    c.index,
+                    pos,
+                )
+            }));
+        out.keys.sort_unstable();
+        out.sorted.clear();
+        out.sorted
+            .extend(out.keys.iter().map(|&(_, _, pos)| out.candidates[pos]));
+        std::mem::swap(&mut out.candidates, &mut out.sorted);
         if let Some(remaining) = features.budget_remaining {
             self.apply_budget(route, remaining, out);
             if out.candidates.is_empty() {
@@ -794,7 +808,8 @@ impl Router {
     pub fn stats(&self, index: usize, now: Nanos) -> Stats {
         let live = self.live[index].lock();
         let (latency_s, ttft_s, tokens_per_s) = live.ewmas();
-        let (error_rate, window_requests) = live.error_rate(now, self.settings.circuit.window_ns);
+        let bucket = window_bucket(now, self.settings.circuit.window_ns);
+        let (error_rate, window_requests) = live.error_rate(bucket);
         let (circuit, retry_in) = live.circuit(now);
         Stats {
             in_flight: self.in_flight[index].load(Ordering::Relaxed),
@@ -808,6 +823,7 @@ impl Router {
             retry_in,
             successes: live.successes,
             failures: live.failures,
+            times_opened: live.times_opened(),
         }
     }
 
@@ -821,6 +837,16 @@ impl Router {
         let ewmas = self.live[index].lock().ewmas();
         let time = self.expected_time(d, ewmas, features.stream, output);
         expected_cost(d, features.input_tokens, output, time).ceil() as Picodollars
+    }
+}
+
+/// Float bits that sort as integers in the order of `f64::total_cmp`.
+fn ordered(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
     }
 }
 
@@ -902,9 +928,24 @@ fn static_reason(
 
 /// Tokens at their prices plus local hardware time, in (fractional) picodollars.
 fn expected_cost(d: &DeploymentSpec, input: u64, output: u64, time_s: f64) -> f64 {
-    let tokens = i128::from(input) * i128::from(d.price.input)
-        + i128::from(output) * i128::from(d.price.output);
-    tokens as f64 + d.gpu_second as f64 * time_s
+    // i64 arithmetic converts to f64 in one instruction; i128 only when it would overflow.
+    let narrow = i64::try_from(input)
+        .ok()
+        .and_then(|i| i.checked_mul(d.price.input))
+        .zip(
+            i64::try_from(output)
+                .ok()
+                .and_then(|o| o.checked_mul(d.price.output)),
+        )
+        .and_then(|(a, b)| a.checked_add(b));
+    let tokens = match narrow {
+        Some(picos) => picos as f64,
+        None => {
+            (i128::from(input) * i128::from(d.price.input)
+                + i128::from(output) * i128::from(d.price.output)) as f64
+        }
+    };
+    tokens + d.gpu_second as f64 * time_s
 }
 
 /// The `balanced` penalty of each candidate: cost, time and (missing) quality each scaled

@@ -167,8 +167,16 @@ fn whole_answers_teach_latency_when_no_first_token_is_reported() {
         )],
     );
     // Priors: both 0.5 s + 256 / 50; the tie goes to the cheaper one.
-    assert_eq!(ids(&r, &plan(&r, "quick", &features(10), 0)), ["fast#0", "smart#0"]);
-    let whole = Outcome { ok: true, latency_s: 9.0, ttft_s: None, output_tokens: 200 };
+    assert_eq!(
+        ids(&r, &plan(&r, "quick", &features(10), 0)),
+        ["fast#0", "smart#0"]
+    );
+    let whole = Outcome {
+        ok: true,
+        latency_s: 9.0,
+        ttft_s: None,
+        output_tokens: 200,
+    };
     r.started(1, 0);
     r.finished(1, &whole, 0);
     let d = plan(&r, "quick", &features(10), 0);
@@ -717,4 +725,39 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+#[ignore]
+fn timing_plan_32() {
+    let deps: Vec<_> = (0..32)
+        .map(|i| DeploymentSpec {
+            capabilities: caps::TOOLS,
+            ..dep(
+                &format!("m{i}#0"),
+                &format!("m{i}"),
+                100 * (i + 1),
+                400 * (i + 1),
+                0.5 + (i % 9) as f64 / 20.0,
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..32).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let r = router(
+        deps,
+        vec![RouteSpec::new("auto", Strategy::Balanced, &refs)],
+    );
+    let f = Features {
+        max_output_tokens: Some(400),
+        needs: caps::TOOLS,
+        ..features(1200)
+    };
+    let mut d = Decision::default();
+    let n = 200_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        r.plan(r.route_index("auto").unwrap(), &f, r.now(), &mut d);
+    }
+    eprintln!("plan: {:?}/call", t.elapsed() / n);
 }
