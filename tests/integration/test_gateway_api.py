@@ -101,3 +101,12 @@ def test_serve_refuses_public_bind_without_master_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "master key" in result.stderr
     assert "--insecure" in result.stderr
+
+
+def test_serve_exits_when_the_gateway_cannot_start(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"ledger:\n  backend: sqlite\n  path: {tmp_path}/missing/dir/ledger.db\n")
+    result = run_cli("serve", "--port", "0", config=config)
+    assert result.returncode == 2
+    assert "error ERR_NOT_READY: the gateway could not start" in result.stderr
+    assert "unable to open database file" in result.stderr

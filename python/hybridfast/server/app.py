@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -36,6 +37,9 @@ log = logging.getLogger("hybridfast.server")
 
 config_key = web.AppKey("config", Config)
 gateway_key = web.AppKey("gateway", Gateway)
+# The Gateway opens (ledger, cache, router) in the background so /healthz answers at once;
+# requests that need it wait for this task.
+opening_key = web.AppKey("opening", asyncio.Task[None])
 # Per request: the bookkeeping (for error headers) and who is calling.
 INFO = web.RequestKey("info", CallInfo)
 CALLER = web.RequestKey("caller", Caller)
@@ -106,6 +110,17 @@ def make_middleware(config: Config) -> Any:
     @web.middleware
     async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if request.path not in _OPEN_PATHS:
+                opening = request.app[opening_key]
+                if not opening.done():
+                    await asyncio.shield(opening)
+                elif opening.exception() is not None:
+                    raise GatewayError(
+                        "the gateway failed to start",
+                        code="ERR_NOT_READY",
+                        status=503,
+                        hint="the gateway log says why",
+                    )
             if need_auth and request.path not in _OPEN_PATHS:
                 key = _presented_key(request)
                 caller = callers.get(key) if key else None
@@ -227,8 +242,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     gateway = request.app.get(gateway_key)
-    if gateway is None:
+    opening = request.app.get(opening_key)
+    if gateway is None or opening is None or not opening.done():
         return web.Response(status=503, body=b'{"status":"starting"}', content_type=_JSON)
+    if opening.cancelled() or opening.exception() is not None:
+        return web.Response(status=503, body=b'{"status":"failed"}', content_type=_JSON)
     body: dict[str, Any] = {
         "status": "ready",
         "deployments": len(gateway.deployments),
@@ -290,8 +308,13 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 # --- the app ----------------------------------------------------------------------------
 
 
-def create_app(config: Config, *, gateway: Gateway | None = None) -> web.Application:
-    """The application; the Gateway (or the one given, for tests) opens with the app."""
+def create_app(
+    config: Config, *, gateway: Gateway | None = None, failed: list[str] | None = None
+) -> web.Application:
+    """The application; the Gateway (or the one given, for tests) opens with the app, in
+    the background. If it cannot open, `failed` gets an entry and the process is sent
+    SIGTERM."""
+    failed = failed if failed is not None else []
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[make_middleware(config)],
@@ -301,11 +324,30 @@ def create_app(config: Config, *, gateway: Gateway | None = None) -> web.Applica
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         gw = gateway if gateway is not None else Gateway(config)
-        await gw.open()
         app[gateway_key] = gw
+
+        async def open_gateway() -> None:
+            try:
+                await gw.open()
+            except Exception as exc:
+                # Nothing can be served: say why, and stop the process (serve exits 2).
+                if isinstance(exc, HybridfastError):
+                    log.error("the gateway could not start: %s", exc)
+                else:
+                    log.exception("the gateway could not start")
+                failed.append(str(exc) or type(exc).__name__)
+                signal.raise_signal(signal.SIGTERM)
+                raise
+
+        opening = asyncio.ensure_future(open_gateway())
+        app[opening_key] = opening
         try:
             yield
         finally:
+            if not opening.done():
+                opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
             await gw.close()
 
     app.cleanup_ctx.append(gateway_ctx)
@@ -334,8 +376,9 @@ def run_app(config: Config, *, source: str) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but Windows
         pass
     log.info("hybridfast: config from %s", source)
+    failed: list[str] = []
     web.run_app(
-        create_app(config),
+        create_app(config, failed=failed),
         host=config.server.host,
         port=config.server.port,
         access_log=None,
@@ -343,3 +386,9 @@ def run_app(config: Config, *, source: str) -> None:
         loop=asyncio.new_event_loop(),
         backlog=1024,
     )
+    if failed:
+        raise GatewayError(
+            f"the gateway could not start: {failed[0]}",
+            code="ERR_NOT_READY",
+            hint="check the config section the message names",
+        )
