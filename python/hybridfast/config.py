@@ -195,7 +195,7 @@ class ExactCacheConfig(_Section):
 class SemanticCacheConfig(_Section):
     enabled: bool = True
     # Cosine similarity a candidate needs; None: the embedder's measured default
-    # (minilm 0.90; hashing 0.85). See README "Caching".
+    # (minilm 0.90; hashing 0.90). See README "Caching".
     threshold: float | None = None
     # auto: the neural local model (minilm) when installed; without it the semantic cache
     # stays off, because the hashing embedder cannot keep false hits under 2%.
@@ -206,10 +206,19 @@ class SemanticCacheConfig(_Section):
     text: Literal["last_user", "conversation"] = "last_user"
     max_entries: int = 100_000
     ttl_s: float = 86_400.0
-    # Checks a candidate must pass besides the threshold (numbers, negation, entities,
-    # antonyms); each one is measured in the README.
-    guards: list[Literal["numbers", "negation", "entities", "antonyms"]] = msgspec.field(
-        default_factory=lambda: ["numbers", "negation", "entities", "antonyms"]
+    # Checks a candidate must pass besides the threshold; what each one buys is measured
+    # in the README.
+    guards: list[Literal["numbers", "negation", "entities", "antonyms", "details", "direction"]] = (
+        msgspec.field(
+            default_factory=lambda: [
+                "numbers",
+                "negation",
+                "entities",
+                "antonyms",
+                "details",
+                "direction",
+            ]
+        )
     )
     # Candidates checked per lookup, best first.
     top_k: int = 3

@@ -107,8 +107,10 @@ def test_capabilities_tags_and_locality() -> None:
         r.plan("auto", feats(needs=frozenset({"telepathy"})), CALLER)
     assert ids(r, "auto", tags=("eu",)) == ["fast#0"]
     assert ids(r, "auto", tags=("local-only",)) == ["local#0"]
-    with pytest.raises(ProviderUnavailable, match="lacks a tag"):
-        r.plan("auto", feats(tags=("us",)), CALLER)
+    # A tag no deployment carries (a key's label, say) does not restrict routing.
+    assert ids(r, "auto", tags=("team-blue",)) == ids(r, "auto")
+    with pytest.raises(ProviderUnavailable, match="smart#0: lacks a tag the request asks for"):
+        r.plan("auto", feats(tags=("eu",), needs=frozenset({"vision"})), CALLER)
     local_key = Caller(key_name="k", tags=("local-only",))
     assert [d.id for d in r.plan("auto", feats(), local_key).deployments] == ["local#0"]
     # 8192-token window: a long prompt goes elsewhere.

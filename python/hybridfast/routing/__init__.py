@@ -47,8 +47,7 @@ log = logging.getLogger("hybridfast.routing")
 
 # Tags with a meaning of their own rather than "the deployment must carry this tag".
 LOCAL_ONLY = "local-only"
-# The bit of a tag or capability no deployment has: asking for it empties the plan.
-_NOBODY_TAG = 1 << 63
+# The bit of a capability no deployment has: needing it empties the plan.
 _NOBODY_CAP = 1 << 31
 
 
@@ -153,12 +152,14 @@ class NativeRouter:
         return mask
 
     def _tags(self, tags: tuple[str, ...]) -> tuple[int, bool]:
+        # A tag that some deployment carries is a requirement; any other tag (a key's
+        # label for budgets or reports) says nothing about where the request may go.
         mask, local_only = 0, False
         for tag in tags:
             if tag == LOCAL_ONLY:
                 local_only = True
             else:
-                mask |= self._tag_bits.get(tag, _NOBODY_TAG)
+                mask |= self._tag_bits.get(tag, 0)
         if len(self._tags_cache) < 256:
             self._tags_cache[tags] = (mask, local_only)
         return mask, local_only
