@@ -126,6 +126,13 @@ def test_text_parts_are_joined() -> None:
         ("Which foods are not safe for dogs?", "Which foods are safe for dogs?", "negation"),
         ("What is the capital of Austria?", "What is the capital of Australia?", "entities"),
         ("How do I decrypt a file?", "How do I encrypt a file?", "antonyms"),
+        ("How many bytes are in 1 megabyte?", "How many bytes are in 1 kilobyte?", "details"),
+        ("Why is the sky red?", "Why is the sky blue?", "details"),
+        (
+            "How do I convert an integer to a string in Java?",
+            "How do I convert a string to an integer in Java?",
+            "direction",
+        ),
     ],
 )
 def test_guards_veto_near_misses(query: str, stored: str, guard: str) -> None:
@@ -142,6 +149,13 @@ def test_guards_veto_near_misses(query: str, stored: str, guard: str) -> None:
         ("how do i reverse a python list", "How do I reverse a list in Python?"),
         ("Is drinking coffee healthy?", "Is coffee good for you?"),
         ("Why is my laptop not charging?", "Why isn't my laptop charging?"),
+        ("Which city is Australia's capital?", "What is the capital of Australia?"),
+        ("What's the way to reverse a Python list?", "How do I reverse a list in Python?"),
+        ("What is the fastest way to learn Spanish?", "What is the quickest way to learn Spanish?"),
+        (
+            "How can I parse a string into an int in Java?",
+            "How do I convert a string to an integer in Java?",
+        ),
     ],
 )
 def test_guards_let_paraphrases_through(query: str, stored: str) -> None:

@@ -262,7 +262,7 @@ def test_explicit_unknown_embedder_is_an_error() -> None:
 def test_default_thresholds_follow_the_embedder() -> None:
     cache = MemoryCache(parse_config("cache: {semantic: {embedder: hashing}}").config)
     assert cache.semantic is not None
-    assert cache.semantic.threshold == 0.85
+    assert cache.semantic.threshold == 0.9
     cache = MemoryCache(
         parse_config("cache: {semantic: {embedder: hashing, threshold: 0.7}}").config
     )

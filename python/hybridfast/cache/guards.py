@@ -305,15 +305,108 @@ _COMMON = frozenset(
 )
 
 
+# Closed classes: two different members in the same slot ask different questions.
+_CLASSES = [
+    "red orange yellow green blue purple violet pink brown black white grey gray",
+    "bit byte kilobyte megabyte gigabyte terabyte petabyte kb mb gb tb",
+    "millisecond second minute hour day week month year decade century",
+    "monday tuesday wednesday thursday friday saturday sunday",
+    "january february march april may june july august september october november december",
+    "spring summer autumn fall winter",
+    "cheapest fastest slowest easiest hardest safest best worst largest smallest biggest "
+    "longest shortest tallest highest lowest oldest newest quickest cheaper faster slower "
+    "easier harder safer better worse larger smaller bigger longer shorter",
+    "breakfast lunch dinner",
+    "daily weekly monthly yearly annually hourly",
+    "celsius fahrenheit kelvin",
+    "mile kilometer kilometre meter metre foot feet inch yard centimeter",
+]
+_CLASS_OF: dict[str, int] = {}
+for _i, _members in enumerate(_CLASSES):
+    for _w in _members.split():
+        _CLASS_OF.setdefault(_w, _i)
+# Pairs of the same class that say the same thing.
+_SAME = {
+    frozenset(p)
+    for p in [
+        ("fastest", "quickest"),
+        ("faster", "quicker"),
+        ("largest", "biggest"),
+        ("larger", "bigger"),
+        ("fall", "autumn"),
+        ("grey", "gray"),
+        ("meter", "metre"),
+        ("kilometer", "kilometre"),
+        ("tallest", "highest"),
+    ]
+}
+_DIRECTION = re.compile(r"\b(?:to|into)\b", re.IGNORECASE)
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "i",
+        "you",
+        "we",
+        "my",
+        "your",
+        "how",
+        "what",
+        "which",
+        "who",
+        "why",
+        "when",
+        "where",
+        "of",
+        "in",
+        "on",
+        "for",
+        "with",
+        "and",
+        "or",
+        "from",
+        "by",
+        "it",
+        "its",
+        "this",
+        "that",
+        "me",
+        "please",
+        "way",
+        "best",
+    ]
+)
+
+
 class Features(NamedTuple):
     words: frozenset[str]
     numbers: tuple[str, ...]
     negated: bool
     entities: frozenset[str]
+    # Content words before and after the first "to"/"into" (a conversion's direction).
+    before: frozenset[str]
+    after: frozenset[str]
 
 
 def _normal(word: str) -> str:
-    return word.lower().replace("'", "").replace("’", "")
+    word = word.lower()
+    if word.endswith(("'s", "’s")):  # possessive: "Australia's" is Australia
+        word = word[:-2]
+    return word.replace("'", "").replace("’", "")
 
 
 @lru_cache(maxsize=4096)
@@ -337,9 +430,29 @@ def features(text: str) -> Features:
         previous_end = m.end()
         if word == "i" or not (token[0].isupper() or any(c.isupper() for c in token[1:])):
             continue
-        if not sentence_start or word not in _COMMON:
-            entities.add(word)
-    return Features(frozenset(words), tuple(numbers), negations % 2 == 1, frozenset(entities))
+        # A capital at the start of a sentence says nothing; there only mixed case or an
+        # acronym ("iPhone", "AWS") marks a name.
+        if sentence_start and not (len(token) > 1 and any(c.isupper() for c in token[1:])):
+            continue
+        entities.add(word)
+    before: frozenset[str] = frozenset()
+    after: frozenset[str] = frozenset()
+    split = _DIRECTION.search(text)
+    if split is not None:
+        before = frozenset(
+            _normal(w) for w in _WORD.findall(text[: split.start()]) if _normal(w) not in _STOP
+        )
+        after = frozenset(
+            _normal(w) for w in _WORD.findall(text[split.end() :]) if _normal(w) not in _STOP
+        )
+    return Features(
+        frozenset(words),
+        tuple(numbers),
+        negations % 2 == 1,
+        frozenset(entities),
+        before,
+        after,
+    )
 
 
 _AUX = frozenset(
@@ -370,7 +483,7 @@ class Verdict(NamedTuple):
     guard: str | None = None  # which guard vetoed
 
 
-GUARDS = ("numbers", "negation", "entities", "antonyms")
+GUARDS = ("numbers", "negation", "entities", "antonyms", "details", "direction")
 
 
 def check(query: str, stored: str, enabled: Iterable[str] = GUARDS) -> Verdict:
@@ -388,6 +501,14 @@ def check(query: str, stored: str, enabled: Iterable[str] = GUARDS) -> Verdict:
             return Verdict(False, guard)
         if guard == "antonyms" and _antonym_swap(q.words, s.words):
             return Verdict(False, guard)
+        if guard == "details" and _class_swap(q.words, s.words):
+            return Verdict(False, guard)
+        if (
+            guard == "direction"
+            and (q.before & s.after - s.before)
+            and (q.after & s.before - s.after)
+        ):
+            return Verdict(False, guard)
     return Verdict(True)
 
 
@@ -395,3 +516,17 @@ def _antonym_swap(a: frozenset[str], b: frozenset[str]) -> bool:
     """A word only one side has whose opposite only the other side has."""
     only_a, only_b = a - b, b - a
     return any(_ANTONYMS.get(w, frozenset()) & only_b for w in only_a)
+
+
+def _class_swap(a: frozenset[str], b: frozenset[str]) -> bool:
+    """A member of a closed class (a colour, a unit, a superlative...) only one side has,
+    facing another member of the same class only the other side has."""
+    only_a, only_b = a - b, b - a
+    for w in only_a:
+        c = _CLASS_OF.get(w)
+        if c is None:
+            continue
+        for v in only_b:
+            if _CLASS_OF.get(v) == c and frozenset((w, v)) not in _SAME:
+                return True
+    return False
