@@ -761,3 +761,84 @@ fn timing_plan_32() {
     }
     eprintln!("plan: {:?}/call", t.elapsed() / n);
 }
+
+proptest! {
+    // Each case runs thousands of plans: fewer cases keep `cargo test` quick.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn breaker_opens_and_closes_on_exactly_the_stated_counts(
+        failures_to_open in 1u32..8,
+        successes_to_close in 1u32..5,
+        cooldown_s in 1u64..30,
+        jitter in 0.0f64..0.5,
+        successes_before in 0u32..4,
+    ) {
+        let circuit = CircuitSettings {
+            failures_to_open,
+            successes_to_close,
+            cooldown_ns: cooldown_s * S,
+            jitter,
+            min_requests: 1_000,
+            ..CircuitSettings::default()
+        };
+        let settings = RouterSettings { circuit, ..RouterSettings::default() };
+        let r = Router::new(vec![dep("a#0", "a", 1, 1, 0.5)], vec![], settings).unwrap();
+        // Successes before the failures do not count towards or against opening.
+        for _ in 0..successes_before {
+            r.finished(0, &ok(0.1, 0.01, 2), 0);
+        }
+        for _ in 1..failures_to_open {
+            r.finished(0, &fail(), 0);
+        }
+        prop_assert_eq!(r.stats(0, 0).circuit, Circuit::Closed);
+        r.finished(0, &fail(), 0);
+        let s = r.stats(0, 0);
+        prop_assert_eq!(s.circuit, Circuit::Open);
+        let low = cooldown_s * S;
+        let high = (low as f64 * (1.0 + jitter)) as u64 + 1;
+        prop_assert!((low..=high).contains(&s.retry_in), "{} not in {low}..={high}", s.retry_in);
+        let later = s.retry_in;
+        prop_assert!(plan(&r, "a", &features(1), later - 1).order.is_empty());
+        for i in 0..successes_to_close {
+            let d = plan(&r, "a", &features(1), later);
+            prop_assert_eq!(d.probe, Some(0));
+            prop_assert_eq!(r.stats(0, later).circuit, Circuit::HalfOpen, "after {} probes", i);
+            r.started(0, later);
+            r.finished(0, &ok(0.1, 0.01, 2), later);
+        }
+        prop_assert_eq!(r.stats(0, later).circuit, Circuit::Closed);
+        prop_assert_eq!(plan(&r, "a", &features(1), later).probe, None);
+    }
+
+    #[test]
+    fn weighted_split_follows_any_weights(
+        weights in prop::collection::vec(0u8..10, 2..5),
+    ) {
+        prop_assume!(weights.iter().any(|&w| w > 0));
+        let deps: Vec<_> = (0..weights.len())
+            .map(|i| dep(&format!("d{i}#0"), &format!("d{i}"), 1, 1, 0.5))
+            .collect();
+        let names: Vec<String> = deps.iter().map(|d| d.name.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut route = RouteSpec::new("ab", Strategy::Weighted, &refs);
+        route.weights = Some(weights.iter().map(|&w| f64::from(w)).collect());
+        let r = router(deps, vec![route]);
+        let n = 4_000;
+        let mut counts = vec![0usize; weights.len()];
+        for i in 0..n {
+            let id = format!("{i}");
+            counts[plan(&r, "ab", &Features { request_id: &id, ..features(1) }, 0).arm.unwrap()] += 1;
+        }
+        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        for (arm, &w) in weights.iter().enumerate() {
+            let share = counts[arm] as f64 / n as f64;
+            let want = f64::from(w) / total;
+            // Four binomial standard deviations at n = 4000 is at most 0.032.
+            prop_assert!((share - want).abs() < 0.035, "arm {arm}: {share} vs {want}");
+            if w == 0 {
+                prop_assert_eq!(counts[arm], 0);
+            }
+        }
+    }
+}
