@@ -157,3 +157,32 @@ async def test_locality_strategies_through_the_gateway(
             assert fake_openai.calls == 0
         else:
             assert (await gw.chat("hi", model="here")).deployment == "cheap#0"
+
+
+async def test_budget_downgrades_to_an_affordable_deployment_then_refuses(
+    fake_openai: FakeUpstream, fake_ollama: FakeUpstream
+) -> None:
+    text = config_text(fake_openai, fake_ollama).replace(
+        "name: dear, provider: b, model: m-b, quality: 0.8",
+        "name: dear, provider: b, model: m-b, quality: 0.9",
+    )
+    text = text.replace(
+        "router:", "  best: {strategy: quality, candidates: [cheap, dear]}\nrouter:", 1
+    )
+    config = parse_config(text).config
+    # 100 output tokens: dear ≈ $0.0015, cheap ≈ $0.00002; the caller has $0.0005 left.
+    ledger = RecordingLedger(limit=500_000_000)
+    async with hybridfast.Gateway(config, ledger=ledger) as gw:
+        request = gw.request("hi", model="best", max_tokens=100)
+        plan = gw.plan(request)
+        assert [d.id for d in plan.deployments] == ["cheap#0"]
+        assert plan.dropped[0][0] == "dear#0"
+        assert plan.dropped[0][1].startswith("over budget: expected cost $0.0015")
+        assert (await gw.chat("hi", model="best", max_tokens=100)).deployment == "cheap#0"
+        assert fake_ollama.calls == 0
+        ledger.limit = ledger.spent + 1_000_000  # $0.000001 left: nobody is affordable
+        with pytest.raises(hybridfast.errors.BudgetExceeded) as refused:
+            await gw.chat("hi", model="best", max_tokens=100)
+        assert refused.value.code == "ERR_BUDGET_EXCEEDED"
+        assert "cheap#0: over budget" in str(refused.value)
+    assert fake_openai.calls == 1
