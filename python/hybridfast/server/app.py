@@ -309,11 +309,17 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(
-    config: Config, *, gateway: Gateway | None = None, failed: list[str] | None = None
+    config: Config,
+    *,
+    gateway: Gateway | None = None,
+    background_open: bool = False,
+    failed: list[str] | None = None,
 ) -> web.Application:
-    """The application; the Gateway (or the one given, for tests) opens with the app, in
-    the background. If it cannot open, `failed` gets an entry and the process is sent
-    SIGTERM."""
+    """The application; the Gateway (or the one given, for tests) opens with the app: by
+    default before it serves (so `app[gateway_key]` is open once the app started), with
+    `background_open` (what `serve` does) while /healthz already answers and requests wait
+    for it. If it cannot open in the background, `failed` gets the reason and the process
+    is sent SIGTERM."""
     failed = failed if failed is not None else []
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
@@ -339,7 +345,12 @@ def create_app(
                 signal.raise_signal(signal.SIGTERM)
                 raise
 
-        opening = asyncio.ensure_future(open_gateway())
+        if background_open:
+            opening = asyncio.ensure_future(open_gateway())
+        else:
+            await gw.open()
+            opening = asyncio.ensure_future(asyncio.sleep(0))
+            await opening
         app[opening_key] = opening
         try:
             yield
@@ -378,7 +389,7 @@ def run_app(config: Config, *, source: str) -> None:
     log.info("hybridfast: config from %s", source)
     failed: list[str] = []
     web.run_app(
-        create_app(config, failed=failed),
+        create_app(config, background_open=True, failed=failed),
         host=config.server.host,
         port=config.server.port,
         access_log=None,
