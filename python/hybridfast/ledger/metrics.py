@@ -1,18 +1,19 @@
 """The ledger's Prometheus metrics (on `hybridfast.metrics.REGISTRY`).
 
 Spend and tokens are counters by deployment, key and team (the key's *name*, never the
-key). Budget gauges are read from the core at scrape time, so settling costs nothing for
-them. Dollar values are floats here: metrics are for display; the ledger is exact.
+key), kept as plain integers and exported at scrape time; budget gauges are read from the
+core at scrape time too, so settling pays almost nothing for metrics. Dollar values are
+floats here: metrics are for display; the ledger is exact.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hybridfast._core import PICODOLLARS_PER_USD
@@ -21,18 +22,6 @@ from hybridfast.metrics import REGISTRY
 if TYPE_CHECKING:
     from hybridfast.ledger.service import NativeLedger
 
-SPEND = Counter(
-    "hybridfast_spend_usd",
-    "Money spent on upstream calls, in US dollars.",
-    ["deployment", "key", "team"],
-    registry=REGISTRY,
-)
-TOKENS = Counter(
-    "hybridfast_tokens",
-    "Tokens billed, by kind (input, output, cached_input, cache_write, reasoning).",
-    ["deployment", "key", "team", "kind"],
-    registry=REGISTRY,
-)
 SOFT_LIMIT = Counter(
     "hybridfast_budget_soft_limit_warnings",
     "Times a budget crossed its soft limit (once per window).",
@@ -53,31 +42,43 @@ WRITE_ERRORS = Counter(
 
 _KINDS = ("input", "output", "cached_input", "cache_write", "reasoning")
 
+# Spend and tokens per (deployment, key name, team): plain integers bumped on the event loop
+# (a prometheus_client Counter takes a lock per `inc`, ~2 µs each, four per request) and
+# turned into counters at scrape time. Process-wide, so they only ever grow.
+_TOTALS: dict[tuple[str, str, str], list[int]] = {}
 
-class LabelCache:
-    """Labelled children per (deployment, key, team), so a settle does not rebuild label
-    tuples and look them up in prometheus_client's locked dicts each time."""
 
-    def __init__(self) -> None:
-        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-
-    def get(self, deployment: str, key: str, team: str) -> tuple[Any, ...]:
-        ident = (deployment, key, team)
-        children = self._children.get(ident)
-        if children is None:
-            children = (
-                SPEND.labels(deployment, key, team),
-                *(TOKENS.labels(deployment, key, team, kind) for kind in _KINDS),
-            )
-            self._children[ident] = children
-        return children
+def totals_for(deployment: str, key: str, team: str) -> list[int]:
+    """The running `[picodollars, input, output, cached_input, cache_write, reasoning]` of
+    one label set, to add to in place."""
+    ident = (deployment, key, team)
+    cell = _TOTALS.get(ident)
+    if cell is None:
+        cell = _TOTALS[ident] = [0, 0, 0, 0, 0, 0]
+    return cell
 
 
 class _BudgetCollector(Collector):
     def __init__(self) -> None:
         self.ledgers: weakref.WeakSet[NativeLedger] = weakref.WeakSet()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        spend = CounterMetricFamily(
+            "hybridfast_spend_usd",
+            "Money spent on upstream calls, in US dollars.",
+            labels=["deployment", "key", "team"],
+        )
+        tokens = CounterMetricFamily(
+            "hybridfast_tokens",
+            "Tokens billed, by kind (input, output, cached_input, cache_write, reasoning).",
+            labels=["deployment", "key", "team", "kind"],
+        )
+        for ident, cell in list(_TOTALS.items()):
+            spend.add_metric(list(ident), cell[0] / PICODOLLARS_PER_USD)
+            for kind, count in zip(_KINDS, cell[1:], strict=True):
+                tokens.add_metric([*ident, kind], count)
+        yield spend
+        yield tokens
         remaining = GaugeMetricFamily(
             "hybridfast_budget_remaining_usd",
             "What is left of each budget in its current window, in US dollars.",
@@ -104,7 +105,7 @@ class _BudgetCollector(Collector):
         yield spent
         yield pending
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         return iter(())
 
 

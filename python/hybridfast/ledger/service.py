@@ -67,7 +67,6 @@ class NativeLedger:
         self._loop = asyncio.get_running_loop()
         self._durable = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._labels = metrics.LabelCache()
         self._writer: Writer | None = None
         self._closed = False
         if store is not None:
@@ -166,24 +165,13 @@ class NativeLedger:
             usage.estimated,
             int(record.timestamp * 1000),
         )
-        spend, *tokens = self._labels.get(
-            record.deployment or "", caller.key_name or "", caller.team or ""
-        )
-        if record.cost:
-            spend.inc(record.cost / _core.PICODOLLARS_PER_USD)
-        for child, count in zip(
-            tokens,
-            (
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cached_input_tokens,
-                usage.cache_write_tokens,
-                usage.reasoning_tokens,
-            ),
-            strict=True,
-        ):
-            if count:
-                child.inc(count)
+        cell = metrics.totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
+        cell[0] += record.cost
+        cell[1] += usage.input_tokens
+        cell[2] += usage.output_tokens
+        cell[3] += usage.cached_input_tokens
+        cell[4] += usage.cache_write_tokens
+        cell[5] += usage.reasoning_tokens
         if crossed:
             self._soft_limit(crossed)
         return int(seq)

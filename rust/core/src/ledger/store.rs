@@ -9,6 +9,9 @@
 //! Readers (`ledger report` while `serve` runs) use their own connections: WAL lets them
 //! read while the writer writes.
 
+use std::collections::HashMap;
+
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::{Entry, Ledger, Summary, Totals};
@@ -62,8 +65,8 @@ const INSERT: &str = "INSERT INTO ledger_entries (ts_ms, request_id, key_name, u
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
     ?19, ?20, ?21, ?22, ?23, ?24)";
 
-/// The `GROUP BY` that rebuilds the books on restart: one row per hour and combination of
-/// dimensions, far fewer than entries. SQLite sums integers exactly (and raises on i64
+/// The `GROUP BY` that rebuilds the books from PostgreSQL on restart (the server sums, and
+/// sends one row per hour and combination of dimensions, far fewer than entries). SQLite sums integers exactly (and raises on i64
 /// overflow rather than wrapping).
 pub const SUMMARY_QUERY: &str = "SELECT (ts_ms / 3600000) * 3600000 AS hour, key_name, user_name, \
     team, model_group, deployment, provider, route, COUNT(*), \
@@ -93,6 +96,10 @@ pub struct ExportRow {
 /// All access to a ledger file from one process goes through this connection: SQLite's
 /// POSIX locks are per process, so a second SQLite library (Python's `sqlite3`) closing the
 /// same file would drop this one's locks and could delete its write-ahead log.
+const SCAN_QUERY: &str = "SELECT ts_ms, key_name, user_name, team, model_group, deployment, \
+    provider, route, status, estimated, cache, input_tokens, output_tokens, cached_input_tokens, \
+    cache_write_tokens, reasoning_tokens, cost, saved_cost FROM ledger_entries";
+
 pub struct SqliteStore {
     conn: Connection,
 }
@@ -174,36 +181,68 @@ impl SqliteStore {
     /// Rebuilds `ledger`'s aggregates and budget state from every stored entry; returns the
     /// number of entries read.
     pub fn load_into(&self, ledger: &Ledger) -> CoreResult<u64> {
-        let mut stmt = self.conn.prepare(SUMMARY_QUERY).map_err(storage)?;
+        // One pass over the rows, summed per hour and combination of names in memory: far
+        // faster than SQLite's GROUP BY, which sorts every row on eight text columns.
+        let mut stmt = self.conn.prepare(SCAN_QUERY).map_err(storage)?;
         let mut rows = stmt.query([]).map_err(storage)?;
+        let mut names: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut groups: HashMap<(i64, [u32; 7]), Totals> = HashMap::new();
         let mut count = 0u64;
         while let Some(row) = rows.next().map_err(storage)? {
-            let n = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
-            let summary = Summary {
-                hour_ms: row.get(0).map_err(storage)?,
-                key: row.get(1).map_err(storage)?,
-                user: row.get(2).map_err(storage)?,
-                team: row.get(3).map_err(storage)?,
-                model_group: row.get(4).map_err(storage)?,
-                deployment: row.get(5).map_err(storage)?,
-                provider: row.get(6).map_err(storage)?,
-                route: row.get(7).map_err(storage)?,
-                totals: Totals {
-                    requests: n(8).map_err(storage)?,
-                    errors: n(9).map_err(storage)?,
-                    estimated: n(10).map_err(storage)?,
-                    cache_hits: n(11).map_err(storage)?,
-                    input_tokens: n(12).map_err(storage)?,
-                    output_tokens: n(13).map_err(storage)?,
-                    cached_input_tokens: n(14).map_err(storage)?,
-                    cache_write_tokens: n(15).map_err(storage)?,
-                    reasoning_tokens: n(16).map_err(storage)?,
-                    cost: i128::from(row.get::<_, i64>(17).map_err(storage)?),
-                    saved_cost: i128::from(row.get::<_, i64>(18).map_err(storage)?),
-                },
+            let mut ids = [u32::MAX; 7];
+            for (slot, id) in ids.iter_mut().enumerate() {
+                if let ValueRef::Text(text) = row.get_ref(slot + 1).map_err(storage)? {
+                    let next = names.len() as u32;
+                    *id = match names.get(text) {
+                        Some(&id) => id,
+                        None => *names.entry(text.into()).or_insert(next),
+                    };
+                }
+            }
+            let n = |i: usize| -> CoreResult<u64> {
+                Ok(row.get::<_, i64>(i).map_err(storage)?.max(0) as u64)
             };
-            count += summary.totals.requests;
-            ledger.load(&summary);
+            let status = n(8)?;
+            let cache = row.get_ref(10).map_err(storage)?;
+            let hit = matches!(
+                cache,
+                ValueRef::Text(b"hit") | ValueRef::Text(b"semantic-hit")
+            );
+            let one = Totals {
+                requests: 1,
+                errors: u64::from(status >= 400),
+                estimated: n(9)?.min(1),
+                cache_hits: u64::from(hit),
+                input_tokens: n(11)?,
+                output_tokens: n(12)?,
+                cached_input_tokens: n(13)?,
+                cache_write_tokens: n(14)?,
+                reasoning_tokens: n(15)?,
+                cost: i128::from(row.get::<_, i64>(16).map_err(storage)?),
+                saved_cost: i128::from(row.get::<_, i64>(17).map_err(storage)?),
+            };
+            let ts: i64 = row.get(0).map_err(storage)?;
+            let hour = ts.div_euclid(super::window::HOUR_MS) * super::window::HOUR_MS;
+            groups.entry((hour, ids)).or_default().add(&one);
+            count += 1;
+        }
+        let mut by_id = vec![String::new(); names.len()];
+        for (name, id) in names {
+            by_id[id as usize] = String::from_utf8_lossy(&name).into_owned();
+        }
+        let name = |id: u32| (id != u32::MAX).then(|| by_id[id as usize].clone());
+        for ((hour_ms, ids), totals) in groups {
+            ledger.load(&Summary {
+                hour_ms,
+                key: name(ids[0]),
+                user: name(ids[1]),
+                team: name(ids[2]),
+                model_group: name(ids[3]),
+                deployment: name(ids[4]),
+                provider: name(ids[5]),
+                route: name(ids[6]),
+                totals,
+            });
         }
         Ok(count)
     }
