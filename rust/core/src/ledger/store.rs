@@ -65,9 +65,8 @@ const INSERT: &str = "INSERT INTO ledger_entries (ts_ms, request_id, key_name, u
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
     ?19, ?20, ?21, ?22, ?23, ?24)";
 
-/// The `GROUP BY` that rebuilds the books from PostgreSQL on restart (the server sums, and
-/// sends one row per hour and combination of dimensions, far fewer than entries). SQLite sums integers exactly (and raises on i64
-/// overflow rather than wrapping).
+/// The `GROUP BY` that rebuilds the books from PostgreSQL on restart: the server sums and
+/// sends one row per hour and combination of dimensions, far fewer than entries.
 pub const SUMMARY_QUERY: &str = "SELECT (ts_ms / 3600000) * 3600000 AS hour, key_name, user_name, \
     team, model_group, deployment, provider, route, COUNT(*), \
     SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(estimated), \
