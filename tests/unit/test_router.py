@@ -89,6 +89,10 @@ def test_unknown_name_and_empty_plans_raise_the_right_errors() -> None:
 
 def test_budget_downgrades_then_refuses() -> None:
     r = make()
+    # Budgets beyond what an i64 of picodollars holds ($9.2M) count as plenty.
+    assert ids(r, "best", budget_remaining=10**30) == ids(r, "best")
+    with pytest.raises(BudgetExceeded):
+        r.plan("best", feats(budget_remaining=-(10**30)), CALLER)
     # smart costs ~$0.004 for this request, fast ~$0.0008, local ~$0.0026.
     plan = r.plan("best", feats(budget_remaining=3_000_000_000), CALLER)
     assert [d.id for d in plan.deployments] == ["fast#0", "local#0"]

@@ -49,6 +49,9 @@ log = logging.getLogger("hybridfast.routing")
 LOCAL_ONLY = "local-only"
 # The bit of a capability no deployment has: needing it empties the plan.
 _NOBODY_CAP = 1 << 31
+# Picodollar budgets are i64 in the core (±$9.2M); larger ones are clamped.
+_I64_MAX = (1 << 63) - 1
+_I64_MIN = -(1 << 63)
 
 
 @dataclass(slots=True)
@@ -176,6 +179,9 @@ class NativeRouter:
             tags, local_only = cached if cached is not None else self._tags(features.tags)
         if caller.tags and LOCAL_ONLY in caller.tags:
             local_only = True
+        budget = features.budget_remaining
+        if budget is not None and not _I64_MIN <= budget <= _I64_MAX:
+            budget = max(_I64_MIN, min(budget, _I64_MAX))  # beyond $9.2M: as good as unlimited
         out = self._core.plan(
             name,
             features.request_id,
@@ -185,7 +191,7 @@ class NativeRouter:
             needs,
             tags,
             local_only,
-            features.budget_remaining,
+            budget,
         )
         if out is None:
             raise ModelNotFound(f"the model {name!r} does not exist")
@@ -231,6 +237,9 @@ class NativeRouter:
         tags, local_only = self._tags(features.tags)
         if caller.tags and LOCAL_ONLY in caller.tags:
             local_only = True
+        budget = features.budget_remaining
+        if budget is not None:
+            budget = max(_I64_MIN, min(budget, _I64_MAX))
         out = self._core.plan(
             name,
             features.request_id,
@@ -240,7 +249,7 @@ class NativeRouter:
             needs,
             tags,
             local_only,
-            features.budget_remaining,
+            budget,
         )
         if out is None:
             raise ModelNotFound(f"the model {name!r} does not exist")
