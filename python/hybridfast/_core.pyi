@@ -198,16 +198,17 @@ LEDGER_SCHEMA: Final[str]
 LEDGER_SUMMARY_QUERY: Final[str]
 """The `GROUP BY` (per hour and dimension) that rebuilds the books from a store."""
 
+@final
 class Ledger:
     """The ledger's books in the native core: budgets with reserve/settle/release, hourly
     aggregates by key, user, team, model group, deployment, provider and route (`i128`
     sums), and the queue of settled entries waiting for the store. Thread-safe."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         budgets: list[tuple[str, str | None, str, int, float]] = ...,
         now_ms: int | None = None,
-    ) -> None:
+    ) -> Ledger:
         """`budgets`: `(scope, name, window, limit_picodollars, soft_fraction)` tuples."""
     def set_budget(
         self,
@@ -318,10 +319,13 @@ class Ledger:
     def wake(self) -> None:
         """Wakes a writer waiting for entries."""
 
+@final
 class SqliteJournal:
     """The durable store in a SQLite file (WAL); `flush` is the background writer's step."""
 
-    def __init__(self, path: str, synchronous_full: bool = True, read_only: bool = False) -> None: ...
+    def __new__(
+        cls, path: str, synchronous_full: bool = True, read_only: bool = False
+    ) -> SqliteJournal: ...
     def flush(self, ledger: Ledger, max: int = 65536, timeout_s: float = 0.0) -> int:
         """Writes queued entries in one transaction; returns the highest seq now durable
         (0: none). On error, requeues them and raises `StorageError`."""
