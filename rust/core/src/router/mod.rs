@@ -702,7 +702,7 @@ impl Router {
                 out.dropped.push((probe.index, DropReason::ProbeInFlight));
             }
             // Any other half-open one waits for its own turn.
-            let mut i = 1;
+            let mut i = usize::from(claimed);
             while i < out.candidates.len() {
                 if out.candidates[i].probe {
                     let c = out.candidates.remove(i);

@@ -507,6 +507,47 @@ fn breaker_opens_on_the_stated_count_then_probes_and_closes() {
 }
 
 #[test]
+fn half_open_deployments_are_probed_one_per_plan() {
+    let deps = vec![
+        dep("a#0", "a", 1, 1, 0.9),
+        dep("b#0", "b", 2, 2, 0.9),
+        dep("c#0", "c", 3, 3, 0.9),
+    ];
+    let circuit = CircuitSettings {
+        failures_to_open: 1,
+        cooldown_ns: S,
+        jitter: 0.0,
+        ..CircuitSettings::default()
+    };
+    let settings = RouterSettings {
+        circuit,
+        ..RouterSettings::default()
+    };
+    let r = Router::new(
+        deps,
+        vec![RouteSpec::new("r", Strategy::Cost, &["a", "b", "c"])],
+        settings,
+    )
+    .unwrap();
+    r.finished(0, &fail(), 0);
+    r.finished(1, &fail(), 0);
+    let first = plan(&r, "r", &features(1), S);
+    assert_eq!(
+        (ids(&r, &first), first.probe),
+        (vec!["a#0".into(), "c#0".into()], Some(0))
+    );
+    assert_eq!(first.dropped, [(1, DropReason::ProbeInFlight)]);
+    let second = plan(&r, "r", &features(1), S);
+    assert_eq!(
+        (ids(&r, &second), second.probe),
+        (vec!["b#0".into(), "c#0".into()], Some(1))
+    );
+    assert_eq!(second.dropped, [(0, DropReason::ProbeInFlight)]);
+    let third = plan(&r, "r", &features(1), S);
+    assert_eq!((ids(&r, &third), third.probe), (vec!["c#0".into()], None));
+}
+
+#[test]
 fn a_failed_probe_reopens_and_an_unused_claim_expires() {
     let deps = vec![dep("a#0", "a", 1, 1, 0.9)];
     let circuit = CircuitSettings {
