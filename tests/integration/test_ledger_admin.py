@@ -133,7 +133,7 @@ async def test_admin_spend_budgets_and_the_cli(
     assert main(["ledger", "--config", cfg, "report", "--by", "team", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["group"]: Decimal(r["cost_usd"]) for r in rows} == by_team
-    assert main(["ledger", "--config", cfg, "report", "--by", "model"]) == 0
+    assert main(["ledger", "report", "--by", "model", "--config", cfg]) == 0
     out = capsys.readouterr().out
     assert "chat          5" in out
     assert f"total: ${format_usd(int((alice_usd + bob_usd) * USD))}" in out

@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     fmt.add_argument("--json", action="store_true", help="JSON lines, one per row")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header")
     rep.set_defaults(handler=run_report)
+    _config_option(rep)
 
     exp = ledger_sub.add_parser("export", help="every record, request ids included")
     exp.add_argument("--since")
@@ -42,10 +43,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     exp.add_argument("--output", "-o", help="a file (default: standard output)")
     exp.set_defaults(handler=run_export)
+    _config_option(exp)
 
     bud = ledger_sub.add_parser("budgets", help="each budget: limit, spent, what is left")
     bud.add_argument("--json", action="store_true")
     bud.set_defaults(handler=run_budgets)
+    _config_option(bud)
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    # Also after the action (`ledger report --config X`); SUPPRESS keeps the one given before.
+    parser.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _config(args: argparse.Namespace) -> Config:
