@@ -634,6 +634,50 @@ fn in_flight_never_goes_below_zero() {
 }
 
 #[test]
+fn threads_share_one_router_and_the_counts_stay_exact() {
+    let deps = (0..8)
+        .map(|i| dep(&format!("d{i}#0"), "g", 1 + i, 1, 0.5))
+        .collect();
+    let r = std::sync::Arc::new(router(deps, vec![]));
+    let route = r.route_index("g").unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut d = Decision::default();
+                for i in 0..5_000u64 {
+                    let id = format!("{t}-{i}");
+                    let f = Features {
+                        request_id: &id,
+                        ..features(10)
+                    };
+                    r.plan(route, &f, r.now(), &mut d);
+                    let first = d.order[0];
+                    r.started(first, r.now());
+                    let outcome = if i % 50 == 0 {
+                        fail()
+                    } else {
+                        ok(0.2, 0.05, 20)
+                    };
+                    r.finished(first, &outcome, r.now());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let now = r.now();
+    let (mut calls, mut in_flight) = (0, 0);
+    for i in 0..8 {
+        let s = r.stats(i, now);
+        calls += s.successes + s.failures;
+        in_flight += s.in_flight;
+    }
+    assert_eq!((calls, in_flight), (20_000, 0));
+}
+
+#[test]
 fn routes_expand_nested_routes_and_reject_cycles_and_unknowns() {
     let routes = vec![
         RouteSpec::new("inner", Strategy::Cost, &["fast", "mid"]),
