@@ -98,11 +98,12 @@ def pg_dsn() -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.postgres
-@pytest.mark.redis
+@pytest.mark.parametrize("counter", [pytest.param("redis", marks=pytest.mark.redis), "postgres"])
 async def test_two_servers_share_one_budget(
     fake_openai: FakeUpstream,
     serve_gateway: Callable[..., RunningServer],
     pg_dsn: tuple[str, str],
+    counter: str,
 ) -> None:
     import psycopg
     import redis
@@ -115,7 +116,7 @@ async def test_two_servers_share_one_budget(
     ledger_yaml = (
         "ledger:\n  backend: postgres\n"
         f"  dsn: {dsn}\n  schema: {schema}\n"
-        "  counter: redis\n  redis_url: redis://127.0.0.1:6379/0\n"
+        f"  counter: {counter}\n  redis_url: redis://127.0.0.1:6379/0\n"
         f"  redis_prefix: '{prefix}'\n"
         f"budgets:\n  - {{scope: global, window: total, limit_usd: {limit_usd}}}\n"
     )
@@ -144,12 +145,19 @@ async def test_two_servers_share_one_budget(
     assert answered == statuses.count(200)
     assert int(spent) == answered * 40_000_000  # $0.00004 each, exactly
     assert int(spent) <= 1_000_000_000  # never more than the $0.001 budget
+    if counter == "postgres":
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            rows = conn.execute("SELECT spent, reserved, limit_picos FROM budget_counters")
+            ((shared_spent, reserved, limit),) = rows.fetchall()
+        assert (shared_spent, reserved, limit) == (int(spent), 0, 1_000_000_000)
+        return
     r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys: list[Any] = []
     try:
-        keys: list[Any] = list(r.scan_iter(f"{prefix}:*"))
-        counters = [k for k in keys if b":b:" in k]
-        (counter,) = counters
-        state = {k.decode(): int(v) for k, v in r.hgetall(counter).items()}
+        keys = list(r.scan_iter(f"{prefix}:*"))
+        (key,) = [k for k in keys if b":b:" in k]
+        state = {k.decode(): int(v) for k, v in r.hgetall(key).items()}
         assert state["spent"] == int(spent)
         assert state["reserved"] == 0
         assert state["avail"] == 1_000_000_000 - int(spent)

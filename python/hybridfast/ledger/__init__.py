@@ -10,11 +10,14 @@ aggregates and budget state from the store, and starts the store's background wr
 - `ledger.counter: redis`: budgets counted across instances in Redis, atomically (one Lua
   script holds, checks and books every budget of a request) and idempotently (by request
   id). See `hybridfast.ledger.shared`.
+- `ledger.counter: postgres`: the same in PostgreSQL (`ledger.dsn`), one transaction per
+  call with the budget rows locked in key order. See `hybridfast.ledger.shared_pg`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from hybridfast import _core, pricing
 from hybridfast.config import Config, LedgerConfig
@@ -22,6 +25,9 @@ from hybridfast.errors import ConfigError
 from hybridfast.ledger.budgets import Budget, BudgetState, from_config
 from hybridfast.ledger.service import NativeLedger, model_group
 from hybridfast.ledger.stores import PostgresStore, SqliteStore, Store, open_store
+
+if TYPE_CHECKING:
+    from hybridfast.ledger.service import SharedBudgets
 
 __all__ = [
     "Budget",
@@ -61,17 +67,25 @@ def load_books(config: Config, store: Store | None) -> tuple[_core.Ledger, list[
 async def open_ledger(config: Config) -> NativeLedger:
     lc: LedgerConfig = config.ledger
     pricing.configure(lc.prices_file)
-    if lc.counter == "postgres":
+    if lc.counter == "postgres" and not lc.dsn:
         raise ConfigError(
-            "ledger.counter: postgres is not implemented; use redis to share budgets",
-            hint="set ledger.counter: redis (and ledger.redis_url)",
+            "ledger.counter: postgres needs ledger.dsn",
+            hint="set ledger.dsn to the PostgreSQL that holds the shared counters",
         )
     store = await asyncio.to_thread(open_store, lc)
     books, budgets = await asyncio.to_thread(load_books, config, store)
-    shared = None
+    shared: SharedBudgets | None = None
     if lc.counter == "redis":
         from hybridfast.ledger.shared import RedisBudgets
 
         shared = RedisBudgets(lc.redis_url, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s)
+    elif lc.counter == "postgres":
+        from hybridfast.ledger.shared_pg import PostgresBudgets
+
+        assert lc.dsn is not None
+        shared = PostgresBudgets(
+            lc.dsn, lc.schema, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s
+        )
+    if shared is not None:
         await shared.seed(books)
     return NativeLedger(books, budgets, store, shared, poll_s=lc.flush_interval_ms / 1000)

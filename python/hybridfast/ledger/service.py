@@ -27,6 +27,9 @@ from hybridfast.types import Caller, Deployment, LedgerRecord, Picodollars, Rese
 
 if TYPE_CHECKING:
     from hybridfast.ledger.shared import RedisBudgets
+    from hybridfast.ledger.shared_pg import PostgresBudgets
+
+    SharedBudgets = RedisBudgets | PostgresBudgets
 
 log = logging.getLogger("hybridfast.ledger")
 
@@ -56,7 +59,7 @@ class NativeLedger:
         books: _core.Ledger,
         budgets: list[Budget],
         store: Store | None = None,
-        shared: RedisBudgets | None = None,
+        shared: SharedBudgets | None = None,
         *,
         poll_s: float = 0.005,
     ) -> None:
