@@ -590,6 +590,8 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
             fail(f"budgets[{i}]", f"the same budget as budgets[{same[0]}]")
     if config.ledger.backend == "postgres" and not config.ledger.dsn:
         fail("ledger.dsn", "the postgres backend needs a dsn")
+    if config.ledger.counter == "postgres" and not config.ledger.dsn:
+        fail("ledger.counter", "counting budgets in PostgreSQL needs ledger.dsn")
     seen_keys: set[str] = set()
     for i, k in enumerate(config.keys):
         if k.key in seen_keys:
