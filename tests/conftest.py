@@ -58,11 +58,13 @@ def fake_config(
     server: str = "",
     prices: bool = True,
     capabilities: tuple[str, ...] = ("tools", "vision", "json"),
+    http_client: str | None = None,
 ) -> str:
     """YAML with one provider per fake (named `p0`, `p1`...) and one deployment of model
     group `name` on each, in order (so the in-order router falls back p0 → p1 → ...).
     Prices: $1 / $2 per Mtok in/out; capabilities: tools, vision, json. `server` and
-    `extra` are appended YAML."""
+    `extra` are appended YAML; `http_client` picks the providers' client (default: auto,
+    which is the fast client for the fakes' http:// URLs)."""
     lines = ["providers:"]
     for i, f in enumerate(fakes):
         lines += [
@@ -72,6 +74,8 @@ def fake_config(
             f"    api_key: test-key-{i}",
             "    max_retries: 0",
         ]
+        if http_client:
+            lines.append(f"    http_client: {http_client}")
     lines.append("models:")
     for i, f in enumerate(fakes):
         lines += [f"  - name: {name}", f"    provider: p{i}", f"    model: {f.kind}-model-{i}"]

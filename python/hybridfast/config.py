@@ -72,6 +72,9 @@ class ProviderConfig(_Section):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     # Whether the upstream runs on this machine/network; defaults by kind (ollama: yes).
     local: bool | None = None
+    # The HTTP client: "fast" (a lean keep-alive HTTP/1.1 client, plain http only), "aiohttp"
+    # (TLS, proxies), or "auto": fast for http:// base URLs, aiohttp for https://.
+    http_client: Literal["auto", "fast", "aiohttp"] = "auto"
 
 
 class PriceConfig(_Section):

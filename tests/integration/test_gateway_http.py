@@ -916,3 +916,55 @@ async def test_upstream_timeout_answers_504(gateway: Make, fake_openai: FakeUpst
     body = await resp.json()
     assert body["error"]["code"] == "ERR_PROVIDER_UNAVAILABLE"
     assert "timed out" in body["error"]["message"]
+
+
+# --- the aiohttp client (what https:// upstreams get) -----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "ollama"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_aiohttp_client_path(gateway: Make, fake_loop: Any, kind: str, stream: bool) -> None:
+    fake = FakeUpstream(kind)
+    fake_loop.run(fake.start())
+    try:
+        h = await gateway(fake_config(fake, http_client="aiohttp"))
+        assert type(h.gateway.providers["p0"].client).__name__ == "AiohttpClient"
+        resp = await h.openai(stream, stream_options={"include_usage": True})
+        assert resp.status == 200
+        n_in, n_out = expected_usage(fake)
+        text = await resp.text()
+        if stream:
+            data = sse_data(text)
+            got = "".join(
+                c["choices"][0]["delta"].get("content") or "" for c in data[:-1] if c["choices"]
+            )
+            meta = data[-2]["x_hybridfast"]
+        else:
+            got = orjson.loads(text)["choices"][0]["message"]["content"]
+            meta = orjson.loads(text)["x_hybridfast"]
+        assert got == DEFAULT_REPLY
+        assert meta["cost_usd"] == format_usd(cost_of(n_in, n_out))
+    finally:
+        fake_loop.run(fake.stop())
+
+
+async def test_aiohttp_client_recovery_and_disconnect(
+    gateway: Make, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
+) -> None:
+    h = await gateway(fake_config(fake_openai, fake_anthropic, http_client="aiohttp"))
+    fake_openai.cut(3)
+    resp = await h.openai(True)
+    data = sse_data(await resp.text())
+    assert data[-2]["x_hybridfast"]["recovered"] is True
+    # The router may now prefer either deployment: make both slow streams.
+    for fake in (fake_openai, fake_anthropic):
+        fake.reset()
+        fake.set(chunks=40, per_chunk_s=0.05, reply="word " * 40)
+    resp = await h.openai(True)
+    await resp.content.readany()
+    resp.close()
+    for _ in range(100):
+        if fake_openai.cancelled + fake_anthropic.cancelled:
+            break
+        await asyncio.sleep(0.02)
+    assert fake_openai.cancelled + fake_anthropic.cancelled == 1

@@ -61,9 +61,10 @@ async def test_embed_token_arrays(fake_openai: FakeUpstream) -> None:
     assert len(vectors[0]) == fake_openai.dimensions
 
 
-async def test_retries_honour_retry_after(fake_openai: FakeUpstream) -> None:
+@pytest.mark.parametrize("client", ["fast", "aiohttp"])
+async def test_retries_honour_retry_after(fake_openai: FakeUpstream, client: str) -> None:
     fake_openai.fail(429, times=1, retry_after=0.2)
-    p = provider(fake_openai)
+    p = provider(fake_openai, http_client=client)
     start = time.monotonic()
     try:
         answer = await p.chat(deployment(fake_openai), REQ, retries=1)  # type: ignore[attr-defined]
@@ -100,9 +101,10 @@ async def test_client_errors_are_not_retried(fake_ollama: FakeUpstream) -> None:
     assert "k" not in failed.value.message.split()  # the key is never in a message
 
 
-async def test_first_byte_timeout(fake_openai: FakeUpstream) -> None:
+@pytest.mark.parametrize("client", ["fast", "aiohttp"])
+async def test_first_byte_timeout(fake_openai: FakeUpstream, client: str) -> None:
     fake_openai.latency(first_byte_s=2.0)
-    p = provider(fake_openai, timeout=TimeoutConfig(first_byte_s=0.1))
+    p = provider(fake_openai, timeout=TimeoutConfig(first_byte_s=0.1), http_client=client)
     try:
         with pytest.raises(ProviderError) as failed:
             await p.chat(deployment(fake_openai), REQ)  # type: ignore[attr-defined]
@@ -112,12 +114,13 @@ async def test_first_byte_timeout(fake_openai: FakeUpstream) -> None:
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "ollama"])
+@pytest.mark.parametrize("client", ["fast", "aiohttp"])
 async def test_stream_tool_call_events(
-    fake_loop: object, kind: str, request: pytest.FixtureRequest
+    kind: str, client: str, request: pytest.FixtureRequest
 ) -> None:
     fake: FakeUpstream = request.getfixturevalue(f"fake_{kind}")
     fake.set(tool_call={"name": "f", "arguments": {"x": [1, 2]}})
-    p = provider(fake)
+    p = provider(fake, http_client=client)
     events = []
     try:
         async for batch in p.stream(deployment(fake), REQ):  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 
 from hybridfast.config import ProviderConfig
+from hybridfast.providers.http import AiohttpClient, FastClient, HttpClient, UpstreamResponse
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
 # Statuses worth another attempt (here or on the next deployment).
@@ -84,8 +85,9 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None  # an HTTP date: rare from these APIs; fall back to our own backoff
 
 
-async def iter_lines(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
-    """The complete lines of a streamed body, one list per network read."""
+async def iter_lines(content: Any) -> AsyncIterator[list[bytes]]:
+    """The complete lines of a streamed body (anything with `iter_any()`), one list per
+    network read."""
     rest = b""
     async for data in content.iter_any():
         if rest:
@@ -107,41 +109,40 @@ class Provider:
         self.config = config
         self.name = config.name
         self.base_url = (config.base_url or default_base_url).rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
-        self._headers = {"Content-Type": "application/json", **self.auth_headers()}
-        self._headers.update(config.headers)
+        headers = {"Content-Type": "application/json", **self.auth_headers()}
+        headers.update(config.headers)
         t = config.timeout
-        # One timer per call: `total` covers the whole exchange (a stream's last byte too),
-        # `sock_read` the wait for the first byte and every gap after it.
-        self._timeout = aiohttp.ClientTimeout(
-            total=t.total_s, connect=t.connect_s, sock_connect=t.connect_s, sock_read=t.first_byte_s
-        )
+        choice = config.http_client
+        if choice == "auto":
+            choice = "fast" if self.base_url.startswith("http://") else "aiohttp"
+        self.client: HttpClient
+        if choice == "fast":
+            self.client = FastClient(
+                self.base_url,
+                headers,
+                limit=config.max_connections,
+                connect_s=t.connect_s,
+                read_s=t.first_byte_s,
+            )
+        else:
+            # One timer per call: `total` covers the whole exchange (a stream's last byte
+            # too), `sock_read` the wait for the first byte and every gap after it.
+            self.client = AiohttpClient(
+                headers,
+                limit=config.max_connections,
+                timeout=aiohttp.ClientTimeout(
+                    total=t.total_s,
+                    connect=t.connect_s,
+                    sock_connect=t.connect_s,
+                    sock_read=t.first_byte_s,
+                ),
+            )
 
     def auth_headers(self) -> dict[str, str]:
         return {}
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.max_connections,
-                limit_per_host=self.config.max_connections,
-                keepalive_timeout=30,
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                headers=self._headers,
-                skip_auto_headers=("User-Agent",),
-                raise_for_status=False,
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self.client.close()
 
     # --- the calls (each adapter implements them) ---------------------------------------
 
@@ -181,9 +182,7 @@ class Provider:
             return err[:300]
         return str(data)[:200]
 
-    async def open(
-        self, path: str, body: dict[str, Any], *, retries: int
-    ) -> aiohttp.ClientResponse:
+    async def open(self, path: str, body: dict[str, Any], *, retries: int) -> UpstreamResponse:
         """POSTs `body` and returns a response with a 2xx status (the caller reads and
         releases it), retrying retryable failures up to `retries` times."""
         data = orjson.dumps(body)
@@ -191,7 +190,7 @@ class Provider:
         attempt = 0
         while True:
             try:
-                resp = await self.session.post(url, data=data)
+                resp = await self.client.post(url, data)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 what = "timed out" if isinstance(exc, TimeoutError) else "cannot be reached"
                 error = ProviderError(f"{self.name}: the upstream {what} ({type(exc).__name__})")
@@ -208,7 +207,7 @@ class Provider:
                     f"{self.name}: upstream answered {resp.status}: "
                     f"{self.error_message(resp.status, raw)}",
                     status=resp.status,
-                    retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+                    retry_after=retry_after_seconds(resp.header("retry-after")),
                     client_fault=resp.status in CLIENT_FAULT,
                 )
             if attempt >= retries or not error.retryable:
@@ -223,10 +222,13 @@ class Provider:
 
     async def post_json(self, path: str, body: dict[str, Any], *, retries: int) -> Any:
         try:
-            resp = await self.open(path, body, retries=retries)
-            try:
-                raw = await resp.read()
-            finally:
+            async with asyncio.timeout(self.config.timeout.total_s):
+                resp = await self.open(path, body, retries=retries)
+                try:
+                    raw = await resp.read()
+                except BaseException:
+                    resp.close()
+                    raise
                 resp.release()
         except TimeoutError:
             raise ProviderError(f"{self.name}: the upstream timed out") from None
@@ -246,11 +248,15 @@ async def stream_lines(
     """The lines of a streamed answer, batched per network read. Failures before the
     first line raise `ProviderError` from `open`; a break later raises it from here. Leaving
     early closes the connection, which cancels the upstream's work."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + provider.config.timeout.total_s
     resp = await provider.open(path, body, retries=retries)
     finished = False
     try:
-        async for lines in iter_lines(resp.content):
+        async for lines in iter_lines(resp):
             yield lines
+            if loop.time() > deadline:
+                raise ProviderError(f"{provider.name}: the stream ran past timeout.total_s")
         finished = True
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise ProviderError(

@@ -1,0 +1,391 @@
+"""The HTTP clients the provider adapters talk through.
+
+`AiohttpClient` is aiohttp's `ClientSession` (TLS, proxies, every corner of HTTP): what
+cloud APIs get, where a model call takes hundreds of milliseconds anyway. `FastClient` is a
+small keep-alive HTTP/1.1 client over asyncio streams for plain-`http://` upstreams —
+Ollama, vLLM, llama.cpp on this machine or the local network — where the gateway's own cost
+per request is what users notice: it spends about a fifth of aiohttp's CPU per call.
+`ProviderConfig.http_client` chooses (`auto`: fast for http://, aiohttp for https://).
+
+Both hand back an `UpstreamResponse`: the status, the headers the adapters read, and the
+body read whole or as it arrives. `release()` returns a fully read connection to the pool;
+`close()` drops it (for a stream left early this is what cancels the upstream's work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+
+class UpstreamResponse(Protocol):
+    status: int
+
+    def header(self, name: str) -> str | None:
+        """A response header by its lower-case name."""
+
+    async def read(self) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in the pieces the network delivered."""
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HttpClient(Protocol):
+    async def post(self, url: str, body: bytes) -> UpstreamResponse:
+        """Sends a POST; returns once the response head arrived. Raises `TimeoutError`,
+        `OSError` or `aiohttp.ClientError` when the upstream cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+# --- aiohttp -----------------------------------------------------------------------------
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+
+    def header(self, name: str) -> str | None:
+        return self._resp.headers.get(name)
+
+    async def read(self) -> bytes:
+        return await self._resp.read()
+
+    def iter_any(self) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_any()
+
+    def release(self) -> None:
+        self._resp.release()
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class AiohttpClient:
+    def __init__(
+        self, headers: dict[str, str], *, limit: int, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self._headers = headers
+        self._limit = limit
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit,
+                limit_per_host=self._limit,
+                keepalive_timeout=30,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def post(self, url: str, body: bytes) -> UpstreamResponse:
+        return _AiohttpResponse(await self.session.post(url, data=body))
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+# --- the fast client -----------------------------------------------------------------------
+
+
+class UpstreamProtocolError(aiohttp.ClientError):
+    """The upstream's bytes are not HTTP/1.1 as expected (a subclass of aiohttp's errors
+    so the adapters treat both clients' failures alike)."""
+
+
+class _Connection:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class _FastResponse:
+    __slots__ = (
+        "_chunked",
+        "_client",
+        "_conn",
+        "_done",
+        "_headers",
+        "_keep",
+        "_left",
+        "_read_s",
+        "status",
+    )
+
+    def __init__(
+        self,
+        client: FastClient,
+        conn: _Connection,
+        status: int,
+        headers: dict[str, str],
+        read_s: float | None,
+    ) -> None:
+        self._client = client
+        self._conn: _Connection | None = conn
+        self.status = status
+        self._headers = headers
+        self._read_s = read_s
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        self._left: int | None = None if self._chunked or length is None else int(length)
+        # Without a length or chunks the body runs to the end of the connection.
+        self._keep = (self._chunked or self._left is not None) and headers.get(
+            "connection", ""
+        ).lower() != "close"
+        self._done = self._left == 0
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    async def _next(self) -> bytes:
+        """The next piece of the body (b"" at its end)."""
+        try:
+            return await self._next_piece()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
+            raise aiohttp.ClientPayloadError(
+                f"the upstream broke off the body ({type(exc).__name__})"
+            ) from None
+        except ValueError:
+            raise UpstreamProtocolError("the upstream's chunked body is malformed") from None
+
+    async def _next_piece(self) -> bytes:
+        conn = self._conn
+        if self._done or conn is None:
+            return b""
+        reader = conn.reader
+        async with asyncio.timeout(self._read_s):
+            if self._chunked:
+                line = await reader.readuntil(b"\r\n")
+                size = int(line.split(b";", 1)[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")  # no trailers from these APIs
+                    self._done = True
+                    return b""
+                data = (await reader.readexactly(size + 2))[:-2]
+                # Pieces already here go out with it: one trip through the pipeline.
+                while len(getattr(reader, "_buffer", b"")) > 2:
+                    buffered: Any = reader._buffer  # type: ignore[attr-defined]
+                    end = buffered.find(b"\r\n")
+                    if end < 0:
+                        break
+                    size = int(bytes(buffered[:end]).split(b";", 1)[0], 16)
+                    if size == 0 or len(buffered) < end + 2 + size + 2:
+                        break
+                    await reader.readuntil(b"\r\n")
+                    data += (await reader.readexactly(size + 2))[:-2]
+                return data
+            if self._left is not None:
+                data = await reader.read(min(self._left, 1 << 16))
+                if not data:
+                    raise UpstreamProtocolError("the upstream closed the body short")
+                self._left -= len(data)
+                self._done = self._left == 0
+                return data
+            data = await reader.read(1 << 16)
+            if not data:
+                self._done = True
+            return data
+
+    async def read(self) -> bytes:
+        if self._left is not None and not self._chunked and self._conn is not None:
+            try:
+                async with asyncio.timeout(self._read_s):
+                    data = await self._conn.reader.readexactly(self._left)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                raise aiohttp.ClientPayloadError(
+                    f"the upstream broke off the body ({type(exc).__name__})"
+                ) from None
+            self._left = 0
+            self._done = True
+            return data
+        parts: list[bytes] = []
+        while True:
+            piece = await self._next()
+            if not piece:
+                return b"".join(parts)
+            parts.append(piece)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while True:
+            piece = await self._next()
+            if not piece:
+                return
+            yield piece
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._done and self._keep:
+            self._client._put(conn)
+        else:
+            conn.close()
+            self._client._drop()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            self._client._drop()
+
+
+class FastClient:
+    """Keep-alive HTTP/1.1 over plain TCP to one upstream, at most `limit` connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        limit: int,
+        connect_s: float | None,
+        read_s: float | None,
+    ) -> None:
+        url = urlsplit(base_url)
+        if url.scheme != "http" or not url.hostname:
+            raise ValueError(f"the fast client speaks plain http only, not {base_url!r}")
+        self.host = url.hostname
+        self.port = url.port or 80
+        host = self.host if url.port is None else f"{self.host}:{self.port}"
+        fixed = {"Host": host, "Accept": "*/*", **headers}
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        self._limit = limit
+        self._connect_s = connect_s
+        self._read_s = read_s
+        self._idle: list[_Connection] = []
+        self._open = 0  # connections in use or idle
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+
+    def _put(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            self._drop()
+            return
+        self._idle.append(conn)
+        self._wake()
+
+    def _drop(self) -> None:
+        self._open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _acquire(self) -> tuple[_Connection, bool]:
+        while True:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.writer.is_closing() and not conn.reader.at_eof():
+                    return conn, True
+                conn.close()
+                self._open -= 1
+            if self._open < self._limit:
+                self._open += 1
+                try:
+                    async with asyncio.timeout(self._connect_s):
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+                return _Connection(reader, writer), False
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+
+    async def post(self, url: str, body: bytes) -> UpstreamResponse:
+        path = urlsplit(url).path or "/"
+        request = (
+            b"POST "
+            + path.encode("latin-1")
+            + b" HTTP/1.1\r\n"
+            + self._head
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        for _ in range(2):
+            conn, reused = await self._acquire()
+            try:
+                conn.writer.write(request)
+                async with asyncio.timeout(self._read_s):
+                    head = await conn.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                conn.close()
+                self._drop()
+                if reused:
+                    continue  # the upstream had closed the idle connection: one fresh try
+                raise aiohttp.ClientConnectionError(str(exc) or type(exc).__name__) from None
+            except BaseException:
+                conn.close()
+                self._drop()
+                raise
+            try:
+                status, headers = _parse_head(head)
+            except (ValueError, IndexError):
+                conn.close()
+                self._drop()
+                raise UpstreamProtocolError("the upstream's answer is not HTTP/1.1") from None
+            return _FastResponse(self, conn, status, headers, self._read_s)
+        raise aiohttp.ClientConnectionError("the upstream keeps closing the connection")
+
+    async def close(self) -> None:
+        self._closed = True
+        for conn in self._idle:
+            conn.close()
+        self._open -= len(self._idle)
+        self._idle.clear()
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0]
+    if not status_line.startswith("HTTP/1."):
+        raise ValueError(status_line)
+    status = int(status_line[9:12])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
