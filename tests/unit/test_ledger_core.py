@@ -89,7 +89,8 @@ def test_soft_limit_is_reported_once_per_window() -> None:
 
 
 def test_report_by_dimension_and_period_and_the_journal_queue() -> None:
-    books = _core.Ledger()
+    # (Books made "now" keep hourly detail for recent days only; these entries are old.)
+    books = _core.Ledger(now_ms=T0 + 32 * HOUR)
     settle(books, 0, 3, team="a", request_id="r1")
     settle(books, 0, 4, team="b", deployment="fast#0", ts_ms=T0 + 30 * HOUR, request_id="r2")
     settle(books, 0, 5, team="a", ts_ms=T0 + 31 * HOUR, request_id="r3", cache="hit")
@@ -103,8 +104,12 @@ def test_report_by_dimension_and_period_and_the_journal_queue() -> None:
     # requests, errors, estimated, cache hits, tokens..., cost
     assert total[2:] == (3, 0, 0, 1, 300, 60, 30, 0, 15, 12, 0)
     assert books.report("total", since_ms=T0 + 31 * HOUR)[0][-2] == 5
+    # Eight days on, those hours are folded into days; day totals do not change.
+    settle(books, 0, 1, ts_ms=T0 + 10 * 24 * HOUR, request_id="r4")
+    hours = books.report("total", "hour", until_ms=T0 + 9 * 24 * HOUR)
+    assert [(r[1], r[-2]) for r in hours] == [(T0 - 16 * HOUR, 3), (T0 + 8 * HOUR, 9)]
     pending = books.take_pending()
-    assert [p[0] for p in pending] == [1, 2, 3]  # seqs in order
+    assert [p[0] for p in pending] == [1, 2, 3, 4]  # seqs in order
     assert pending[0][1:4] == (T0, "r1", "k1")
     assert books.pending_len() == 0
 

@@ -355,7 +355,14 @@ struct State {
     next_seq: u64,
     /// The last seq the store reported durable.
     durable_seq: u64,
+    /// Aggregate cells before this instant are whole days (see `HOURLY_DETAIL_MS`).
+    hourly_from: i64,
 }
+
+/// How long aggregates keep hourly detail. Older hours are folded into their day, so the
+/// books of a long-running server grow by days, not hours; reports by day and month, and
+/// every budget, stay exact (their boundaries are whole days).
+pub const HOURLY_DETAIL_MS: i64 = 8 * window::DAY_MS;
 
 /// The ledger's in-memory books; thread-safe.
 #[derive(Default)]
@@ -367,6 +374,7 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(budgets: Vec<BudgetSpec>, now_ms: i64) -> CoreResult<Ledger> {
         let ledger = Ledger::default();
+        ledger.state.lock().compact(now_ms);
         for spec in budgets {
             ledger.set_budget(spec, now_ms)?;
         }
@@ -547,6 +555,7 @@ impl Ledger {
             }
         }
         let totals = Totals::of(&entry);
+        state.compact(entry.ts_ms);
         state.aggregate(
             entry.ts_ms.div_euclid(window::HOUR_MS) * window::HOUR_MS,
             [
@@ -698,7 +707,37 @@ impl Ledger {
 }
 
 impl State {
+    /// Folds hourly cells older than `HOURLY_DETAIL_MS` before `now_ms` into their day (at
+    /// most once a day: a scan of the cells).
+    fn compact(&mut self, now_ms: i64) {
+        let from = Window::Day.start(now_ms.saturating_sub(HOURLY_DETAIL_MS));
+        if from <= self.hourly_from {
+            return;
+        }
+        self.hourly_from = from;
+        let old: Vec<AggKey> = self
+            .aggs
+            .keys()
+            .filter(|k| k.hour < from && Window::Day.start(k.hour) != k.hour)
+            .copied()
+            .collect();
+        for key in old {
+            if let Some(totals) = self.aggs.remove(&key) {
+                let day = AggKey {
+                    hour: Window::Day.start(key.hour),
+                    ..key
+                };
+                self.aggs.entry(day).or_default().add(&totals);
+            }
+        }
+    }
+
     fn aggregate(&mut self, hour: i64, names: [Option<&str>; 7], totals: &Totals) {
+        let hour = if hour < self.hourly_from {
+            Window::Day.start(hour)
+        } else {
+            hour
+        };
         self.aggs
             .entry(AggKey {
                 dim: Dim::Total,

@@ -222,6 +222,57 @@ fn reports_group_by_dimension_and_period() {
     assert_eq!(since[0].totals.requests, 2);
 }
 
+#[test]
+fn old_hours_fold_into_days_and_totals_stay_exact() {
+    let ledger = Ledger::default();
+    let day0 = Window::Day.start(T0);
+    for h in 0..48 {
+        ledger
+            .settle(0, entry(h + 1, None, day0 + h * window::HOUR_MS))
+            .unwrap();
+    }
+    assert_eq!(
+        ledger
+            .report(Dim::Total, Some(Window::Hour), i64::MIN, i64::MAX)
+            .len(),
+        48
+    );
+    // Ten days later, those hours are whole days; day and total reports do not change.
+    let by_day = ledger.report(Dim::Total, Some(Window::Day), i64::MIN, i64::MAX);
+    ledger
+        .settle(0, entry(1_000, None, day0 + 10 * window::DAY_MS))
+        .unwrap();
+    let hours = ledger.report(
+        Dim::Total,
+        Some(Window::Hour),
+        i64::MIN,
+        day0 + window::DAY_MS * 9,
+    );
+    assert_eq!(
+        hours.iter().map(|r| r.period_start).collect::<Vec<_>>(),
+        vec![Some(day0), Some(day0 + window::DAY_MS)]
+    );
+    let by_day_after = ledger.report(
+        Dim::Total,
+        Some(Window::Day),
+        i64::MIN,
+        day0 + window::DAY_MS * 9,
+    );
+    assert_eq!(by_day_after, by_day);
+    // An entry that arrives late for an old hour lands in its day.
+    ledger
+        .settle(0, entry(5, None, day0 + 3 * window::HOUR_MS))
+        .unwrap();
+    let first = &ledger.report(Dim::Total, Some(Window::Day), i64::MIN, i64::MAX)[0];
+    assert_eq!(first.totals.cost, (1..=24).sum::<i64>() as i128 + 5);
+    assert_eq!(
+        ledger.report(Dim::Model, None, i64::MIN, i64::MAX)[0]
+            .totals
+            .requests,
+        50
+    );
+}
+
 fn temp_path(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("hf-ledger-{}-{name}", std::process::id()));
     let _ = std::fs::remove_file(&dir);
