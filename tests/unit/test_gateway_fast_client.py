@@ -186,3 +186,18 @@ async def test_unreachable_upstream() -> None:
 def test_only_plain_http() -> None:
     with pytest.raises(ValueError):
         FastClient("https://api.openai.com/v1", {}, limit=1, connect_s=1, read_s=1)
+
+
+async def test_no_content_answer_has_no_body() -> None:
+    server, stats = await serve(lambda request: [b"HTTP/1.1 204 No Content\r\n\r\n"])
+    c = client(server)
+    try:
+        for _ in range(2):
+            resp = await c.post(url(server) + "/", b"{}")
+            assert resp.status == 204
+            assert await resp.read() == b""
+            resp.release()
+    finally:
+        await c.close()
+        server.close()
+    assert stats["connections"] == 1

@@ -157,6 +157,8 @@ class _FastResponse:
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
         self._left: int | None = None if self._chunked or length is None else int(length)
+        if status in (204, 304) or status < 200:
+            self._chunked, self._left = False, 0  # no body, whatever the headers say
         # Without a length or chunks the body runs to the end of the connection.
         self._keep = (self._chunked or self._left is not None) and headers.get(
             "connection", ""
@@ -275,7 +277,7 @@ class FastClient:
             raise ValueError(f"the fast client speaks plain http only, not {base_url!r}")
         self.host = url.hostname
         self.port = url.port or 80
-        host = self.host if url.port is None else f"{self.host}:{self.port}"
+        host = url.netloc.rpartition("@")[2]  # keeps [brackets] of IPv6 and the port
         fixed = {"Host": host, "Accept": "*/*", **headers}
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
         self._limit = limit
