@@ -258,3 +258,48 @@ def _reservation(i: int) -> object:
 
 def test_the_budget_collector_is_registered() -> None:
     assert metrics.BUDGETS in REGISTRY._collector_to_names  # type: ignore[attr-defined]
+
+
+class _BrokenCounter:
+    """A shared counter whose service is down."""
+
+    def __init__(self) -> None:
+        self.settles = 0
+
+    async def reserve(self, *args: object) -> None:
+        raise ConnectionError("connection refused")
+
+    async def settle(self, *args: object) -> None:
+        self.settles += 1
+        raise ConnectionError("connection refused")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_down_shared_counter_refuses_holds_but_never_loses_entries(
+    tmp_path: Path,
+) -> None:
+    from hybridfast.ledger import NativeLedger, SqliteStore
+    from hybridfast.types import Reservation
+
+    broken = _BrokenCounter()
+    store = SqliteStore(str(tmp_path / "ledger.db"))
+    ledger = NativeLedger(_core.Ledger(), [], store, broken)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(_core.StorageError, match="budget counter unavailable"):
+            await ledger.reserve(ALICE, SMART, "req-1", USD)
+        # Settling still stores the entry; the counter was retried, then given up on.
+        await ledger.settle(Reservation("req-2", 0), record("req-2", 7))
+        assert broken.settles == 3
+        assert [r[0] for r in stored(tmp_path)] == ["req-2"]
+    finally:
+        await ledger.close()
+
+
+async def test_an_unreachable_redis_fails_at_start(tmp_path: Path) -> None:
+    cfg = parse_config(
+        f"ledger: {{path: {tmp_path / 'l.db'}, counter: redis, redis_url: 'redis://127.0.0.1:1/0'}}"
+    ).config
+    with pytest.raises(_core.StorageError, match="Redis does not answer"):
+        await open_ledger(cfg)

@@ -87,5 +87,9 @@ async def open_ledger(config: Config) -> NativeLedger:
             lc.dsn, lc.schema, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s
         )
     if shared is not None:
-        await shared.seed(books)
+        try:
+            await shared.seed(books)
+        except BaseException:
+            await shared.close()
+            raise
     return NativeLedger(books, budgets, store, shared, poll_s=lc.flush_interval_ms / 1000)

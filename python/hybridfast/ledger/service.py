@@ -83,7 +83,13 @@ class NativeLedger:
         self, caller: Caller, deployment: Deployment, request_id: str, worst_case: Picodollars
     ) -> Reservation:
         if self.shared is not None:
-            await self.shared.reserve(caller, deployment.name, request_id, worst_case)
+            try:
+                await self.shared.reserve(caller, deployment.name, request_id, worst_case)
+            except (BudgetExceeded, _core.HybridfastError):
+                raise
+            except Exception as exc:
+                # Fail closed: without the shared counter nobody can say the budget holds.
+                raise _core.StorageError(f"budget counter unavailable ({exc})") from None
             return Reservation(request_id=request_id, amount=worst_case, handle=0)
         try:
             handle = self.books.reserve(
@@ -99,11 +105,32 @@ class NativeLedger:
 
     async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
         seq = self.record(reservation, record)
-        if self.shared is not None:
-            await self.shared.settle(
-                record.caller, model_group(record.deployment), reservation.request_id, record.cost
-            )
-        await self.wait_durable(seq)
+        try:
+            if self.shared is not None:
+                await self._settle_shared(reservation, record)
+        finally:
+            await self.wait_durable(seq)
+
+    async def _settle_shared(self, reservation: Reservation, record: LedgerRecord) -> None:
+        # The entry is in the store whatever happens here; the shared counter is retried (a
+        # settle is idempotent by request id) and, failing that, its hold expires in time.
+        assert self.shared is not None
+        group = model_group(record.deployment)
+        for attempt in range(3):
+            try:
+                await self.shared.settle(record.caller, group, reservation.request_id, record.cost)
+                return
+            except Exception as exc:
+                if attempt == 2:
+                    metrics.WRITE_ERRORS.inc()
+                    log.error(
+                        "budget counter: could not book request %s (%s); its hold expires "
+                        "in ledger.hold_ttl_s and the shared budget misses this spend",
+                        reservation.request_id,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def release(self, reservation: Reservation) -> None:
         if self.shared is not None:
