@@ -307,6 +307,10 @@ class FakeUpstream:
             401: ("invalid_api_key", "invalid_request_error", "Incorrect API key provided"),
         }
         code, typ, message = kinds.get(status, ("server_error", "server_error", "error"))
+        if status == 401 and self.requests:
+            # As OpenAI does: quote the key it was sent, masked in the middle.
+            sent = self.requests[-1].headers.get("Authorization", "").removeprefix("Bearer ")
+            message += f": {sent[:3]}{'*' * 12}{sent[-4:]}. You can find your API key at ..."
         headers = {}
         if status == 429 and self.switches.retry_after is not None:
             headers["Retry-After"] = str(self.switches.retry_after)

@@ -968,3 +968,19 @@ async def test_aiohttp_client_recovery_and_disconnect(
             break
         await asyncio.sleep(0.02)
     assert fake_openai.cancelled + fake_anthropic.cancelled == 1
+
+
+async def test_upstream_messages_never_carry_the_key(
+    gateway: Make, fake_openai: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-proj-Abcdefghijklmnop1234WXYZ"
+    fake_openai.fail(401)
+    h = await gateway(fake_config(fake_openai).replace("api_key: test-key-0", f"api_key: {secret}"))
+    with caplog.at_level("DEBUG"):
+        resp = await h.openai()
+    text = await resp.text()
+    assert resp.status == 502
+    assert "Incorrect API key provided" in text  # the upstream's reason survives ...
+    for leak in (secret, secret[-4:], secret[:12]):
+        assert leak not in text  # ... without the key or its quoted ends
+        assert leak not in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -24,6 +25,8 @@ from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 # Statuses that mean the request itself is wrong: no other deployment will like it better.
 CLIENT_FAULT = frozenset({400, 404, 413, 422})
+# Things shaped like API keys, whole or masked (`sk-proj-abc***wxyz`), in upstream messages.
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|key|gsk|xai)[-_][A-Za-z0-9_\-*]{3,}")
 # A Retry-After longer than this is not waited for: the next deployment is tried instead.
 MAX_RETRY_WAIT_S = 5.0
 
@@ -170,17 +173,26 @@ class Provider:
     # --- HTTP with retries --------------------------------------------------------------
 
     def error_message(self, status: int, body: bytes) -> str:
-        """The upstream's own error message, shortened (never our request or key)."""
+        """The upstream's own error message, shortened, with anything key-like masked
+        (OpenAI's 401 quotes part of the key it was sent)."""
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return body[:200].decode("utf-8", "replace")
+            return self.scrub(body[:200].decode("utf-8", "replace"))
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            return str(err.get("message", ""))[:300]
+            return self.scrub(str(err.get("message", ""))[:300])
         if isinstance(err, str):
-            return err[:300]
-        return str(data)[:200]
+            return self.scrub(err[:300])
+        return self.scrub(str(data)[:200])
+
+    def scrub(self, text: str) -> str:
+        key = self.config.api_key
+        if key:
+            text = text.replace(key, "[key]")
+            if len(key) > 8:
+                text = text.replace(key[-4:], "****")
+        return _KEYLIKE.sub("[key]", text)
 
     async def open(self, path: str, body: dict[str, Any], *, retries: int) -> UpstreamResponse:
         """POSTs `body` and returns a response with a 2xx status (the caller reads and
