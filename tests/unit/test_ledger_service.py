@@ -8,8 +8,11 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybridfast import _core
 from hybridfast.config import Config, parse_config
@@ -303,3 +306,69 @@ async def test_an_unreachable_redis_fails_at_start(tmp_path: Path) -> None:
     ).config
     with pytest.raises(_core.StorageError, match="Redis does not answer"):
         await open_ledger(cfg)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["settle", "release"]),
+            st.integers(0, 3 * USD // 100),  # worst case
+            st.integers(0, 100),  # real cost, as a percentage of the worst case
+            st.sampled_from([ALICE, Caller(key_name="bob", team="ops"), Caller()]),
+            st.integers(0, 72),  # hours ago
+        ),
+        max_size=25,
+    )
+)
+def test_a_restart_rebuilds_the_same_books(
+    tmp_path_factory: pytest.TempPathFactory,
+    ops: list[tuple[str, int, int, Caller, int]],
+) -> None:
+    import time
+
+    path = tmp_path_factory.mktemp("restart")
+    budgets = (
+        "budgets:\n"
+        "  - {scope: team, name: research, window: month, limit_usd: 0.05}\n"
+        "  - {scope: global, window: day, limit_usd: 0.08}\n"
+        "  - {scope: key, name: bob, window: total, limit_usd: 0.04}\n"
+    )
+    now = time.time()
+
+    async def run() -> tuple[Any, Any, Any]:
+        ledger = await open_ledger(config(path, budgets))
+        for i, (op, worst, pct, caller, hours_ago) in enumerate(ops):
+            try:
+                r = await ledger.reserve(caller, SMART, f"r{i}", worst)
+            except BudgetExceeded:
+                continue
+            if op == "release":
+                await ledger.release(r)
+                continue
+            cost = worst * pct // 100
+            await ledger.settle(r, record(f"r{i}", cost, caller, timestamp=now - hours_ago * 3600))
+        before = _books(ledger)
+        await ledger.close()
+        again = await open_ledger(config(path, budgets))
+        after = _books(again)
+        # Nothing held and nothing spent beyond a limit, before or after.
+        for state in again.budget_states():
+            assert state.reserved == 0
+            assert state.spent <= state.budget.limit
+        await again.close()
+        return before, after, len(stored(path))
+
+    before, after, rows = asyncio.run(run())
+    assert before == after
+    assert rows == sum(r[2] for r in after[0])
+
+
+def _books(ledger: Any) -> tuple[Any, ...]:
+    reports = tuple(
+        ledger.books.report(by, period)
+        for by in ("total", "key", "team", "model")
+        for period in (None, "day")
+    )
+    spent = tuple((s.budget.label, s.spent) for s in ledger.budget_states())
+    return (*reports, spent)
