@@ -9,8 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hybridfast.providers.http import FastClient
+from hybridfast.providers.http import FastClient, _Connection, _FastResponse
 
 Handler = Callable[[bytes], list[bytes]]
 
@@ -201,3 +203,36 @@ async def test_no_content_answer_has_no_body() -> None:
         await c.close()
         server.close()
     assert stats["connections"] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=12), st.data())
+def test_chunked_framing_survives_any_network_split(chunks: list[bytes], data: Any) -> None:
+    wire = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks) + b"0\r\n\r\n"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+    async def run() -> tuple[bytes, int]:
+        reader = asyncio.StreamReader()
+
+        async def feed() -> None:
+            for piece in pieces:
+                reader.feed_data(piece)
+                await asyncio.sleep(0)
+
+        feeder = asyncio.ensure_future(feed())
+        conn = _Connection(reader, None)  # type: ignore[arg-type]
+        resp = _FastResponse(
+            None,  # type: ignore[arg-type]
+            conn,
+            200,
+            {"transfer-encoding": "chunked"},
+            read_s=1,
+        )
+        got = [piece async for piece in resp.iter_any()]
+        await feeder
+        return b"".join(got), len(got)
+
+    body, n = asyncio.run(run())
+    assert body == b"".join(chunks)
+    assert n <= len(chunks)  # complete chunks that arrived together go out together
