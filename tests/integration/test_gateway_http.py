@@ -984,3 +984,20 @@ async def test_upstream_messages_never_carry_the_key(
     for leak in (secret, secret[-4:], secret[:12]):
         assert leak not in text  # ... without the key or its quoted ends
         assert leak not in caplog.text
+
+
+async def test_metrics_count_fallbacks_and_errors(
+    gateway: Make, fake_openai: FakeUpstream, fake_ollama: FakeUpstream
+) -> None:
+    from hybridfast import metrics
+
+    before_err = metrics.ERRORS.values.get(("chat#0", "503", "ERR_UPSTREAM"), 0)
+    before_ok = metrics.REQUESTS.values.get(("chat", "chat#1", "200", "miss"), 0)
+    fake_openai.fail(503, times=1)
+    h = await gateway(fake_config(fake_openai, fake_ollama))
+    assert (await h.openai()).status == 200
+    assert metrics.ERRORS.values[("chat#0", "503", "ERR_UPSTREAM")] == before_err + 1
+    assert metrics.REQUESTS.values[("chat", "chat#1", "200", "miss")] == before_ok + 1
+    text = await (await h.client.get("/metrics")).text()
+    assert 'hybridfast_errors_total{code="ERR_UPSTREAM",deployment="chat#0",status="503"}' in text
+    assert 'hybridfast_request_tokens_total{deployment="chat#1",direction="output"}' in text
