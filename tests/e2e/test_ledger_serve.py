@@ -4,9 +4,11 @@ the server is killed right after; two servers share one budget without overspend
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,6 +73,17 @@ async def test_an_answered_request_survives_kill_9(
 
     clients = [asyncio.create_task(client(n)) for n in range(8)]
     await asyncio.wait_for(enough.wait(), 60)
+    # `ledger report` reads the same file while the server writes it.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hybridfast", "ledger", "--config", str(server.config_path),
+        "report", "--by", "model", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    (row,) = [json.loads(line) for line in out.decode().splitlines()]
+    assert row["group"] == "chat"
+    assert row["requests"] >= 150
     # Kill mid-traffic: requests in flight now were never answered, so need not be stored.
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
