@@ -10,6 +10,7 @@
   normalised into `types.Usage` (the same function for streamed and non-streamed answers,
   so both cost the same).
 - `estimate_tokens(kind, model, text)`: a token count when an upstream reported none.
+- `gpu_seconds_cost(per_gpu_second, seconds)`: a local deployment priced per GPU-second.
 
 All money is exact: table prices are decimal strings parsed by the core; LiteLLM's
 per-token floats are converted through their shortest decimal form and rounded to the
@@ -246,6 +247,21 @@ def cost_of(price: Price, usage: Usage) -> int:
         usage.cache_write_tokens,
         usage.reasoning_tokens,
     )
+
+
+def gpu_seconds_cost(per_gpu_second_usd: float | str, seconds: float) -> int:
+    """The cost in picodollars of `seconds` of a local GPU priced per GPU-second (config
+    `models[i].price.per_gpu_second`): the price is read exactly, the time is measured, and
+    the product is rounded to the picodollar (half to even)."""
+    text = repr(per_gpu_second_usd) if isinstance(per_gpu_second_usd, float) else per_gpu_second_usd
+    try:
+        price = Decimal(str(text))
+    except InvalidOperation:
+        raise ConfigError(f"per_gpu_second: not a price: {per_gpu_second_usd!r}") from None
+    if not price.is_finite() or price < 0 or seconds < 0:
+        raise ConfigError("per_gpu_second and the time must be ≥ 0")
+    picos = price * PICODOLLARS_PER_USD * Decimal(repr(float(seconds)))
+    return int(picos.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 # --- token estimates -------------------------------------------------------------------

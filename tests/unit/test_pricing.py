@@ -220,3 +220,15 @@ def test_token_estimates() -> None:
     # Elsewhere: one token per four characters.
     assert pricing.estimate_tokens("ollama", "llama3", "x" * 41) == 11
     assert pricing.estimate_tokens("openai", "gpt-4o", "") == 0
+
+
+def test_gpu_seconds_cost_is_exact_to_the_picodollar() -> None:
+    # $0.0004 per GPU-second for 2.5 s = $0.001.
+    assert pricing.gpu_seconds_cost(0.0004, 2.5) == 1_000_000_000
+    assert pricing.gpu_seconds_cost("0.0004", 0.0) == 0
+    # 1/3 s at $1/s: 333,333,333,333.33… picodollars, rounded.
+    assert pricing.gpu_seconds_cost(1.0, 1 / 3) == 333_333_333_333
+    with pytest.raises(ConfigError):
+        pricing.gpu_seconds_cost(-1.0, 1.0)
+    with pytest.raises(ConfigError):
+        pricing.gpu_seconds_cost("cheap", 1.0)
