@@ -73,3 +73,16 @@ def test_errors_are_one_line_with_a_code(
     monkeypatch.setattr(sys, "stdin", io.StringIO("x\n"))
     assert main(["embed", "-", "--model", "nope"]) == 2
     assert "ERR_MODEL_NOT_FOUND" in capsys.readouterr().err
+
+
+def test_builtin_models_are_listed_unless_shadowed() -> None:
+    from hybridfast.config import parse_config
+    from hybridfast.embeddings import builtin_models
+    from hybridfast.embeddings.local import LOCAL_MODELS
+
+    assert builtin_models(parse_config("").config) == list(LOCAL_MODELS)
+    shadowed = parse_config(
+        "providers: [{name: o, kind: ollama, base_url: 'http://127.0.0.1:1'}]\n"
+        "models: [{name: minilm, provider: o, model: all-minilm}]\n"
+    ).config
+    assert builtin_models(shadowed) == ["hashing"]
