@@ -760,8 +760,13 @@ class Gateway:
                 )
             batch.append(StreamEvent(finish_reason=answer.finish_reason))
             info.deployment = self._by_id.get(answer.deployment)
-            for event in batch:
-                yield [event]
+            try:
+                for event in batch:
+                    yield [event]
+            except BaseException:
+                info.status = 499  # the client left during the replay; it is still a line
+                await self._answer_hit(begun, request, caller, info)
+                raise
             await self._answer_hit(begun, request, caller, info)
             return
 

@@ -1001,3 +1001,20 @@ async def test_metrics_count_fallbacks_and_errors(
     text = await (await h.client.get("/metrics")).text()
     assert 'hybridfast_errors_total{code="ERR_UPSTREAM",deployment="chat#0",status="503"}' in text
     assert 'hybridfast_request_tokens_total{deployment="chat#1",direction="output"}' in text
+
+
+async def test_cache_replay_left_early_is_still_recorded(
+    gateway: Make, fake_openai: FakeUpstream
+) -> None:
+    answer = ChatAnswer(content="cached " * 50, deployment="chat#0", cost=5)
+    cache = RecordingCache(hits={"Say something short.": CacheHit(answer, "hit")})
+    h = await gateway(fake_config(fake_openai), cache=cache)
+    events = h.gateway.stream_events(
+        h.gateway.request("Say something short.", model="chat", stream=True)
+    )
+    assert (await anext(events))[0].text
+    await events.aclose()  # the client went away after the first piece
+    (record,) = h.ledger.records
+    assert record.status == 499
+    assert record.cache == "hit"
+    assert record.saved_cost == 5
