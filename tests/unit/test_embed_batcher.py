@@ -178,3 +178,19 @@ async def test_requests_whose_client_left_are_dropped_before_computing() -> None
         await abandoned
     assert all("abandoned" not in b for b in model.batches)
     await batcher.close()
+
+
+async def test_a_lone_client_does_not_wait_for_company() -> None:
+    """Requests further apart than max_wait start at once; a burst waits to coalesce."""
+    model = FakeModel()
+    batcher = DynamicBatcher(model, max_batch=64, max_wait_ms=20)
+    for text in ("one", "two", "three", "four"):
+        await batcher.submit([text])
+        await asyncio.sleep(0.1)
+    assert model.batches == [["one"], ["two"], ["three"], ["four"]]
+    assert batcher.waits == 0
+    for _ in range(3):
+        await asyncio.gather(*(batcher.submit([f"c{i}"]) for i in range(8)))
+    assert batcher.waits > 0
+    assert len(model.batches) < 4 + 3 * 8
+    await batcher.close()

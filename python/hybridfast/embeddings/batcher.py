@@ -8,6 +8,8 @@ runs, the next one fills, so under load the wait costs nothing and batches grow 
 - Priorities: `interactive` (0) requests are always taken before `batch` (1) ones.
 - A request larger than `max_batch` is cut into chunks of `max_batch` texts queued one after
   another, so one bulk job cannot hold the model for long while interactive requests wait.
+- The wait is adaptive: when requests arrive further apart than `max_wait_ms` (a single
+  client), a batch starts at once instead of waiting for company that will not come.
 - The queue is bounded (`max_queue` texts): beyond it `submit` raises `RateLimited` (429) with
   a `Retry-After` from the measured throughput.
 - Cancellation: a caller that goes away (client disconnect) cancels its chunks; chunks not yet
@@ -99,9 +101,14 @@ class DynamicBatcher:
         # One thread: the native call already uses every core for a batch.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"hybridfast-embed-{name}")
         self._texts_per_s = 0.0  # EWMA, for Retry-After
+        # EWMA of the time between requests: waiting for company only pays when another
+        # request is likely to arrive within max_wait (a lone client would just wait).
+        self._gap = math.inf
+        self._last_arrival = 0.0
         self._closed = False
         self.batches = 0  # counters for tests and the admin view
         self.texts = 0
+        self.waits = 0  # times a batch waited for more requests
 
     @property
     def queued(self) -> int:
@@ -139,6 +146,11 @@ class DynamicBatcher:
             jobs.append(job)
         self._queued += len(texts)
         QUEUE_TEXTS.labels(self.name).set(self._queued)
+        now = time.monotonic()
+        if self._last_arrival:
+            gap = now - self._last_arrival
+            self._gap = gap if math.isinf(self._gap) else 0.7 * self._gap + 0.3 * gap
+        self._last_arrival = now
         self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work(), name=f"embed-batcher-{self.name}")
@@ -185,11 +197,12 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while any(self._queues):
             # Wait for a fuller batch only while the oldest request is younger than max_wait.
-            while self._pending() < self.max_batch:
+            while self._pending() < self.max_batch and self._gap < self.max_wait:
                 remaining = self._oldest() + self.max_wait - time.monotonic()
                 if remaining <= 0:
                     break
                 self._arrived.clear()
+                self.waits += 1
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
