@@ -172,3 +172,38 @@ def test_fallback_through_a_real_server(
     assert text.startswith("The quick")
     assert text.endswith(DEFAULT_REPLY)
     assert fakes["ollama"].requests[-1].body["messages"][-2]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_anthropic_sdk_streams_tool_use_from_other_protocols(
+    server: RunningServer, fakes: dict[str, FakeUpstream], kind: str
+) -> None:
+    fakes[kind].set(tool_call={"name": "lookup", "arguments": {"q": "cats", "n": 2}})
+    with an(server).messages.stream(
+        model=f"via-{kind}",
+        max_tokens=50,
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+        messages=[{"role": "user", "content": "find cats"}],
+    ) as stream:
+        final = stream.get_final_message()
+    (block,) = final.content
+    assert block.type == "tool_use"
+    assert block.name == "lookup"
+    assert block.input == {"q": "cats", "n": 2}
+    assert final.stop_reason == "tool_use"
+
+
+def test_openai_sdk_streams_tool_calls_from_anthropic(
+    server: RunningServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["anthropic"].set(tool_call={"name": "lookup", "arguments": {"q": "dogs"}})
+    client = oa(server)
+    with client.chat.completions.stream(
+        model="via-anthropic",
+        messages=[{"role": "user", "content": "find dogs"}],
+        tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+    ) as stream:
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "lookup"  # type: ignore[union-attr]
+    assert call.function.arguments == '{"q":"dogs"}'  # type: ignore[union-attr]
