@@ -40,6 +40,7 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     config_path: Path
     log_path: Path
+    startup_s: float = 0.0  # from launch to the first healthy /healthz
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -113,7 +114,7 @@ def start_server(
     server = RunningServer(f"http://127.0.0.1:{port}", process, config_path, log_path)
     try:
         try:
-            server.startup_s = _wait_healthy(server.url, process, timeout)  # type: ignore[attr-defined]
+            server.startup_s = _wait_healthy(server.url, process, timeout)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n--- serve log ---\n{server.log()}") from None
         yield server

@@ -18,6 +18,7 @@ from tests.fakes.upstream import count_tokens, prompt_text
 
 from hybridfast._core import format_usd
 from hybridfast.config import parse_config
+from hybridfast.deployments import build_deployments
 from hybridfast.gateway import CONTINUE_PROMPT, Gateway
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
@@ -77,8 +78,14 @@ def gateway(aiohttp_client: Any) -> Make:
     ) -> Harness:
         config = parse_config(config_text).config
         ledger = ledger or RecordingLedger()
-        gw = Gateway(config, ledger=ledger, cache=cache or RecordingCache())
-        gw._given = (RecordingRouter(build_router(config, gw.deployments)), ledger, gw._given[2])
+        deployments = build_deployments(config)
+        gw = Gateway(
+            config,
+            deployments=deployments,
+            router=RecordingRouter(build_router(config, deployments)),
+            ledger=ledger,
+            cache=cache or RecordingCache(),
+        )
         client = await aiohttp_client(create_app(config, gateway=gw))
         return Harness(client, gw, ledger)
 
