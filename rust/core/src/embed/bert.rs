@@ -37,8 +37,10 @@ impl BertConfig {
     };
 }
 
+/// Dense weights are stored transposed, `[in, out]` row-major (PyTorch saves `[out, in]`):
+/// the small-batch kernel streams rows of them, and GEMM packing reads them in order.
 struct Layer {
-    /// Query, key and value weights stacked: `[3 * hidden, hidden]`, biases `[3 * hidden]`.
+    /// Query, key and value weights side by side: `[hidden, 3 * hidden]`, biases `[3 * hidden]`.
     qkv_w: Vec<f32>,
     qkv_b: Vec<f32>,
     attn_out_w: Vec<f32>,
@@ -108,25 +110,32 @@ impl Bert {
             let mut qkv_b = get(&format!("{p}.attention.self.query.bias"), &[h])?;
             qkv_b.extend(get(&format!("{p}.attention.self.key.bias"), &[h])?);
             qkv_b.extend(get(&format!("{p}.attention.self.value.bias"), &[h])?);
+            let inter = config.intermediate;
             layers.push(Layer {
-                qkv_w,
+                qkv_w: transpose(&qkv_w, 3 * h, h),
                 qkv_b,
-                attn_out_w: get(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                attn_out_w: transpose(
+                    &get(&format!("{p}.attention.output.dense.weight"), &[h, h])?,
+                    h,
+                    h,
+                ),
                 attn_out_b: get(&format!("{p}.attention.output.dense.bias"), &[h])?,
                 attn_ln_g: get(&format!("{p}.attention.output.LayerNorm.weight"), &[h])?,
                 attn_ln_b: get(&format!("{p}.attention.output.LayerNorm.bias"), &[h])?,
-                inter_w: get(
-                    &format!("{p}.intermediate.dense.weight"),
-                    &[config.intermediate, h],
-                )?,
+                inter_w: transpose(
+                    &get(&format!("{p}.intermediate.dense.weight"), &[inter, h])?,
+                    inter,
+                    h,
+                ),
                 inter_b: get(
                     &format!("{p}.intermediate.dense.bias"),
                     &[config.intermediate],
                 )?,
-                out_w: get(
-                    &format!("{p}.output.dense.weight"),
-                    &[h, config.intermediate],
-                )?,
+                out_w: transpose(
+                    &get(&format!("{p}.output.dense.weight"), &[h, inter])?,
+                    h,
+                    inter,
+                ),
                 out_b: get(&format!("{p}.output.dense.bias"), &[h])?,
                 out_ln_g: get(&format!("{p}.output.LayerNorm.weight"), &[h])?,
                 out_ln_b: get(&format!("{p}.output.LayerNorm.bias"), &[h])?,
@@ -446,11 +455,31 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `out[rows, n] = x[rows, k] · wᵀ + b` with `w` stored `[n, k]` as PyTorch saves it.
-fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], b: &[f32], n: usize, out: &mut [f32]) {
-    assert!(x.len() >= rows * k && w.len() == n * k && b.len() == n && out.len() >= rows * n);
+/// `w` (`[rows, cols]` row-major) transposed.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Up to this many rows, a dense layer runs the streaming kernel below instead of a GEMM:
+/// a GEMM packs the whole weight matrix on every call, which for one short text costs more
+/// than the arithmetic.
+const SMALL_ROWS: usize = 32;
+
+/// `out[rows, n] = x[rows, k] · wt + b` with `wt` stored `[k, n]` (the transposed weight).
+fn linear(x: &[f32], rows: usize, k: usize, wt: &[f32], b: &[f32], n: usize, out: &mut [f32]) {
+    assert!(x.len() >= rows * k && wt.len() == n * k && b.len() == n && out.len() >= rows * n);
     for r in out[..rows * n].chunks_exact_mut(n) {
         r.copy_from_slice(b);
+    }
+    if rows <= SMALL_ROWS {
+        small_linear(&x[..rows * k], k, wt, n, &mut out[..rows * n]);
+        return;
     }
     // SAFETY: the asserts above bound every access matrixmultiply makes.
     unsafe {
@@ -462,14 +491,99 @@ fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], b: &[f32], n: usize, out:
             x.as_ptr(),
             k as isize,
             1,
-            w.as_ptr(),
+            wt.as_ptr(),
+            n as isize,
             1,
-            k as isize,
             1.0,
             out.as_mut_ptr(),
             n as isize,
             1,
         );
+    }
+}
+
+/// `out += x · wt` for a few rows: for each block of 16 output columns and 4 rows, the
+/// accumulators stay in registers while the weight rows stream past once per row block
+/// (from L1/L2: a 16-column slab of `wt` is at most 96 KiB).
+fn small_linear(x: &[f32], k: usize, wt: &[f32], n: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, the features the function is compiled for.
+        unsafe { small_linear_fma(x, k, wt, n, out) };
+        return;
+    }
+    small_linear_body::<Plain>(x, k, wt, n, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_linear_fma(x: &[f32], k: usize, wt: &[f32], n: usize, out: &mut [f32]) {
+    small_linear_body::<Fused>(x, k, wt, n, out);
+}
+
+trait MulAdd {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+/// `a * b + c` in one rounding: an FMA instruction where the CPU has one.
+struct Fused;
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+/// Without FMA, `f32::mul_add` would be a library call: multiply, then add.
+struct Plain;
+impl MulAdd for Plain {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn small_linear_body<M: MulAdd>(x: &[f32], k: usize, wt: &[f32], n: usize, out: &mut [f32]) {
+    const NB: usize = 16;
+    const RB: usize = 4;
+    let rows = x.len() / k;
+    let mut c0 = 0;
+    while c0 < n {
+        let width = NB.min(n - c0);
+        let mut r0 = 0;
+        while r0 < rows {
+            let rb = RB.min(rows - r0);
+            let mut acc = [[0f32; NB]; RB];
+            if width == NB {
+                for kk in 0..k {
+                    let w: &[f32; NB] = wt[kk * n + c0..kk * n + c0 + NB].try_into().unwrap();
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        // Rows past the end repeat the last one; their sums are dropped.
+                        let a = x[(r0 + r.min(rb - 1)) * k + kk];
+                        for t in 0..NB {
+                            acc_r[t] = M::mul_add(a, w[t], acc_r[t]);
+                        }
+                    }
+                }
+            } else {
+                for kk in 0..k {
+                    let w = &wt[kk * n + c0..kk * n + c0 + width];
+                    for (r, acc_r) in acc.iter_mut().enumerate().take(rb) {
+                        let a = x[(r0 + r) * k + kk];
+                        for t in 0..width {
+                            acc_r[t] = M::mul_add(a, w[t], acc_r[t]);
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(rb) {
+                let dst = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + width];
+                for (d, v) in dst.iter_mut().zip(acc_r) {
+                    *d += v;
+                }
+            }
+            r0 += RB;
+        }
+        c0 += NB;
     }
 }
 
@@ -654,17 +768,39 @@ mod tests {
 
     #[test]
     fn linear_uses_transposed_weights() {
-        // x = [[1, 2]], w = [[1, 0], [0, 1], [1, 1]] → [1, 2, 3] + b
+        // x = [[1, 2]], w = [[1, 0], [0, 1], [1, 1]] (PyTorch's [out, in]) → [1, 2, 3] + b
+        let wt = transpose(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3, 2);
         let mut out = [0f32; 3];
-        linear(
-            &[1.0, 2.0],
-            1,
-            2,
-            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
-            &[0.5, 0.5, 0.5],
-            3,
-            &mut out,
-        );
+        linear(&[1.0, 2.0], 1, 2, &wt, &[0.5, 0.5, 0.5], 3, &mut out);
         assert_eq!(out, [1.5, 2.5, 3.5]);
+    }
+
+    #[test]
+    fn small_kernel_and_gemm_agree() {
+        // Odd sizes: row blocks and column blocks with tails.
+        let (k, n) = (37usize, 53usize);
+        let wt: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 9.0)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 / 10.0).collect();
+        for rows in [1usize, 3, 4, 5, 13, SMALL_ROWS, SMALL_ROWS + 7] {
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+                .collect();
+            let mut got = vec![0f32; rows * n];
+            linear(&x, rows, k, &wt, &b, n, &mut got);
+            for r in 0..rows {
+                for c in 0..n {
+                    let want: f64 = f64::from(b[c])
+                        + (0..k)
+                            .map(|i| f64::from(x[r * k + i]) * f64::from(wt[i * n + c]))
+                            .sum::<f64>();
+                    assert!(
+                        (f64::from(got[r * n + c]) - want).abs() < 1e-4,
+                        "{rows} {r} {c}"
+                    );
+                }
+            }
+        }
     }
 }
