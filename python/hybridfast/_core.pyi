@@ -383,7 +383,7 @@ class VectorIndex:
         storage: str = "f32",
         m: int = 16,
         ef_construction: int = 64,
-        ef_search: int = 64,
+        ef_search: int = 96,
         ann_threshold: int = 4096,
     ) -> None: ...
     @property

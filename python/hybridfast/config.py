@@ -229,7 +229,7 @@ class SemanticCacheConfig(_Section):
     storage: Literal["f32", "f16", "int8"] = "f32"
     # A scope gets an HNSW graph (instead of an exact scan) from this many entries.
     ann_threshold: int = 4096
-    ef_search: int = 64
+    ef_search: int = 96
     # Batched lookups over large scopes on the GPU when CuPy and a device are present.
     gpu: Literal["auto", "off"] = "auto"
     gpu_min_entries: int = 50_000

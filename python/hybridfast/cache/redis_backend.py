@@ -72,11 +72,16 @@ class RedisCache(MemoryCache):
     def __init__(self, config: Config, client: Any) -> None:
         super().__init__(config)
         self.redis = client
+        # Its own connection for the blocking stream read, so lookups never queue behind it.
+        import redis.asyncio as aioredis
+
+        self._reader_client = aioredis.Redis.from_url(config.cache.redis_url)
         self.prefix = config.cache.redis_prefix
         self.stream = f"{self.prefix}:events"
         self._last_id = "0-0"
         self._own: set[bytes] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self._maxlen = max(1000, 2 * config.cache.semantic.max_entries)
 
     @classmethod
@@ -101,11 +106,16 @@ class RedisCache(MemoryCache):
             self._reader = asyncio.create_task(self._tail())
 
     async def close(self) -> None:
+        self._closing = True
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            # A blocking XREAD interrupted mid-read must not hold shutdown up.
+            await asyncio.wait({self._reader}, timeout=2.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                if self._reader.done():
+                    self._reader.result()
             self._reader = None
+        await self._reader_client.aclose()
         await self.redis.aclose()
 
     # -- exact entries: Redis keys --------------------------------------------------------
@@ -225,9 +235,11 @@ class RedisCache(MemoryCache):
     async def _tail(self) -> None:
         from redis.exceptions import RedisError
 
-        while True:
+        while not self._closing:
             try:
-                found = await self.redis.xread({self.stream: self._last_id}, block=1000, count=500)
+                found: Any = await self._reader_client.xread(
+                    {self.stream: self._last_id}, block=1000, count=500
+                )
                 for _, entries in found:
                     self._apply_batch(entries)
             except asyncio.CancelledError:

@@ -83,7 +83,7 @@ fn rows<'a>(array: &'a PyReadonlyArray2<'_, f32>, owned: &'a mut Option<Vec<f32>
 #[pymethods]
 impl PyVectorIndex {
     #[new]
-    #[pyo3(signature = (dimensions, storage="f32", m=16, ef_construction=64, ef_search=64, ann_threshold=4096))]
+    #[pyo3(signature = (dimensions, storage="f32", m=16, ef_construction=64, ef_search=96, ann_threshold=4096))]
     fn new(
         dimensions: usize,
         storage: &str,

@@ -80,7 +80,7 @@ impl Default for IndexParams {
             storage: StorageKind::F32,
             m: 16,
             ef_construction: 64,
-            ef_search: 64,
+            ef_search: 96,
             ann_threshold: 4096,
         }
     }
