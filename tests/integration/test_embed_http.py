@@ -257,3 +257,29 @@ async def test_batching_off_gives_the_same_vectors(gateway: Make) -> None:
     np.testing.assert_allclose(
         vectors(data), load_embedder("minilm").embed(["same either way"]), atol=1e-6
     )
+
+
+async def test_full_queue_is_429_with_retry_after(gateway: Make) -> None:
+    h = await gateway("embeddings: {max_queue: 2, max_batch: 2}\n")
+    # Larger than the queue, but the queue is empty: admitted.
+    await h.embed(model="minilm", input=["a", "b", "c"])
+    responses = await asyncio.gather(
+        *(
+            h.client.post("/v1/embeddings", json={"model": "minilm", "input": [f"x{i}", f"y{i}"]})
+            for i in range(24)
+        )
+    )
+    statuses = [r.status for r in responses]
+    assert 200 in statuses
+    assert 429 in statuses
+    refused = next(r for r in responses if r.status == 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await refused.json())["error"]["code"] == "ERR_RATE_LIMITED"
+
+
+async def test_token_arrays_pass_through_to_providers(gateway: Make, fake_openai: Any) -> None:
+    h = await gateway(embed_config(fake_openai))
+    _, data = await h.embed(model="emb", input=[[1, 2, 3], [4, 5]])
+    assert fake_openai.requests[-1].body["input"] == [[1, 2, 3], [4, 5]]
+    assert len(data["data"]) == 2
+    assert data["usage"]["prompt_tokens"] == 5

@@ -128,7 +128,8 @@ class DynamicBatcher:
             raise RuntimeError("the batcher is closed")
         if not texts:
             return np.empty((0, 0), dtype=np.float32), []
-        if self._queued + len(texts) > self.max_queue:
+        # An empty queue takes any request: one larger than max_queue would never fit.
+        if self._queued and self._queued + len(texts) > self.max_queue:
             REJECTED.labels(self.name).inc()
             retry = self._retry_after(len(texts))
             raise RateLimited(
