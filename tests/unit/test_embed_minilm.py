@@ -157,3 +157,32 @@ def test_cuda_without_cupy_reports_unavailable(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy → ImportError
     assert local.cuda_available() is False
+
+
+def test_gpu_failures_fall_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` keeps serving on the CPU when the GPU cannot load the model or fails a batch;
+    `cuda` asked for explicitly fails loudly instead."""
+    from hybridfast.embeddings import gpu
+
+    monkeypatch.delenv("HYBRIDFAST_EMBED_DEVICE", raising=False)
+    monkeypatch.setattr(local, "cuda_available", lambda: True)
+
+    def broken_load(model_dir: Path, xp: object = None) -> GpuBert:
+        raise RuntimeError("cudaErrorMemoryAllocation")
+
+    monkeypatch.setattr(gpu.GpuBert, "load", staticmethod(broken_load))
+    auto = local.MiniLMEmbedder(minilm_dir(), device="auto")
+    assert auto.device == "cpu"
+    with pytest.raises(ModelNotFound):
+        local.MiniLMEmbedder(minilm_dir(), device="cuda")
+
+    class Failing:
+        def embed_ids(self, ids: list[list[int]]) -> np.ndarray:
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(auto, "_gpu", Failing())
+    texts = TEXTS[:10]
+    vectors, _ = auto.embed_counted(texts)
+    np.testing.assert_allclose(
+        vectors, load_embedder("minilm", device="cpu").embed(texts), atol=1e-5
+    )

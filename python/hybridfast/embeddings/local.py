@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,12 +58,17 @@ class MiniLMEmbedder:
         self.max_tokens: int = self._native.max_tokens
         self.vocab_size: int = self._native.vocab_size
         self.device: Literal["cpu", "cuda"] = "cpu"
-        self._gpu = None
+        self._gpu: Any = None
         if select_device(device) == "cuda":
             from hybridfast.embeddings.gpu import GpuBert
 
-            self._gpu = GpuBert.load(model_dir)
-            self.device = "cuda"
+            try:
+                self._gpu = GpuBert.load(model_dir)
+                self.device = "cuda"
+            except Exception as exc:  # CUDA errors are CuPy's own types
+                if device == "cuda":
+                    raise ModelNotFound(f"cannot put minilm on the GPU: {exc}") from None
+                log.warning("embeddings: minilm stays on the CPU, the GPU failed: %s", exc)
 
     def embed(self, texts: list[str]) -> Matrix:
         return self.embed_counted(texts)[0]
@@ -71,7 +76,10 @@ class MiniLMEmbedder:
     def embed_counted(self, texts: list[str]) -> tuple[Matrix, list[int]]:
         if self._gpu is not None and len(texts) >= GPU_MIN_BATCH:
             ids = self._native.tokenize(texts)
-            return self._gpu.embed_ids(ids), [len(x) for x in ids]
+            try:
+                return self._gpu.embed_ids(ids), [len(x) for x in ids]
+            except Exception as exc:  # e.g. out of device memory: the CPU still answers
+                log.warning("embeddings: GPU batch of %d failed (%s); on the CPU", len(ids), exc)
         return self._native.embed_counted(texts)
 
     def embed_ids(self, inputs: list[list[int]]) -> tuple[Matrix, list[int]]:
