@@ -163,3 +163,23 @@ async def test_unreachable_redis_is_a_config_error() -> None:
     config = parse_config("cache: {backend: redis, redis_url: 'redis://127.0.0.1:1/0'}").config
     with pytest.raises(ConfigError, match="cannot reach Redis"):
         await open_cache(config)
+
+
+@pytest.mark.redis
+async def test_redis_going_away_is_a_miss_not_an_error(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = await open_cache(redis_config(prefix))
+    await cache.store(req("kept"), ALICE, ChatAnswer(content="x"))
+    assert isinstance(cache, RedisCache)
+    await cache.redis.aclose()
+    broken = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    cache.redis = broken
+    await cache.store(req("not kept"), ALICE, ChatAnswer(content="y"))
+    # The exact half is unreachable; the local semantic mirror still answers.
+    hit = await cache.lookup(req("kept"), ALICE)
+    assert hit is not None
+    assert hit.kind == "semantic-hit"
+    assert await cache.lookup(req("never stored"), ALICE) is None
+    assert "answering without the cache" in caplog.text
+    await cache.close()

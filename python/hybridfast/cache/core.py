@@ -78,6 +78,7 @@ class MemoryCache:
         self._stores = 0
         self._inline_embed = self.semantic is not None and self.semantic.embedder.name == "hashing"
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._last_store_warning = -1e9
 
     # -- the pipeline's protocol ----------------------------------------------------------
 
@@ -98,7 +99,13 @@ class MemoryCache:
                 return None
             tenant = K.tenant_of(caller, self.cfg.shared)
             if self.cfg.exact.enabled:
-                entry = await self._exact_get(K.exact_key(request, tenant), request.model, tenant)
+                try:
+                    entry = await self._exact_get(
+                        K.exact_key(request, tenant), request.model, tenant
+                    )
+                except Exception as exc:  # a shared store that is down is a miss, not an error
+                    self._store_failed("lookup", exc)
+                    entry = None
                 if entry is not None:
                     result = "hit"
                     hit = CacheHit(answer=entry.answer, kind="hit", similarity=1.0)
@@ -106,7 +113,11 @@ class MemoryCache:
             if self.semantic is not None:
                 target = K.semantic_target(request, tenant, self.cfg.semantic.text)
                 if target is not None:
-                    vector = await self._embed(target.text)
+                    try:
+                        vector = await self._embed(target.text)
+                    except Exception as exc:
+                        self._semantic_failed(exc)
+                        return None
                     found = self.semantic.search(target.scope, target.text, vector)
                     if found is not None:
                         result = "semantic-hit"
@@ -135,12 +146,19 @@ class MemoryCache:
         self.scopes[coarse] = (request.model, tenant)
         now = time.time()
         if self.cfg.exact.enabled:
-            await self._exact_put(key, ExactEntry(request.model, tenant, answer), coarse, now)
-            STORES.labels("exact").inc()
+            try:
+                await self._exact_put(key, ExactEntry(request.model, tenant, answer), coarse, now)
+                STORES.labels("exact").inc()
+            except Exception as exc:
+                self._store_failed("store", exc)
         if self.semantic is not None:
             target = K.semantic_target(request, tenant, self.cfg.semantic.text)
             if target is not None:
-                vector = await self._embed(target.text)
+                try:
+                    vector = await self._embed(target.text)
+                except Exception as exc:
+                    self._semantic_failed(exc)
+                    return
                 payload = Payload(target.text, request.model, tenant, target.scope, answer)
                 await self._semantic_add(
                     K.entry_id(key), vector, payload, coarse, now + self.cfg.semantic.ttl_s, now
@@ -276,6 +294,25 @@ class MemoryCache:
                 vector = (await asyncio.to_thread(embedder.embed, [text]))[0]
             self.semantic.remember(text, vector)
         return vector
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_store_warning > 10.0:  # one line per 10 s, not one per request
+            self._last_store_warning = now
+            log.warning(
+                "cache: %s failed (%s: %s); answering without the cache",
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _semantic_failed(self, exc: Exception) -> None:
+        """The embedder broke (weights missing or damaged): answer without semantic
+        matching from now on rather than failing requests."""
+        name = self.semantic.embedder.name if self.semantic else "?"
+        log.error("cache: embedder %s failed (%s); semantic cache turned off", name, exc)
+        self.semantic_off_reason = f"semantic cache off: embedder {name} failed ({exc})"
+        self.semantic = None
 
     def _update_gauges(self) -> None:
         ENTRIES.labels("exact").set(len(self.exact))

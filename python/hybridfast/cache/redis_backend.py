@@ -166,7 +166,10 @@ class RedisCache(MemoryCache):
             np.asarray(vector, dtype=np.float32).tobytes(),
             encode_payload(payload),
         )
-        await self._publish(event)
+        try:
+            await self._publish(event)
+        except Exception as exc:  # the entry still serves this process
+            self._store_failed("replicating a semantic entry", exc)
 
     async def _publish(self, event: Event) -> None:
         msg_id = await self.redis.xadd(

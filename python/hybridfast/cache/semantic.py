@@ -8,6 +8,7 @@ which also enforces TTL and the LRU bound; when it drops an entry, the vector go
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,28 +49,79 @@ class EmbedderChoice:
     off_reason: str | None = None
 
 
+class LazyEmbedder:
+    """The neural model, loaded on first use rather than at start: `serve` stays small
+    and quick to become healthy, and the first load happens in a worker thread (the cache
+    calls neural embedders off the event loop). The instance is the embeddings module's
+    shared one, so the cache and `/v1/embeddings` hold one copy of the weights."""
+
+    def __init__(self, name: str, dimensions: int) -> None:
+        self._name = name
+        self._dimensions = dimensions
+        self._model: TextEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        model = self._model
+        if model is None:
+            with self._lock:
+                if self._model is None:
+                    from hybridfast.embeddings.local import load_embedder
+
+                    loaded: TextEmbedder = load_embedder(self._name)
+                    if loaded.dimensions != self._dimensions:
+                        raise ValueError(
+                            f"{self._name} gives {loaded.dimensions} dimensions, "
+                            f"expected {self._dimensions}"
+                        )
+                    self._model = loaded
+                model = self._model
+        return model.embed(texts)
+
+
 def choose_embedder(config: SemanticCacheConfig) -> EmbedderChoice:
-    """`auto`: the neural local model when it loads, else semantic matching stays off (the
-    hashing embedder misses the 2% false-hit target). A name: that model, or an error."""
+    """`auto`: the neural local model when its files are installed (loaded on first use),
+    else semantic matching stays off (the hashing embedder misses the 2% false-hit
+    target). A name: that model, loaded now so a bad name fails at start."""
     if not config.enabled:
         return EmbedderChoice(None, "semantic cache disabled in config (cache.semantic.enabled)")
     name = config.embedder
     if name == "hashing":
         return EmbedderChoice(HashingEmbedder(384))
-    try:
-        from hybridfast.embeddings.local import load_embedder
+    if name == "auto":
+        try:
+            from hybridfast.embeddings.local import minilm_dir
 
-        embedder: TextEmbedder = load_embedder("minilm" if name == "auto" else name)
-        return EmbedderChoice(embedder)
-    except Exception as exc:
-        if name != "auto":
-            raise
-        return EmbedderChoice(
-            None,
-            "semantic cache off: no neural embedder installed "
-            f"({type(exc).__name__}: {exc}); the hashing embedder cannot keep false hits "
-            "under 2% (set cache.semantic.embedder: hashing to use it anyway)",
-        )
+            path = minilm_dir()
+            if not path.exists():
+                raise FileNotFoundError(str(path))
+        except Exception as exc:
+            return EmbedderChoice(
+                None,
+                "semantic cache off: no neural embedder installed "
+                f"({type(exc).__name__}: {exc}); the hashing embedder cannot keep false hits "
+                "under 2% (set cache.semantic.embedder: hashing to use it anyway)",
+            )
+        return EmbedderChoice(LazyEmbedder("minilm", MINILM_DIMENSIONS))
+    from hybridfast.embeddings.local import load_embedder
+
+    embedder: TextEmbedder = load_embedder(name)
+    return EmbedderChoice(embedder)
+
+
+MINILM_DIMENSIONS = 384
 
 
 class Payload(msgspec.Struct, array_like=True):
