@@ -360,11 +360,12 @@ class SqliteJournal:
 import numpy as _cnp  # noqa: E402
 import numpy.typing as _cnpt  # noqa: E402
 
+@final
 class HashingEmbedder:
     """The built-in hashing embedder: word, word-bigram and character 3/4-gram features,
     signed feature hashing, L2-normalised rows. Deterministic, no model, no network."""
 
-    def __init__(self, dimensions: int = 384) -> None: ...
+    def __new__(cls, dimensions: int = 384) -> HashingEmbedder: ...
     @property
     def dimensions(self) -> int: ...
     @property
@@ -372,26 +373,27 @@ class HashingEmbedder:
     def embed(self, texts: list[str]) -> _cnpt.NDArray[_cnp.float32]:
         """float32 array of shape (len(texts), dimensions); an empty text is the zero row."""
 
+@final
 class VectorIndex:
     """Normalised vectors partitioned by scope: an exact SIMD scan for small scopes, an HNSW
     graph from `ann_threshold` entries. Scores are cosines. Thread-safe; searches release
     the GIL."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dimensions: int,
         storage: str = "f32",
         m: int = 16,
         ef_construction: int = 64,
         ef_search: int = 96,
         ann_threshold: int = 4096,
-    ) -> None: ...
+    ) -> VectorIndex: ...
     @property
     def dimensions(self) -> int: ...
     @property
     def storage(self) -> str: ...
     def __len__(self) -> int: ...
-    def __contains__(self, id: int) -> bool: ...
+    def __contains__(self, id: int, /) -> bool: ...
     def add(
         self,
         scope: int,
@@ -437,10 +439,11 @@ class VectorIndex:
     def load(path: str) -> VectorIndex:
         """Reads a snapshot; raises StorageError when it is damaged."""
 
+@final
 class ExactTable:
     """Byte keys → byte values with a TTL each and an LRU bound; times in unix seconds."""
 
-    def __init__(self, max_entries: int = 100_000) -> None: ...
+    def __new__(cls, max_entries: int = 100_000) -> ExactTable: ...
     def get(self, key: bytes, now: float | None = None) -> bytes | None: ...
     def peek(self, key: bytes, now: float | None = None) -> tuple[bytes, float, int] | None: ...
     def put(
