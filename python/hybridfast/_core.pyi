@@ -481,12 +481,13 @@ class ExactTable:
 import numpy as _np  # noqa: E402
 import numpy.typing as _npt  # noqa: E402
 
+@final
 class LocalEmbedder:
     """A BERT sentence-embedding model (all-MiniLM-L6-v2) run natively: WordPiece tokenizer,
     encoder, mean pooling, L2 normalisation. Every bulk call releases the GIL and spreads the
     batch over `threads` threads."""
 
-    def __init__(self, path: str, max_tokens: int = 256, threads: int = 0) -> None:
+    def __new__(cls, path: str, max_tokens: int = 256, threads: int = 0) -> LocalEmbedder:
         """Loads `vocab.txt`, `config.json` and `model.safetensors` from `path`; `threads` 0
         means one per core. Raises StorageError when a file is missing or malformed."""
     @property
