@@ -174,6 +174,8 @@ class RouterCore:
         output_tokens: int = 0,
     ) -> None:
         """A call ended: feeds latency EWMAs, the error window and the circuit breaker."""
+    def abandoned(self, id: str) -> None:
+        """A call ended with no verdict on the deployment: only the in-flight count changes."""
     def stats(self, id: str) -> dict[str, Any]:
         """Live state: in_flight, latency_s, ttft_s, tokens_per_s, error_rate,
         window_requests, consecutive_failures, circuit, retry_in_s, successes, failures,

@@ -47,6 +47,7 @@ from hybridfast.errors import (
     ModelNotFound,
     ProviderUnavailable,
 )
+from hybridfast.pricing import configure as configure_prices
 from hybridfast.pricing import estimate_tokens
 from hybridfast.providers import Provider, ProviderError, StreamEvent, build_providers
 from hybridfast.types import (
@@ -92,6 +93,7 @@ class CallInfo:
     """Bookkeeping of one request: what the headers and the final stream event report."""
 
     __slots__ = (
+        "arm",
         "cache",
         "cost",
         "deployment",
@@ -127,6 +129,7 @@ class CallInfo:
         self.status = 200
         self.stream = False
         self.input_estimate = 0
+        self.arm: str | None = None  # the A/B arm of a `weighted` route
 
     @property
     def deployment_id(self) -> str:
@@ -143,13 +146,16 @@ class CallInfo:
         return max(0.0, end - self.started - self.upstream_s)
 
     def headers(self, *, cost_known: bool = True) -> dict[str, str]:
-        return {
+        headers = {
             "x-hybridfast-request-id": self.request_id,
             "x-hybridfast-deployment": self.deployment_id,
             "x-hybridfast-cost-usd": format_usd(self.cost) if cost_known else "pending",
             "x-hybridfast-cache": self.cache,
             "x-hybridfast-overhead-ms": f"{self.overhead_s() * 1000:.3f}",
         }
+        if self.arm is not None:
+            headers["x-hybridfast-arm"] = self.arm
+        return headers
 
     def meta(self) -> dict[str, Any]:
         """The `x_hybridfast` object of answers and of a stream's final event."""
@@ -159,6 +165,8 @@ class CallInfo:
             "cost_usd": format_usd(self.cost),
             "cache": self.cache,
         }
+        if self.arm is not None:
+            meta["arm"] = self.arm
         if self.fallbacks:
             meta["fallbacks"] = self.fallbacks
         if self.recovered:
@@ -388,6 +396,9 @@ class Gateway:
         providers: dict[str, Provider] | None = None,
     ) -> None:
         self.config = config
+        if deployments is None:
+            # A LiteLLM price map in config prices deployments too, not just the ledger.
+            configure_prices(config.ledger.prices_file)
         self.deployments = (
             list(deployments) if deployments is not None else build_deployments(config)
         )
@@ -543,11 +554,14 @@ class Gateway:
             info.cache = "bypass"
         features = self._features(request, caller, info)
         try:
-            return self.router.plan(request.model, features, caller)
-        except GatewayError:
-            raise
+            plan = self.router.plan(request.model, features, caller)
         except HybridfastError as exc:
-            raise to_gateway_error(exc) from None
+            error = exc if isinstance(exc, GatewayError) else to_gateway_error(exc)
+            if isinstance(error, BudgetExceeded):  # a refusal is spend policy: on the books
+                await self._record_failure(request, caller, info, error)
+            raise error from None
+        info.arm = plan.arm
+        return plan
 
     def _worst_case(self, deployment: Deployment, request: ChatRequest, input_tokens: int) -> int:
         out = request.max_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
@@ -680,9 +694,12 @@ class Gateway:
             except ProviderError as exc:
                 elapsed = _perf() - t0
                 info.upstream_s += elapsed
-                self.router.finished(
-                    dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
-                )
+                if exc.client_fault:  # the request's fault, not the deployment's
+                    self.router.abandoned(dep.id)
+                else:
+                    self.router.finished(
+                        dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
+                    )
                 await self.ledger.release(reservation)
                 metrics.ERRORS.inc((dep.id, str(exc.status or 0), "ERR_UPSTREAM"))
                 log.info("request %s: %s", info.request_id, exc.message)
@@ -694,9 +711,7 @@ class Gateway:
                 info.fallbacks += 1
                 continue
             except BaseException:
-                self.router.finished(
-                    dep.id, ok=False, latency_s=_perf() - t0, ttft_s=None, output_tokens=0
-                )
+                self.router.abandoned(dep.id)  # cancelled: says nothing of the deployment
                 await self.ledger.release(reservation)
                 raise
             elapsed = _perf() - t0
@@ -834,9 +849,12 @@ class Gateway:
                     raise ProviderError(f"{provider.name}: the stream ended without finishing")
             except ProviderError as exc:
                 elapsed = _perf() - t0
-                self.router.finished(
-                    dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
-                )
+                if exc.client_fault and not produced:
+                    self.router.abandoned(dep.id)
+                else:
+                    self.router.finished(
+                        dep.id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
+                    )
                 metrics.ERRORS.inc((dep.id, str(exc.status or 0), "ERR_UPSTREAM"))
                 log.info("request %s: %s", info.request_id, exc.message)
                 if not produced:
@@ -863,10 +881,7 @@ class Gateway:
             except BaseException:
                 # The client went away (or the task was cancelled): the upstream call is
                 # closed below, and what it produced so far is recorded.
-                elapsed = _perf() - t0
-                self.router.finished(
-                    dep.id, ok=True, latency_s=elapsed, ttft_s=None, output_tokens=0
-                )
+                self.router.abandoned(dep.id)
                 part = usage or self._estimate(
                     dep, info.input_estimate, "".join(texts[started_text:])
                 )

@@ -184,6 +184,11 @@ class Router(Protocol):
     ) -> None:
         """A call ended: feeds latency EWMAs, error windows and the circuit breaker."""
 
+    def abandoned(self, deployment_id: str) -> None:
+        """A call ended with no verdict on the deployment (the client went away, or the
+        upstream refused the request itself as malformed): it only stops counting as in
+        flight, so bad requests and impatient clients never open a healthy circuit."""
+
 
 class Ledger(Protocol):
     async def reserve(

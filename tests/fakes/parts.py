@@ -102,3 +102,7 @@ class RecordingRouter:
     def finished(self, deployment_id: str, **kw: Any) -> None:
         self.events.append(("finished", deployment_id, kw["ok"]))
         self.inner.finished(deployment_id, **kw)
+
+    def abandoned(self, deployment_id: str) -> None:
+        self.events.append(("abandoned", deployment_id, None))
+        self.inner.abandoned(deployment_id)

@@ -223,6 +223,9 @@ class NativeRouter:
             output_tokens=output_tokens,
         )
 
+    def abandoned(self, deployment_id: str) -> None:
+        self._core.abandoned(deployment_id)
+
     async def close(self) -> None:
         """Nothing to flush (the state lives in memory); stops reporting metrics."""
         router_metrics.untrack(self)

@@ -378,6 +378,14 @@ impl RouterCore {
         Ok(())
     }
 
+    /// A call ended with no verdict on the deployment (client disconnect, a request the
+    /// upstream refused as malformed): only the in-flight count changes.
+    fn abandoned(&self, id: &str) -> PyResult<()> {
+        let index = self.index(id)?;
+        self.core.abandoned(index);
+        Ok(())
+    }
+
     /// Live state of deployment `id`: in_flight, latency_s, ttft_s, tokens_per_s (None until
     /// measured), error_rate and window_requests, consecutive_failures, circuit
     /// ("closed" / "open" / "half-open"), retry_in_s, successes, failures, times_opened.

@@ -805,6 +805,14 @@ impl Router {
             .finished(now, outcome, &self.settings);
     }
 
+    /// A call to deployment `index` ended without saying anything about the deployment
+    /// (the client went away, or its request was refused as malformed): it leaves the
+    /// in-flight count, and neither the error window nor the latency averages.
+    pub fn abandoned(&self, index: usize) {
+        let _ = self.in_flight[index]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     pub fn stats(&self, index: usize, now: Nanos) -> Stats {
         let live = self.live[index].lock();
         let (latency_s, ttft_s, tokens_per_s) = live.ewmas();
