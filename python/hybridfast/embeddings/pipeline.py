@@ -363,7 +363,8 @@ class EmbeddingsService:
                     rows[i] = vectors[j]
                     tokens[i] = counts[j]
                     if request.cache != "no-store":
-                        self.cache.put(keys[i], vectors[j], counts[j])
+                        # A copy: a view would keep the whole batch alive per cached row.
+                        self.cache.put(keys[i], vectors[j].copy(), counts[j])
                 cost = deployment.price.cost(input_tokens=usage.input_tokens)
         except BaseException:
             if missing and routed:
