@@ -72,12 +72,13 @@ def format_usd(picodollars: int) -> str:
 CAPABILITIES: Final[list[str]]
 """Capability names with a fixed bit, in bit order: tools, vision, json, embeddings."""
 
+@final
 class DeploymentSpec:
     """One deployment's static facts, as the router needs them. `capabilities` and `tags`
     are bit masks (the caller numbers the names); `gpu_second` is picodollars."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         id: str,
         name: str,
         *,
@@ -92,16 +93,17 @@ class DeploymentSpec:
         max_concurrency: int | None = None,
         ttft_s: float | None = None,
         tokens_per_s: float | None = None,
-    ) -> None: ...
+    ) -> DeploymentSpec: ...
     @property
     def id(self) -> str: ...
 
+@final
 class RouteSpec:
     """A route: `name` resolved over `candidates` (groups or routes) by `strategy`.
     `max_cost` is picodollars; `balance` is (cost, latency, quality) weights."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         strategy: str,
         candidates: list[str],
@@ -109,16 +111,17 @@ class RouteSpec:
         weights: list[float] | None = None,
         min_quality: float | None = None,
         max_cost: int | None = None,
-        balance: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        balance: tuple[float, float, float] = ...,  # (1.0, 1.0, 1.0)
         downgrade_on_budget: bool = True,
-    ) -> None: ...
+    ) -> RouteSpec: ...
 
+@final
 class RouterCore:
     """The native routing engine; thread-safe (state behind per-deployment locks and
     atomics). Every deployment group is a name of its own with `group_strategy`."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         deployments: list[DeploymentSpec],
         routes: list[RouteSpec],
         payloads: list[Any],
@@ -136,7 +139,7 @@ class RouterCore:
         jitter: float = 0.2,
         successes_to_close: int = 2,
         probe_timeout_s: float = 60.0,
-    ) -> None: ...
+    ) -> RouterCore: ...
     def plan(
         self,
         name: str,
@@ -356,7 +359,6 @@ class SqliteJournal:
         """Stored entries after row `after_id`: the row id, then the store's columns."""
     def count(self) -> int: ...
 
-
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------
 
 import numpy as _cnp  # noqa: E402
@@ -477,7 +479,6 @@ class ExactTable:
     @staticmethod
     def load(path: str, max_entries: int = 100_000, now: float | None = None) -> ExactTable: ...
 
-
 # --- embed (rust/python/src/embed.rs) ---------------------------------------------------
 
 import numpy as _np  # noqa: E402
@@ -507,9 +508,7 @@ class LocalEmbedder:
         L2-normalised."""
     def embed_counted(self, texts: list[str]) -> tuple[_npt.NDArray[_np.float32], list[int]]:
         """As `embed`, with the number of tokens the model read for each text (for usage)."""
-    def embed_ids(
-        self, inputs: list[list[int]]
-    ) -> tuple[_npt.NDArray[_np.float32], list[int]]:
+    def embed_ids(self, inputs: list[list[int]]) -> tuple[_npt.NDArray[_np.float32], list[int]]:
         """Embeds pre-tokenized inputs (ids of this model's vocabulary; `[CLS]`/`[SEP]` are
         added). Returns the array and each input's token count; raises InvalidArgumentError
         for an id outside the vocabulary."""
