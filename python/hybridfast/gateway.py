@@ -446,6 +446,9 @@ class Gateway:
         return self
 
     async def close(self) -> None:
+        from hybridfast.embeddings.pipeline import close_service
+
+        await close_service(self)  # the embedding batchers, if any request started them
         for provider in self.providers.values():
             await provider.close()
         if self._opened:

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
+from hybridfast.embeddings import builtin_models
 from hybridfast.errors import GatewayError, RequestTooLarge, Unauthorized
 from hybridfast.gateway import ANONYMOUS, CallInfo, Gateway, to_gateway_error
 from hybridfast.metrics import REGISTRY
@@ -289,6 +290,16 @@ async def list_models(request: web.Request) -> web.Response:
             },
         }
         for name, route in gateway.config.routes.items()
+    ]
+    data += [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "hybridfast",
+            "x_hybridfast": {"kind": "builtin", "capabilities": ["embeddings"]},
+        }
+        for name in builtin_models(gateway.config)
     ]
     return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
 
