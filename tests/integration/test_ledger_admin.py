@@ -140,13 +140,16 @@ async def test_admin_spend_budgets_and_the_cli(
 
     assert main(["ledger", "--config", cfg, "export"]) == 0
     entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len({e["request_id"] for e in entries}) == len(entries) == 5
+    # Five answers, and the refusal: on the books at no cost, with the status the client got.
+    assert len({e["request_id"] for e in entries}) == len(entries) == 6
+    (refused,) = [e for e in entries if e["status"] == 429]
+    assert (refused["key_name"], Decimal(refused["cost_usd"])) == ("alice", 0)
     assert {e["key_name"] for e in entries} == {"alice", "bob"}
     assert sum(Decimal(e["cost_usd"]) for e in entries) == alice_usd + bob_usd
     csv_path = str(tmp_path / "x.csv")
     assert main(["ledger", "--config", cfg, "export", "--format", "csv", "-o", csv_path]) == 0
     exported = (tmp_path / "x.csv").read_text()
-    assert len(list(csv.DictReader(io.StringIO(exported)))) == 5
+    assert len(list(csv.DictReader(io.StringIO(exported)))) == 6
 
     # Budgets changed through the API were kept: the CLI sees the new research limit.
     assert main(["ledger", "--config", cfg, "budgets", "--json"]) == 0
