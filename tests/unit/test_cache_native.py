@@ -254,3 +254,47 @@ def test_table_scopes_purge_and_snapshot(tmp_path: Path) -> None:
         ExactTable.load(str(path))
     with pytest.raises(InvalidArgumentError):
         ExactTable(0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 6),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["put", "get", "remove", "tick"]),
+            st.integers(0, 9),
+            st.floats(0.5, 5.0),
+        ),
+        max_size=60,
+    ),
+)
+def test_table_matches_a_reference_lru(capacity: int, ops: list[tuple[str, int, float]]) -> None:
+    """Against an OrderedDict model of the same TTL + LRU rules."""
+    from collections import OrderedDict
+
+    table = ExactTable(capacity)
+    model: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+    now = 0.0
+    for op, k, x in ops:
+        key = bytes([k])
+        if op == "tick":
+            now += x
+        elif op == "put":
+            value = f"{k}@{now}".encode()
+            model.pop(key, None)
+            evicted = []
+            while len(model) >= capacity:
+                evicted.append(model.popitem(last=False)[0])
+            model[key] = (value, now + x)
+            assert table.put(key, value, x, now=now) == evicted
+        elif op == "get":
+            found = model.get(key)
+            if found is not None and found[1] <= now:
+                del model[key]
+                found = None
+            if found is not None:
+                model.move_to_end(key)
+            assert table.get(key, now=now) == (found[0] if found else None)
+        else:
+            assert table.remove(key) == (model.pop(key, None) is not None)
+        assert table.keys() == list(model)
