@@ -99,7 +99,11 @@ pub fn parse_usd(text: &str) -> CoreResult<Picodollars> {
             "{text:?} has more than {PICO_DECIMALS} decimals"
         )));
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
     let frac_picos: i64 = if frac.is_empty() {
         0
     } else {
@@ -149,21 +153,44 @@ mod tests {
             reasoning_tokens: 0,
         };
         // 300 × 3e6 + 600 × 3e5 + 100 × 3.75e6 + 200 × 15e6
-        assert_eq!(price.cost(&usage), Ok(900_000_000 + 180_000_000 + 375_000_000 + 3_000_000_000));
+        assert_eq!(
+            price.cost(&usage),
+            Ok(900_000_000 + 180_000_000 + 375_000_000 + 3_000_000_000)
+        );
     }
 
     #[test]
     fn cost_rejects_parts_larger_than_the_whole() {
-        let usage = Usage { input_tokens: 10, cached_input_tokens: 11, ..Usage::default() };
-        assert!(matches!(Price::default().cost(&usage), Err(CoreError::InvalidArgument(_))));
-        let usage = Usage { output_tokens: 1, reasoning_tokens: 2, ..Usage::default() };
-        assert!(matches!(Price::default().cost(&usage), Err(CoreError::InvalidArgument(_))));
+        let usage = Usage {
+            input_tokens: 10,
+            cached_input_tokens: 11,
+            ..Usage::default()
+        };
+        assert!(matches!(
+            Price::default().cost(&usage),
+            Err(CoreError::InvalidArgument(_))
+        ));
+        let usage = Usage {
+            output_tokens: 1,
+            reasoning_tokens: 2,
+            ..Usage::default()
+        };
+        assert!(matches!(
+            Price::default().cost(&usage),
+            Err(CoreError::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn cost_refuses_to_overflow() {
-        let price = Price { input: i64::MAX, ..Price::default() };
-        let usage = Usage { input_tokens: 2, ..Usage::default() };
+        let price = Price {
+            input: i64::MAX,
+            ..Price::default()
+        };
+        let usage = Usage {
+            input_tokens: 2,
+            ..Usage::default()
+        };
         assert!(matches!(price.cost(&usage), Err(CoreError::Overflow(_))));
     }
 
@@ -185,7 +212,10 @@ mod tests {
         assert_eq!(format_usd(0), "0");
         assert_eq!(format_usd(1_500_000), "0.0000015");
         assert_eq!(format_usd(-2_500_000_000_000), "-2.5");
-        assert_eq!(format_usd(i128::from(i64::MAX) * 4), "36893488.147419103228");
+        assert_eq!(
+            format_usd(i128::from(i64::MAX) * 4),
+            "36893488.147419103228"
+        );
     }
 
     proptest! {

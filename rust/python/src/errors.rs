@@ -6,14 +6,54 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::{create_exception, PyErr};
 
-create_exception!(hybridfast, HybridfastError, PyException, "Base of every hybridfast error.");
-create_exception!(hybridfast, InvalidArgumentError, HybridfastError, "A value the core cannot use.");
-create_exception!(hybridfast, NotFoundError, HybridfastError, "A name the core does not know.");
-create_exception!(hybridfast, BudgetExceededError, HybridfastError, "A budget cannot cover the request.");
-create_exception!(hybridfast, NoCandidatesError, HybridfastError, "Every deployment was filtered out.");
-create_exception!(hybridfast, DimensionError, HybridfastError, "A vector of the wrong length.");
-create_exception!(hybridfast, StorageError, HybridfastError, "A file the core owns could not be read or written.");
-create_exception!(hybridfast, OverflowError, HybridfastError, "Arithmetic on money would overflow.");
+create_exception!(
+    hybridfast,
+    HybridfastError,
+    PyException,
+    "Base of every hybridfast error."
+);
+create_exception!(
+    hybridfast,
+    InvalidArgumentError,
+    HybridfastError,
+    "A value the core cannot use."
+);
+create_exception!(
+    hybridfast,
+    NotFoundError,
+    HybridfastError,
+    "A name the core does not know."
+);
+create_exception!(
+    hybridfast,
+    BudgetExceededError,
+    HybridfastError,
+    "A budget cannot cover the request."
+);
+create_exception!(
+    hybridfast,
+    NoCandidatesError,
+    HybridfastError,
+    "Every deployment was filtered out."
+);
+create_exception!(
+    hybridfast,
+    DimensionError,
+    HybridfastError,
+    "A vector of the wrong length."
+);
+create_exception!(
+    hybridfast,
+    StorageError,
+    HybridfastError,
+    "A file the core owns could not be read or written."
+);
+create_exception!(
+    hybridfast,
+    OverflowError,
+    HybridfastError,
+    "Arithmetic on money would overflow."
+);
 
 /// Converts a core error at the boundary: `result.map_err(to_py)?`.
 #[cold]
@@ -40,7 +80,10 @@ pub fn to_py(err: CoreError) -> PyErr {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("HybridfastError", py.get_type::<HybridfastError>())?;
-    m.add("InvalidArgumentError", py.get_type::<InvalidArgumentError>())?;
+    m.add(
+        "InvalidArgumentError",
+        py.get_type::<InvalidArgumentError>(),
+    )?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
     m.add("BudgetExceededError", py.get_type::<BudgetExceededError>())?;
     m.add("NoCandidatesError", py.get_type::<NoCandidatesError>())?;
