@@ -105,6 +105,7 @@ class CallInfo:
         "recovered",
         "request_id",
         "route",
+        "similarity",
         "started",
         "status",
         "stream",
@@ -130,6 +131,7 @@ class CallInfo:
         self.stream = False
         self.input_estimate = 0
         self.arm: str | None = None  # the A/B arm of a `weighted` route
+        self.similarity: float | None = None  # of the question a cache hit answered
 
     @property
     def deployment_id(self) -> str:
@@ -155,6 +157,8 @@ class CallInfo:
         }
         if self.arm is not None:
             headers["x-hybridfast-arm"] = self.arm
+        if self.cache == "semantic-hit" and self.similarity is not None:
+            headers["x-hybridfast-cache-similarity"] = f"{self.similarity:.4f}"
         return headers
 
     def meta(self) -> dict[str, Any]:
@@ -167,6 +171,8 @@ class CallInfo:
         }
         if self.arm is not None:
             meta["arm"] = self.arm
+        if self.cache == "semantic-hit" and self.similarity is not None:
+            meta["similarity"] = round(self.similarity, 4)
         if self.fallbacks:
             meta["fallbacks"] = self.fallbacks
         if self.recovered:
@@ -553,6 +559,8 @@ class Gateway:
             hit = await self.cache.lookup(request, caller)
             if hit is not None:
                 return hit
+            if self.cache.bypass(request):  # e.g. sampled: neither looked up nor kept
+                info.cache = "bypass"
         else:
             info.cache = "bypass"
         features = self._features(request, caller, info)
@@ -649,6 +657,7 @@ class Gateway:
         self, hit: CacheHit, request: ChatRequest, caller: Caller, info: CallInfo
     ) -> None:
         info.cache = hit.kind
+        info.similarity = hit.similarity
         info.deployment = self._by_id.get(hit.answer.deployment)
         info.usage = hit.answer.usage
         info.cost = 0
@@ -760,6 +769,7 @@ class Gateway:
         if isinstance(begun, CacheHit):
             answer = begun.answer
             info.cache = begun.kind
+            info.similarity = begun.similarity
             info.first_byte = _perf()
             batch = [StreamEvent(piece) for piece in _split_for_replay(answer.content)]
             if answer.tool_calls:

@@ -220,4 +220,8 @@ class ResponseCache(Protocol):
     async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
         """Keeps a finished answer (the pipeline calls it only for complete answers)."""
 
+    def bypass(self, request: ChatRequest) -> bool:
+        """True when this request is neither looked up nor kept (a sampled request, say):
+        the answer's `x-hybridfast-cache` then says `bypass`, not `miss`."""
+
     async def close(self) -> None: ...

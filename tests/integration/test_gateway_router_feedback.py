@@ -122,3 +122,25 @@ def test_a_litellm_price_file_prices_the_deployments(
     gw = hybridfast.Gateway(parse_config(text).config)
     [listed] = [d for d in gw.deployments if d.name == "listed"]
     assert (listed.price.input, listed.price.output) == (2_000_000, 10_000_000)
+
+
+async def test_cache_headers_say_bypass_for_sampled_requests_and_carry_the_similarity(
+    fake_openai: FakeUpstream, fake_ollama: FakeUpstream
+) -> None:
+    text = config_text(fake_openai, fake_ollama).replace(
+        "ledger: {backend: memory}",
+        "ledger: {backend: memory}\ncache: {semantic: {enabled: true, embedder: hashing, "
+        "threshold: 0.5, guards: []}}",
+    )
+    async with hybridfast.Gateway(parse_config(text).config, ledger=RecordingLedger()) as gw:
+        sampled = await gw.chat("hi", model="cheap", temperature=0.7)
+        assert sampled.info.headers()["x-hybridfast-cache"] == "bypass"
+        first = await gw.chat("how do I sort a list in python", model="cheap", temperature=0)
+        assert first.info.headers()["x-hybridfast-cache"] == "miss"
+        assert "x-hybridfast-cache-similarity" not in first.info.headers()
+        near = await gw.chat("how do I sort a python list", model="cheap", temperature=0)
+        headers = near.info.headers()
+        assert headers["x-hybridfast-cache"] == "semantic-hit"
+        similarity = float(headers["x-hybridfast-cache-similarity"])
+        assert 0.5 <= similarity < 1.0
+        assert near.info.meta()["similarity"] == round(similarity, 4)

@@ -29,6 +29,9 @@ class NoCache:
     async def store(self, request: object, caller: object, answer: object) -> None:
         pass
 
+    def bypass(self, request: object) -> bool:
+        return True
+
     async def close(self) -> None:
         pass
 
