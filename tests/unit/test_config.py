@@ -9,6 +9,8 @@ import pytest
 from hybridfast.config import Config, load_config, parse_config
 from hybridfast.errors import ConfigError
 
+# Shaped like an OpenAI project key, and obviously not one.
+FAKE_KEY = "sk-proj-" + "x1" * 12
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 
 ISSUE_EXAMPLE = """\
@@ -108,18 +110,16 @@ def test_errors_name_file_line_and_key_path(text: str, message: str) -> None:
 
 
 def test_a_literal_secret_warns_and_suggests_interpolation() -> None:
-    text = (
-        "providers:\n  - {name: o, kind: openai, api_key: sk-proj-abcdefghijklmnopqrstuvwxyz0123}\n"
-    )
+    text = f"providers:\n  - {{name: o, kind: openai, api_key: {FAKE_KEY}}}\n"
     loaded = parse_config(text, "x.yaml", {})
     assert len(loaded.warnings) == 1
     assert "x.yaml:2: providers[0].api_key holds a literal secret" in loaded.warnings[0]
     assert "sk-proj" not in loaded.warnings[0]
     assert (
         parse_config(
-            text.replace("sk-proj-abcdefghijklmnopqrstuvwxyz0123", "${K}"),
+            text.replace(FAKE_KEY, "${K}"),
             "x.yaml",
-            {"K": "sk-proj-abcdefghijklmnopqrstuvwxyz0123"},
+            {"K": FAKE_KEY},
         ).warnings
         == []
     )

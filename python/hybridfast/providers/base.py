@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -103,7 +104,7 @@ async def iter_lines(content: Any) -> AsyncIterator[list[bytes]]:
         yield [rest]
 
 
-class Provider:
+class Provider(ABC):
     """One upstream: its config, its shared session, and the calls the pipeline makes."""
 
     kind = "base"
@@ -149,15 +150,17 @@ class Provider:
 
     # --- the calls (each adapter implements them) ---------------------------------------
 
+    @abstractmethod
     async def chat(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> ChatAnswer:
-        raise NotImplementedError
+        """The whole answer of one upstream call."""
 
+    @abstractmethod
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> AsyncGenerator[list[StreamEvent], None]:
-        raise NotImplementedError
+        """The answer as batches of events, as the upstream's bytes arrive."""
 
     async def embed(
         self,
