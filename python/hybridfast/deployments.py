@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hybridfast._core import Price
+from hybridfast._core import Price, parse_usd
 from hybridfast.config import LOCAL_PROVIDER, Config, ModelConfig, PriceConfig
 from hybridfast.types import Deployment
 
@@ -24,6 +24,13 @@ def price_from_config(price: PriceConfig) -> Price:
         None if price.cached_input_per_mtok is None else _usd(price.cached_input_per_mtok),
         None if price.cache_write_per_mtok is None else _usd(price.cache_write_per_mtok),
     )
+
+
+def gpu_second_price(model: ModelConfig) -> int:
+    """Picodollars per GPU-second from `price.per_gpu_second` (0: not priced by time)."""
+    if model.price is None or model.price.per_gpu_second is None:
+        return 0
+    return parse_usd(_usd(model.price.per_gpu_second))
 
 
 def resolve_price(model: ModelConfig, kind: str) -> Price:
@@ -64,6 +71,7 @@ def build_deployments(config: Config) -> list[Deployment]:
                 ttft_ms=m.ttft_ms,
                 tokens_per_s=m.tokens_per_s,
                 dimensions=m.dimensions,
+                gpu_second=gpu_second_price(m),
             )
         )
         seen[m.name] += 1

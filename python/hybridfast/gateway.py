@@ -73,6 +73,8 @@ ANONYMOUS = Caller()
 # The output a request may produce when neither it nor the deployment says: what the budget
 # reservation assumes.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# The generation rate a budget hold assumes for a deployment priced per GPU-second.
+SLOW_TOKENS_PER_S = 10.0
 CONTINUE_PROMPT = (
     "Your previous answer was cut off. Continue it exactly where it stopped, without "
     "repeating anything and without any preamble."
@@ -324,16 +326,17 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
     )
 
 
-def _cost(deployment: Deployment, usage: Usage) -> int:
-    return int(
-        deployment.price.cost(
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cached_input_tokens,
-            usage.cache_write_tokens,
-            usage.reasoning_tokens,
-        )
+def _cost(deployment: Deployment, usage: Usage, seconds: float) -> int:
+    """Tokens at the deployment's prices, plus the upstream's time for a local GPU priced per
+    GPU-second (exact price × measured time, rounded to the picodollar)."""
+    tokens = deployment.price.cost(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
     )
+    return int(tokens) + round(deployment.gpu_second * max(seconds, 0.0))
 
 
 def continuation(request: ChatRequest, partial: str, kind: str) -> ChatRequest:
@@ -576,7 +579,12 @@ class Gateway:
 
     def _worst_case(self, deployment: Deployment, request: ChatRequest, input_tokens: int) -> int:
         out = request.max_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
-        return int(deployment.price.cost(input_tokens, out))
+        worst = int(deployment.price.cost(input_tokens, out))
+        if deployment.gpu_second:
+            # GPU time has no token bound: hold for the whole output at a slow generation rate.
+            seconds = out / min(deployment.tokens_per_s or SLOW_TOKENS_PER_S, SLOW_TOKENS_PER_S)
+            worst += round(deployment.gpu_second * seconds)
+        return worst
 
     def _estimate(self, deployment: Deployment, input_tokens: int, output_text: str) -> Usage:
         return Usage(
@@ -737,7 +745,7 @@ class Gateway:
                     answer.content + "".join(c["function"]["arguments"] for c in answer.tool_calls),
                 )
             info.usage = answer.usage
-            info.cost = answer.cost = _cost(dep, answer.usage)
+            info.cost = answer.cost = _cost(dep, answer.usage, elapsed)
             answer.deployment = dep.id
             self.router.finished(
                 dep.id,
@@ -882,7 +890,7 @@ class Gateway:
                 # A break mid-way: what was produced is spent (estimated: no usage came).
                 part = self._estimate(dep, info.input_estimate, "".join(texts[started_text:]))
                 spent = _add_usage(spent, part)
-                spent_cost += _cost(dep, part)
+                spent_cost += _cost(dep, part, elapsed)
                 held.append(reservation)
                 last = exc
                 finish = None
@@ -899,7 +907,7 @@ class Gateway:
                     dep, info.input_estimate, "".join(texts[started_text:])
                 )
                 info.usage = _add_usage(spent, part)
-                info.cost = spent_cost + _cost(dep, part)
+                info.cost = spent_cost + _cost(dep, part, _perf() - t0)
                 info.status = 499
                 try:
                     await self._settle(reservation, request, caller, info, ttft_s=ttft_s)
@@ -927,7 +935,7 @@ class Gateway:
                 output_tokens=usage.output_tokens,
             )
             info.usage = _add_usage(spent, usage)
-            info.cost = spent_cost + _cost(dep, usage)
+            info.cost = spent_cost + _cost(dep, usage, elapsed)
             await self._settle(reservation, request, caller, info, ttft_s=ttft_s)
             for r in held:
                 await self.ledger.release(r)

@@ -64,6 +64,8 @@ class Deployment:
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     dimensions: int | None = None
+    # Picodollars per second of upstream time, for local GPUs priced by the hour, not the token.
+    gpu_second: Picodollars = 0
 
 
 @dataclass(slots=True)

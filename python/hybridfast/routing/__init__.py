@@ -122,14 +122,13 @@ class NativeRouter:
         router_metrics.track(self)
 
     def _spec(self, d: Deployment, model: ModelConfig | None) -> DeploymentSpec:
-        gpu = model.price.per_gpu_second if model and model.price else None
         return DeploymentSpec(
             d.id,
             d.name,
             local=d.local,
             quality=d.quality,
             price=d.price,
-            gpu_second=0 if gpu is None else parse_usd(repr(float(gpu))),
+            gpu_second=d.gpu_second,
             context_window=d.context_window,
             max_output_tokens=d.max_output_tokens,
             capabilities=self._bits(self._cap_bits, d.capabilities),
