@@ -157,8 +157,7 @@ class RedisCache(MemoryCache):
         expires_at: float,
         now: float,
     ) -> None:
-        assert self.semantic is not None
-        self.semantic.add(entry_id, vector, payload, coarse, expires_at, now)
+        await super()._semantic_add(entry_id, vector, payload, coarse, expires_at, now)
         event = AddEvent(
             entry_id,
             coarse,
