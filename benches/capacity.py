@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benches.gateway_load import run_phase  # noqa: E402
-from tests.fakes.server import start_fake, start_server  # noqa: E402
+from benches.gateway_load import run_phase
+from tests.fakes.server import start_fake, start_server
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
