@@ -274,6 +274,42 @@ class EmbeddingsConfig(_Section):
     cache_max_entries: int = 100_000
 
 
+class RequestLogConfig(_Section):
+    """One row per request in the ledger's database, for the admin API and dashboard."""
+
+    enabled: bool = True
+    retention_days: float = 30.0
+    flush_interval_ms: float = 200.0
+
+
+class TracingConfig(_Section):
+    """OpenTelemetry traces over OTLP/HTTP (the `otel` extra). Also switched on by the
+    standard OTEL_TRACES_EXPORTER=otlp / OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT variables."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # default: the OTEL_* variables, else http://127.0.0.1:4318
+    service_name: str = "hybridfast"
+    sample_ratio: float = 1.0
+    # Prompts and completions go into spans only when this says so.
+    record_content: bool = False
+
+
+class MetricsConfig(_Section):
+    # Label sets kept per family before new ones are counted under "other".
+    max_series: int = 2000
+    # Spend and tokens by key name and team (off: one series per deployment).
+    by_key: bool = True
+
+
+class ObservabilityConfig(_Section):
+    log_format: Literal["text", "json"] = "text"
+    # One log line per request: "auto" writes them with the JSON format only.
+    request_lines: Literal["auto", "on", "off"] = "auto"
+    request_log: RequestLogConfig = msgspec.field(default_factory=RequestLogConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+
+
 class KeyConfig(_Section):
     """A virtual API key: who is calling, for auth, budgets and cache scoping."""
 
@@ -295,6 +331,7 @@ class Config(_Section):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     embeddings: EmbeddingsConfig = msgspec.field(default_factory=EmbeddingsConfig)
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
