@@ -47,6 +47,7 @@ from hybridfast.errors import (
     ModelNotFound,
     ProviderUnavailable,
 )
+from hybridfast.pipeline.hooks import Hooks
 from hybridfast.pricing import configure as configure_prices
 from hybridfast.pricing import estimate_tokens
 from hybridfast.providers import Provider, ProviderError, StreamEvent, build_providers
@@ -403,8 +404,11 @@ class Gateway:
         ledger: Ledger | None = None,
         cache: ResponseCache | None = None,
         providers: dict[str, Provider] | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config
+        # The seams where guardrails, rate limits, tracing and the request log attach.
+        self.hooks = hooks if hooks is not None else Hooks()
         if deployments is None:
             # A LiteLLM price map in config prices deployments too, not just the ledger.
             configure_prices(config.ledger.prices_file)

@@ -1,9 +1,11 @@
 """The types the request pipeline shares with the parts it calls.
 
-`gateway.py` runs every request through: validate → cache lookup → route → reserve budget →
-call with fallback → stream → settle cost → cache store. Each step that is not plain I/O is
-an object behind one of the protocols below (`Router`, `Ledger`, `ResponseCache`), built from
-the config at start-up, so the pipeline reads the same whoever implements them.
+`hybridfast.pipeline` runs every request through: validate → cache lookup → route →
+attempt (hold budget → call → stream → settle) with fallback → cache store. Each step that is
+not plain I/O is an object behind one of the protocols below (`Router`, `Ledger`,
+`ResponseCache`), built from the config at start-up, so the pipeline reads the same whoever
+implements them. This module is the bottom layer: it imports nothing of the package but the
+core.
 
 Money is always integer picodollars (`hybridfast._core.PICODOLLARS_PER_USD` per dollar).
 """
@@ -29,6 +31,9 @@ class Caller(msgspec.Struct, frozen=True):
     user: str | None = None
     team: str | None = None
     tags: tuple[str, ...] = ()
+
+
+ANONYMOUS = Caller()
 
 
 class Usage(msgspec.Struct):
@@ -159,6 +164,69 @@ class ChatAnswer(msgspec.Struct):
     model: str = ""
     deployment: str = ""
     cost: Picodollars = 0
+
+
+class StreamEvent:
+    """One step of an answer, whatever the wire format: a piece of text, tool-call pieces,
+    the finish reason (OpenAI vocabulary: stop, length, tool_calls, content_filter), usage.
+    A non-streaming answer is a stream of one batch."""
+
+    __slots__ = ("finish_reason", "text", "tool_calls", "usage")
+
+    def __init__(
+        self,
+        text: str | None = None,
+        *,
+        tool_calls: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        # tool_calls: [{"index": i, "id": str|None, "name": str|None, "arguments": str}]
+        self.text = text
+        self.tool_calls = tool_calls
+        self.finish_reason = finish_reason
+        self.usage = usage
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]
+        return f"StreamEvent({', '.join(parts)})"
+
+
+# Embedding request priorities: interactive requests go before queued batch work.
+INTERACTIVE, BATCH = 0, 1
+CacheMode = Literal["default", "no-cache", "no-store"]
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """An embeddings request in the gateway's own form (OpenAI semantics)."""
+
+    model: str
+    inputs: list[str] | list[list[int]]
+    tokens: bool = False  # inputs are token id arrays
+    dimensions: int | None = None
+    priority: int = INTERACTIVE
+    cache: CacheMode = "default"
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    """Embeddings of every input, in order (`vectors`: a float32 matrix, one row each)."""
+
+    vectors: Any  # numpy.ndarray[float32], shape (len(inputs), dimensions)
+    model: str  # the name the client asked for
+    deployment: Deployment
+    prompt_tokens: int  # all inputs, cached ones included
+    cost: Picodollars  # for this request (cached texts cost nothing)
+    cached: int  # inputs the exact cache answered
+    request_id: str
+    fallbacks: int = 0
+    estimated: bool = False
+
+    @property
+    def cache_status(self) -> Literal["hit", "miss"]:
+        return "hit" if self.cached == len(self.vectors) else "miss"
 
 
 class CacheHit(msgspec.Struct):
