@@ -515,3 +515,22 @@ class LocalEmbedder:
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """The ids the model reads for each text (`[CLS]` … `[SEP]`, truncated to
         `max_tokens`)."""
+
+# --- scheduling -----------------------------------------------------------------------------
+
+@final
+class FairQueue:
+    """A concurrency limit with a bounded waiting queue: lower priority numbers start first,
+    tenants of one priority take turns (round robin), and a waiter of a lower priority that
+    has waited `starvation_ms` goes first. The queue decides; the caller owns the waiting."""
+
+    def __new__(cls, limit: int, max_queue: int, starvation_ms: int) -> FairQueue: ...
+    def acquire(self, tenant: str, priority: int, now_ms: int) -> int:
+        """0: start now; a positive ticket: wait until `release` returns it; -1: queue full."""
+    def release(self, now_ms: int) -> int | None:
+        """A running request finished: the ticket that now holds its slot, if any waited."""
+    def cancel(self, ticket: int) -> bool:
+        """Withdraw a waiting ticket; False when it already holds a slot (release it then)."""
+    def set_limit(self, limit: int) -> None: ...
+    def load(self) -> tuple[int, int]:
+        """(running, waiting)."""

@@ -8,6 +8,7 @@
 //! - [`ledger`]: cost accounting, budgets with reserve/settle, windowed aggregates.
 //! - [`cache`]: vector index, hashing embedder, exact-match table.
 //! - [`embed`]: the local neural embedding model.
+//! - [`sched`]: admission in front of a concurrency limit: priorities, fairness, a bounded queue.
 
 pub mod cache;
 pub mod embed;
@@ -15,5 +16,6 @@ pub mod error;
 pub mod ledger;
 pub mod money;
 pub mod router;
+pub mod sched;
 
 pub use error::{CoreError, CoreResult};

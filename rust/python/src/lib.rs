@@ -11,6 +11,7 @@ mod errors;
 mod ledger;
 mod money;
 mod router;
+mod sched;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ledger::register(m)?;
     cache::register(m)?;
     embed::register(m)?;
+    sched::register(m)?;
     Ok(())
 }
