@@ -32,6 +32,7 @@ from hybridfast.gateway import ANONYMOUS, CallInfo, Gateway, to_gateway_error
 from hybridfast.metrics import REGISTRY
 from hybridfast.protocols import anthropic as anthropic_protocol
 from hybridfast.protocols import openai as openai_protocol
+from hybridfast.server.features import INSTALLERS, ROUTES
 from hybridfast.types import Caller
 
 log = logging.getLogger("hybridfast.server")
@@ -341,6 +342,8 @@ def create_app(
 
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         gw = gateway if gateway is not None else Gateway(config)
+        for install in INSTALLERS:  # features attach their hooks before the gateway opens
+            install(gw)
         app[gateway_key] = gw
 
         async def open_gateway() -> None:
@@ -387,6 +390,8 @@ def create_app(
 
     app.router.add_routes(admin_spend.routes)
     app.router.add_routes(admin_cache.routes)
+    for routes in ROUTES:
+        app.router.add_routes(routes)
     return app
 
 

@@ -1,0 +1,27 @@
+"""The features the server switches on: one line each, so features attach without editing
+the pipeline or the app factory.
+
+- `INSTALLERS`: functions `install(gateway) -> None` called once per app, before the gateway
+  opens. They register hooks on `gateway.hooks` (see `hybridfast.pipeline.hooks`) and read
+  their settings from `gateway.config`. An installer that has nothing to do (its feature is
+  off in config) returns without registering anything.
+- `ROUTES`: `aiohttp.web.RouteTableDef`s of extra endpoints (admin pages, feedback, ...). They
+  sit behind the app's auth and error middleware; `/admin/...` paths need the master key.
+- `CHAT_ENDPOINTS`: `(path, protocol)` pairs: a chat-like API served by the one chat handler
+  through a `ClientProtocol` adapter (`hybridfast.protocols.base`).
+
+Keep each tuple sorted by module name: several people add lines at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from hybridfast.pipeline.gateway import Gateway
+from hybridfast.protocols.base import ClientProtocol
+
+INSTALLERS: tuple[Callable[[Gateway], None], ...] = ()
+ROUTES: tuple[web.RouteTableDef, ...] = ()
+CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = ()
