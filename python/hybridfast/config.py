@@ -402,15 +402,29 @@ class Config(_Section):
                     capabilities=["tools", "vision"],
                 ),
             ]
-        ollama_url = env.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
-        if not ollama_url.startswith(("http://", "https://")):
-            ollama_url = f"http://{ollama_url}"
-        providers.append(ProviderConfig(name="ollama", kind="ollama", base_url=ollama_url))
+        providers.append(
+            ProviderConfig(name="ollama", kind="ollama", base_url=ollama_base_url(env))
+        )
         config = cls(providers=providers, models=models)
         if models:
             candidates = sorted({m.name for m in models if "embeddings" not in m.capabilities})
             config.routes["auto"] = RouteConfig(strategy="balanced", candidates=candidates)
         return config
+
+
+def ollama_base_url(env: Mapping[str, str]) -> str:
+    """Ollama's URL from `$OLLAMA_HOST` the way Ollama's own client reads it: a bare host
+    gets http:// and port 11434, and 0.0.0.0 (a server-side bind address) means this host."""
+    raw = (env.get("OLLAMA_HOST") or "").strip().rstrip("/") or "127.0.0.1:11434"
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "http", raw
+    host, _, path = rest.partition("/")
+    if host.startswith("0.0.0.0"):
+        host = "127.0.0.1" + host.removeprefix("0.0.0.0")
+    if ":" not in host.rsplit("]", 1)[-1]:
+        host += ":443" if scheme == "https" else ":11434"
+    return f"{scheme}://{host}" + (f"/{path}" if path else "")
 
 
 # --- loading ---------------------------------------------------------------------------
