@@ -79,6 +79,21 @@ class ProviderUnavailable(GatewayError):
     hint = "every deployment for this model failed; see /readyz and the gateway log"
 
 
+class NoChatModels(GatewayError):
+    """No chat deployment exists (no config, no key, no local server found): a state to fix,
+    not a typo's 404."""
+
+    code, status = "ERR_NO_CHAT_MODELS", 503
+    hint = (
+        "add a chat model: start Ollama (or set OLLAMA_HOST), set OPENAI_API_KEY or "
+        "ANTHROPIC_API_KEY, start an OpenAI-compatible server, or serve with --config"
+    )
+
+    def __init__(self, message: str = "this gateway has no chat model yet") -> None:
+        # The OpenAI and Anthropic SDKs retry a 503 unless told that retrying will not help.
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
 class ConfigError(GatewayError):
     code, status = "ERR_CONFIG", 500
     hint = "run `python -m hybridfast config check` for the full list"
