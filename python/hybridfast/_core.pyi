@@ -139,7 +139,14 @@ class RouterCore:
         jitter: float = 0.2,
         successes_to_close: int = 2,
         probe_timeout_s: float = 60.0,
-    ) -> RouterCore: ...
+        max_queue: int = 0,
+        local_max_wait_s: float = ...,
+    ) -> RouterCore:
+        """`max_queue`: requests that may wait at a deployment beyond its `max_concurrency`
+        before it is left out as saturated (the gateway's admission queue); their expected
+        wait counts in the time a latency-minded strategy sees. `local_max_wait_s`: past this
+        expected wait a local deployment goes last in `local-first` (overflow to the cloud);
+        infinite by default."""
     def plan(
         self,
         name: str,

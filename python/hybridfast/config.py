@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -156,6 +156,25 @@ class RouterConfig(_Section):
     # Priors for deployments with neither live measurements nor ttft_ms/tokens_per_s set.
     default_ttft_ms: float = 500.0
     default_tokens_per_s: float = 50.0
+
+
+class QueueConfig(_Section):
+    """Admission at deployments with `max_concurrency`: wait for a slot instead of failing."""
+
+    enabled: bool = True
+    # Waiters per deployment; past that a request is refused (429 ERR_QUEUE_FULL).
+    max_queue: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
+    # How long a request waits for a slot before it is refused (or falls back).
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # A waiter of a lower priority goes first once it has waited this long.
+    starvation_ms: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    # Priority of requests without x-hybridfast-priority: interactive (0) .. batch (9).
+    default_priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
+    # local-first sends a request to the cloud once a local deployment's expected queue wait
+    # exceeds this.
+    local_max_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # Identical requests in flight at once make one upstream call (single-flight).
+    coalesce: bool = True
 
 
 class LedgerConfig(_Section):
@@ -326,6 +345,7 @@ class Config(_Section):
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     routes: dict[str, RouteConfig] = msgspec.field(default_factory=dict)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     budgets: list[BudgetConfig] = msgspec.field(default_factory=list)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)

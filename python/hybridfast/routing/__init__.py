@@ -111,6 +111,9 @@ class NativeRouter:
                 jitter=c.jitter,
                 successes_to_close=c.successes_to_close,
                 probe_timeout_s=c.probe_timeout_s,
+                # With admission queueing, a deployment at its limit still takes waiters.
+                max_queue=config.queue.max_queue if config.queue.enabled else 0,
+                local_max_wait_s=config.queue.local_max_wait_s,
             )
         except (HybridfastError, OverflowError, ValueError) as exc:
             raise ConfigError(f"routes: {exc}", hint="check routes and router settings") from None

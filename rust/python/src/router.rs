@@ -229,7 +229,8 @@ impl RouterCore {
         deployments, routes, payloads, *, group_strategy="balanced", ewma_alpha=0.2,
         default_ttft_s=0.5, default_tokens_per_s=50.0, expected_output_tokens=256,
         failures_to_open=5, error_rate_to_open=0.5, window_s=30.0, min_requests=10,
-        cooldown_s=15.0, jitter=0.2, successes_to_close=2, probe_timeout_s=60.0,
+        cooldown_s=15.0, jitter=0.2, successes_to_close=2, probe_timeout_s=60.0, max_queue=0,
+        local_max_wait_s=f64::INFINITY,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -250,6 +251,8 @@ impl RouterCore {
         jitter: f64,
         successes_to_close: u32,
         probe_timeout_s: f64,
+        max_queue: u32,
+        local_max_wait_s: f64,
     ) -> PyResult<Self> {
         if payloads.len() != deployments.len() {
             return Err(to_py(CoreError::InvalidArgument(
@@ -277,6 +280,8 @@ impl RouterCore {
             default_tokens_per_s,
             expected_output_tokens,
             group_strategy: Strategy::parse(group_strategy).map_err(to_py)?,
+            max_queue,
+            local_max_wait_s,
         };
         let specs: Vec<_> = deployments.iter().map(|d| d.inner.clone()).collect();
         let route_specs: Vec<_> = routes.iter().map(|r| r.inner.clone()).collect();

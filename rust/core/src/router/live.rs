@@ -351,6 +351,12 @@ pub struct RouterSettings {
     pub expected_output_tokens: u64,
     /// Strategy for a plain deployment group (a model name with several deployments).
     pub group_strategy: super::Strategy,
+    /// Requests that may wait at a deployment beyond its `max_concurrency` (the gateway's
+    /// admission queue); only past that is the deployment left out as saturated.
+    pub max_queue: u32,
+    /// `local-first` overflows to non-local deployments once a local one's expected queue
+    /// wait exceeds this many seconds.
+    pub local_max_wait_s: f64,
 }
 
 impl Default for RouterSettings {
@@ -362,6 +368,8 @@ impl Default for RouterSettings {
             default_tokens_per_s: 50.0,
             expected_output_tokens: 256,
             group_strategy: super::Strategy::Balanced,
+            max_queue: 0,
+            local_max_wait_s: f64::INFINITY,
         }
     }
 }

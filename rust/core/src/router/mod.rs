@@ -345,7 +345,10 @@ pub struct Decision {
 struct Candidate {
     index: usize,
     cost: f64,
+    // Expected time to the answer (or first token), queue wait included.
     time: f64,
+    // Of which: the expected wait for a free slot at a deployment at its concurrency limit.
+    wait: f64,
     quality: f64,
     error_rate: f64,
     in_flight: u32,
@@ -601,7 +604,7 @@ impl Router {
             }
             let in_flight = self.in_flight[index].load(Ordering::Relaxed);
             if let Some(limit) = d.max_concurrency {
-                if in_flight >= limit {
+                if in_flight >= limit.saturating_add(self.settings.max_queue) {
                     out.dropped
                         .push((index, DropReason::Saturated { in_flight, limit }));
                     continue;
@@ -628,6 +631,7 @@ impl Router {
             };
             let time = self.expected_time(d, ewmas, features.stream, output);
             let cost = expected_cost(d, features.input_tokens, output, time);
+            let wait = self.expected_wait(d, ewmas, in_flight, output);
             if let Some(max) = route.max_cost {
                 if cost > max as f64 {
                     let cost = cost.ceil() as Picodollars;
@@ -639,7 +643,8 @@ impl Router {
             out.candidates.push(Candidate {
                 index,
                 cost,
-                time,
+                time: time + wait,
+                wait,
                 quality: d.quality,
                 error_rate,
                 in_flight,
@@ -718,6 +723,24 @@ impl Router {
         }
     }
 
+    /// The expected wait for a slot when `in_flight` requests (running and queued) are at a
+    /// deployment limited to `max_concurrency`: the requests ahead, served `limit` at a time.
+    fn expected_wait(
+        &self,
+        d: &DeploymentSpec,
+        ewmas: (Option<f64>, Option<f64>, Option<f64>),
+        in_flight: u32,
+        output: u64,
+    ) -> f64 {
+        match d.max_concurrency {
+            Some(limit) if limit > 0 && in_flight >= limit => {
+                let ahead = f64::from(in_flight - limit + 1);
+                ahead / f64::from(limit) * self.expected_time(d, ewmas, false, output)
+            }
+            _ => 0.0,
+        }
+    }
+
     fn expected_time(
         &self,
         d: &DeploymentSpec,
@@ -762,7 +785,15 @@ impl Router {
                 Strategy::Cost => [c.cost, -c.quality, c.time],
                 Strategy::Latency => [c.time, c.cost, -c.quality],
                 Strategy::Quality => [-c.quality, c.cost, c.time],
-                Strategy::LocalFirst => [if c.local { 0.0 } else { 1.0 }, b, 0.0],
+                // Local first; a local deployment whose queue is too long goes last (overflow).
+                Strategy::LocalFirst => {
+                    let tier = match (c.local, c.wait <= self.settings.local_max_wait_s) {
+                        (true, true) => 0.0,
+                        (false, _) => 1.0,
+                        (true, false) => 2.0,
+                    };
+                    [tier, b, 0.0]
+                }
                 Strategy::LeastBusy => [f64::from(c.in_flight), b, 0.0],
                 Strategy::Weighted => [if Some(c.arm) == arm { 0.0 } else { 1.0 }, b, 0.0],
                 Strategy::Balanced | Strategy::Offline | Strategy::Custom => [b, 0.0, 0.0],

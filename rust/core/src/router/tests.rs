@@ -286,6 +286,56 @@ fn offline_never_leaves_the_machine_and_local_first_overflows_to_cloud() {
 }
 
 #[test]
+fn with_an_admission_queue_a_full_deployment_waits_and_local_first_overflows_past_the_bound() {
+    let mut deps = three();
+    deps[2].local = true;
+    deps[2].max_concurrency = Some(1);
+    deps[2].ttft_s = Some(1.0);
+    deps[2].tokens_per_s = Some(1e9);
+    let routes = vec![RouteSpec::new("lf", Strategy::LocalFirst, &["smart", "fast", "mid"])];
+    let settings = RouterSettings {
+        max_queue: 3,
+        local_max_wait_s: 2.5,
+        ..RouterSettings::default()
+    };
+    let r = Router::new(deps, routes, settings).unwrap();
+    // Running 1 and queued 1: two requests ahead of a newcomer, 1 s each, one at a time: the
+    // expected wait (2 s) is within the bound, so the local deployment still comes first.
+    r.started(2, 0);
+    r.started(2, 0);
+    assert_eq!(ids(&r, &plan(&r, "lf", &features(10), 0))[0], "mid#0");
+    // One more queued: a 3 s wait is past the bound: the cloud comes first, local stays last.
+    r.started(2, 0);
+    let d = plan(&r, "lf", &features(10), 0);
+    assert_ne!(ids(&r, &d)[0], "mid#0");
+    assert_eq!(ids(&r, &d).last().unwrap(), "mid#0", "a queue with room: last, not left out");
+    // Running 1 + queued 3 fills the queue: now it is saturated.
+    r.started(2, 0);
+    let d = plan(&r, "lf", &features(10), 0);
+    assert!(!d.order.contains(&2));
+    assert!(matches!(d.dropped[..], [(2, DropReason::Saturated { in_flight: 4, limit: 1 })]));
+}
+
+#[test]
+fn the_latency_strategy_sees_the_queue() {
+    let mut deps = vec![dep("g#0", "g", 1, 1, 0.5), dep("g#1", "g", 1, 1, 0.5)];
+    for d in &mut deps {
+        d.max_concurrency = Some(1);
+        d.ttft_s = Some(0.5);
+    }
+    deps[1].ttft_s = Some(0.4); // a little faster when idle
+    let settings = RouterSettings {
+        group_strategy: Strategy::Latency,
+        max_queue: 10,
+        ..RouterSettings::default()
+    };
+    let r = Router::new(deps, vec![], settings).unwrap();
+    assert_eq!(ids(&r, &plan(&r, "g", &features(10), 0))[0], "g#1");
+    r.started(1, 0); // busy: a newcomer would queue behind it
+    assert_eq!(ids(&r, &plan(&r, "g", &features(10), 0))[0], "g#0");
+}
+
+#[test]
 fn least_busy_prefers_fewest_in_flight() {
     let deps = vec![
         dep("g#0", "g", 1, 1, 0.5),
