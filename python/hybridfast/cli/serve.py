@@ -7,7 +7,8 @@ import ipaddress
 import logging
 import sys
 
-from hybridfast.config import load_config
+from hybridfast import discovery
+from hybridfast.config import Config, load_config
 from hybridfast.errors import ConfigError
 
 
@@ -57,8 +58,24 @@ def run(args: argparse.Namespace) -> int:
             hint="set server.master_key (e.g. ${HYBRIDFAST_MASTER_KEY}), bind 127.0.0.1, "
             "or pass --insecure",
         )
+    config = _with_discovered_models(config, zero_config=loaded.source == "<defaults>")
     from hybridfast.server.app import run_app
 
     run_app(config, source=loaded.source)
     print("hybridfast: stopped", file=sys.stderr)
     return 0
+
+
+def _with_discovered_models(config: Config, *, zero_config: bool) -> Config:
+    """Without a config file, the local model servers that answer now join the
+    environment's defaults (at most ~1 s of probing). Either way, one line says what chat
+    can use — or that nothing can, and how to fix it."""
+    found: list[discovery.FoundServer] = []
+    probed = zero_config and discovery.enabled()
+    if probed:
+        found = discovery.discover_blocking(skip_ports={config.server.port})
+        config = discovery.apply(config, found)
+    line = discovery.startup_line(config, found, probed=probed)
+    level = logging.INFO if discovery.chat_model_names(config) else logging.WARNING
+    logging.getLogger("hybridfast").log(level, "hybridfast: %s", line)
+    return config
