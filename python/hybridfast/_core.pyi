@@ -184,6 +184,9 @@ class RouterCore:
         output_tokens: int = 0,
     ) -> None:
         """A call ended: feeds latency EWMAs, the error window and the circuit breaker."""
+    def set_hardware(self, id: str, load: float | None) -> None:
+        """The state of the hardware deployment `id` runs on: a load in 0..1 (a busier GPU
+        ranks the replica lower), or None when it is down (left out until set again)."""
     def abandoned(self, id: str) -> None:
         """A call ended with no verdict on the deployment: only the in-flight count changes."""
     def stats(self, id: str) -> dict[str, Any]:

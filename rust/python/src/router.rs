@@ -149,6 +149,7 @@ fn reason_key(reason: &DropReason) -> Option<(u8, u64, u64)> {
         DropReason::OverMaxCost { cost, max } => (6, cost as u64, max as u64),
         DropReason::Saturated { in_flight, limit } => (7, u64::from(in_flight), u64::from(limit)),
         DropReason::ProbeInFlight => (8, 0, 0),
+        DropReason::HardwareDown => (9, 0, 0),
         DropReason::CircuitOpen { .. } | DropReason::OverBudget { .. } => return None,
     })
 }
@@ -388,6 +389,14 @@ impl RouterCore {
     fn abandoned(&self, id: &str) -> PyResult<()> {
         let index = self.index(id)?;
         self.core.abandoned(index);
+        Ok(())
+    }
+
+    /// The state of the hardware deployment `id` runs on: a load in 0..1 (a busier GPU ranks
+    /// the replica lower), or None when it is down (left out until set again).
+    fn set_hardware(&self, id: &str, load: Option<f64>) -> PyResult<()> {
+        let index = self.index(id)?;
+        self.core.set_hardware(index, load);
         Ok(())
     }
 

@@ -243,6 +243,8 @@ pub enum DropReason {
     },
     /// Half-open with its one probe already out.
     ProbeInFlight,
+    /// Its hardware is down (a local server's GPU: `Router::set_hardware`).
+    HardwareDown,
     /// The caller's remaining budget cannot pay the expected cost (picodollars).
     OverBudget {
         cost: Picodollars,
@@ -311,6 +313,7 @@ impl fmt::Display for DropReason {
                 )
             }
             DropReason::ProbeInFlight => write!(f, "circuit half-open: a probe is in flight"),
+            DropReason::HardwareDown => write!(f, "its GPU is down"),
             DropReason::OverBudget { cost, remaining } => write!(
                 f,
                 "over budget: expected cost ${}, ${} left",
@@ -349,6 +352,8 @@ struct Candidate {
     time: f64,
     // Of which: the expected wait for a free slot at a deployment at its concurrency limit.
     wait: f64,
+    // The load of the hardware it runs on, 0..1 (0 when unknown).
+    busy: f64,
     quality: f64,
     error_rate: f64,
     in_flight: u32,
@@ -403,9 +408,14 @@ pub struct Router {
     ids: HashMap<String, usize>,
     live: Vec<Mutex<Live>>,
     in_flight: Vec<AtomicU32>,
+    // Per deployment: the load of the hardware it runs on in permille (0..=1000), or
+    // HARDWARE_DOWN. Set from outside (the gateway's GPU pool), read by every plan.
+    hardware: Vec<AtomicU32>,
     settings: RouterSettings,
     epoch: Instant,
 }
+
+const HARDWARE_DOWN: u32 = u32::MAX;
 
 /// How long a plan that names a half-open deployment holds its probe slot before the
 /// pipeline starts the call (the pipeline may never start it: an earlier try succeeded).
@@ -515,6 +525,7 @@ impl Router {
             .map(|i| Mutex::new(Live::new(splitmix64(i as u64 + 1))))
             .collect();
         let in_flight = (0..deployments.len()).map(|_| AtomicU32::new(0)).collect();
+        let hardware = (0..deployments.len()).map(|_| AtomicU32::new(0)).collect();
         Ok(Router {
             deployments,
             routes: built,
@@ -522,6 +533,7 @@ impl Router {
             ids,
             live,
             in_flight,
+            hardware,
             settings,
             epoch: Instant::now(),
         })
@@ -602,6 +614,11 @@ impl Router {
                 out.dropped.push((index, reason));
                 continue;
             }
+            let hardware = self.hardware[index].load(Ordering::Relaxed);
+            if hardware == HARDWARE_DOWN {
+                out.dropped.push((index, DropReason::HardwareDown));
+                continue;
+            }
             let in_flight = self.in_flight[index].load(Ordering::Relaxed);
             if let Some(limit) = d.max_concurrency {
                 if in_flight >= limit.saturating_add(self.settings.max_queue) {
@@ -640,11 +657,14 @@ impl Router {
                     continue;
                 }
             }
+            // A busier GPU answers slower: its load stretches the expected time.
+            let busy = f64::from(hardware) / 1000.0;
             out.candidates.push(Candidate {
                 index,
                 cost,
-                time: time + wait,
+                time: (time + wait) * (1.0 + busy),
                 wait,
+                busy,
                 quality: d.quality,
                 error_rate,
                 in_flight,
@@ -794,7 +814,7 @@ impl Router {
                     };
                     [tier, b, 0.0]
                 }
-                Strategy::LeastBusy => [f64::from(c.in_flight), b, 0.0],
+                Strategy::LeastBusy => [f64::from(c.in_flight) + c.busy, b, 0.0],
                 Strategy::Weighted => [if Some(c.arm) == arm { 0.0 } else { 1.0 }, b, 0.0],
                 Strategy::Balanced | Strategy::Offline | Strategy::Custom => [b, 0.0, 0.0],
             };
@@ -818,6 +838,17 @@ impl Router {
                 i += 1;
             }
         }
+    }
+
+    /// The state of the hardware deployment `index` runs on: `Some(load)` with load in 0..1
+    /// (a busier GPU ranks a replica lower), `None` when it is down (the deployment is left
+    /// out until it is set again).
+    pub fn set_hardware(&self, index: usize, load: Option<f64>) {
+        let value = match load {
+            Some(load) => (load.clamp(0.0, 1.0) * 1000.0).round() as u32,
+            None => HARDWARE_DOWN,
+        };
+        self.hardware[index].store(value, Ordering::Relaxed);
     }
 
     /// A call to deployment `index` began.

@@ -292,7 +292,11 @@ fn with_an_admission_queue_a_full_deployment_waits_and_local_first_overflows_pas
     deps[2].max_concurrency = Some(1);
     deps[2].ttft_s = Some(1.0);
     deps[2].tokens_per_s = Some(1e9);
-    let routes = vec![RouteSpec::new("lf", Strategy::LocalFirst, &["smart", "fast", "mid"])];
+    let routes = vec![RouteSpec::new(
+        "lf",
+        Strategy::LocalFirst,
+        &["smart", "fast", "mid"],
+    )];
     let settings = RouterSettings {
         max_queue: 3,
         local_max_wait_s: 2.5,
@@ -308,12 +312,25 @@ fn with_an_admission_queue_a_full_deployment_waits_and_local_first_overflows_pas
     r.started(2, 0);
     let d = plan(&r, "lf", &features(10), 0);
     assert_ne!(ids(&r, &d)[0], "mid#0");
-    assert_eq!(ids(&r, &d).last().unwrap(), "mid#0", "a queue with room: last, not left out");
+    assert_eq!(
+        ids(&r, &d).last().unwrap(),
+        "mid#0",
+        "a queue with room: last, not left out"
+    );
     // Running 1 + queued 3 fills the queue: now it is saturated.
     r.started(2, 0);
     let d = plan(&r, "lf", &features(10), 0);
     assert!(!d.order.contains(&2));
-    assert!(matches!(d.dropped[..], [(2, DropReason::Saturated { in_flight: 4, limit: 1 })]));
+    assert!(matches!(
+        d.dropped[..],
+        [(
+            2,
+            DropReason::Saturated {
+                in_flight: 4,
+                limit: 1
+            }
+        )]
+    ));
 }
 
 #[test]
@@ -333,6 +350,36 @@ fn the_latency_strategy_sees_the_queue() {
     assert_eq!(ids(&r, &plan(&r, "g", &features(10), 0))[0], "g#1");
     r.started(1, 0); // busy: a newcomer would queue behind it
     assert_eq!(ids(&r, &plan(&r, "g", &features(10), 0))[0], "g#0");
+}
+
+#[test]
+fn replicas_balance_by_gpu_load_and_a_down_gpu_fails_over() {
+    let deps = vec![
+        dep("g#0", "g", 1, 1, 0.5),
+        dep("g#1", "g", 1, 1, 0.5),
+        dep("g#2", "g", 1, 1, 0.5),
+    ];
+    for strategy in [Strategy::LeastBusy, Strategy::Latency, Strategy::Balanced] {
+        let settings = RouterSettings {
+            group_strategy: strategy,
+            ..RouterSettings::default()
+        };
+        let r = Router::new(deps.clone(), vec![], settings).unwrap();
+        r.set_hardware(0, Some(0.9));
+        r.set_hardware(1, Some(0.1));
+        r.set_hardware(2, Some(0.5));
+        assert_eq!(
+            ids(&r, &plan(&r, "g", &features(10), 0)),
+            ["g#1", "g#2", "g#0"],
+            "{strategy:?}"
+        );
+        r.set_hardware(1, None);
+        let d = plan(&r, "g", &features(10), 0);
+        assert_eq!(ids(&r, &d), ["g#2", "g#0"], "{strategy:?}");
+        assert!(matches!(d.dropped[..], [(1, DropReason::HardwareDown)]));
+        r.set_hardware(1, Some(0.0));
+        assert_eq!(ids(&r, &plan(&r, "g", &features(10), 0))[0], "g#1");
+    }
 }
 
 #[test]
