@@ -177,6 +177,26 @@ class QueueConfig(_Section):
     coalesce: bool = True
 
 
+class GpuDeviceConfig(_Section):
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    # Local model servers (provider names) that run on this GPU.
+    providers: list[str] = msgspec.field(default_factory=list)
+
+
+class GpusConfig(_Section):
+    """Local GPUs read through NVML (the `gpu` extra): health, load, and the servers on each."""
+
+    enabled: bool = True
+    poll_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # At or above this temperature a GPU counts as down: its servers are routed around.
+    max_temperature_c: Annotated[int, msgspec.Meta(gt=0)] = 90
+    devices: list[GpuDeviceConfig] = msgspec.field(default_factory=list)
+
+    def affinity(self) -> dict[str, int]:
+        """Provider name -> GPU index."""
+        return {p: d.index for d in self.devices for p in d.providers}
+
+
 class LedgerConfig(_Section):
     backend: Literal["sqlite", "postgres", "memory"] = "sqlite"
     path: str = "hybridfast-ledger.db"
@@ -346,6 +366,7 @@ class Config(_Section):
     routes: dict[str, RouteConfig] = msgspec.field(default_factory=dict)
     router: RouterConfig = msgspec.field(default_factory=RouterConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    gpus: GpusConfig = msgspec.field(default_factory=GpusConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     budgets: list[BudgetConfig] = msgspec.field(default_factory=list)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
