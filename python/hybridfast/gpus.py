@@ -67,7 +67,8 @@ def load_nvml() -> ModuleType | None:
     except Exception as exc:  # pynvml.NVMLError: no driver, no device, no permission
         log.debug("NVML is not available: %s", exc)
         return None
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 def _text(value: str | bytes) -> str:
