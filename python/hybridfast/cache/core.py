@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
-from hybridfast._core import ExactTable, StorageError, VectorIndex
+from hybridfast._core import ExactTable, StorageError
 from hybridfast.cache import keys as K
+from hybridfast.cache import snapshot
 from hybridfast.cache.metrics import (
     ENTRIES,
     EVICTIONS,
@@ -79,6 +78,7 @@ class MemoryCache:
         self._inline_embed = self.semantic is not None and self.semantic.embedder.name == "hashing"
         self._snapshot_task: asyncio.Task[None] | None = None
         self._last_store_warning = -1e9
+        self.snapshot_prefix = snapshot.resolve_path(config)
 
     # -- the pipeline's protocol ----------------------------------------------------------
 
@@ -175,8 +175,11 @@ class MemoryCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snapshot_task
             self._snapshot_task = None
-        if self.cfg.snapshot_path:
-            await asyncio.to_thread(self.save_snapshot)
+        if self.snapshot_prefix:
+            try:
+                await asyncio.to_thread(self.save_snapshot)
+            except (StorageError, OSError) as exc:
+                log.warning("cache: snapshot at shutdown failed: %s", exc)
 
     # -- operator actions -----------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class MemoryCache:
                     del self.scopes[coarse]
         else:
             raise ValueError("say what to invalidate: everything, key, model or tenant")
-        INVALIDATIONS.inc(n)
+        INVALIDATIONS.inc((), n)
         self._update_gauges()
         return n
 
@@ -318,64 +321,39 @@ class MemoryCache:
         ENTRIES.labels("exact").set(len(self.exact))
         ENTRIES.labels("semantic").set(len(self.semantic) if self.semantic else 0)
 
-    # -- snapshots ------------------------------------------------------------------------
-
-    def _paths(self) -> dict[str, Path]:
-        assert self.cfg.snapshot_path
-        base = self.cfg.snapshot_path
-        return {s: Path(f"{base}.{s}") for s in ("exact", "semantic", "index", "json")}
+    # -- snapshots (cache/snapshot.py: all or nothing) -----------------------------------
 
     def save_snapshot(self) -> None:
         """Writes the exact table, the semantic payloads and index, and the scope registry
-        (each file atomically: a crash mid-save leaves the previous snapshot whole)."""
-        paths = self._paths()
-        paths["exact"].parent.mkdir(parents=True, exist_ok=True)
-        self.exact.save(str(paths["exact"]))
-        meta: dict[str, Any] = {
-            "version": 1,
-            "scopes": {str(k): list(v) for k, v in self.scopes.items()},
-            "embedder": None,
-        }
+        as one snapshot (a crash mid-save leaves the previous one whole)."""
+        assert self.snapshot_prefix
+        semantic = None
         if self.semantic is not None:
-            self.semantic.payloads.save(str(paths["semantic"]))
-            self.semantic.index.save(str(paths["index"]))
-            meta["embedder"] = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
-        tmp = paths["json"].with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(paths["json"])
+            embedder = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
+            semantic = (self.semantic.index, self.semantic.payloads, embedder)
+        snapshot.save(self.snapshot_prefix, self.exact, semantic, self.scopes)
 
     def load_snapshot(self) -> int:
-        """Loads what a previous run saved; a missing or damaged snapshot starts empty
-        (and says so), it never stops the gateway."""
-        paths = self._paths()
-        if not paths["json"].exists():
-            return 0
+        """Loads what a previous run saved, whole; a missing or damaged part starts the
+        cache empty with a warning, it never stops the gateway nor loads half a cache."""
+        assert self.snapshot_prefix
+        mine = None
+        if self.semantic is not None:
+            mine = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
         try:
-            meta = json.loads(paths["json"].read_text())
-            self.scopes = {int(k): (v[0], v[1]) for k, v in meta["scopes"].items()}
-            if paths["exact"].exists():
-                self.exact = ExactTable.load(str(paths["exact"]), self.cfg.exact.max_entries)
-            if self.semantic is not None and paths["index"].exists():
-                saved = meta.get("embedder")
-                mine = [self.semantic.embedder.name, self.semantic.embedder.dimensions]
-                if saved == mine:
-                    index = VectorIndex.load(str(paths["index"]))
-                    payloads = ExactTable.load(
-                        str(paths["semantic"]), self.cfg.semantic.max_entries
-                    )
-                    self.semantic.index, self.semantic.payloads = index, payloads
-                else:
-                    log.info(
-                        "cache: semantic snapshot made with embedder %s, now %s: not loaded",
-                        saved,
-                        mine,
-                    )
-        except (StorageError, OSError, ValueError, KeyError, IndexError) as exc:
-            log.warning("cache: snapshot %s not loaded (%s); starting empty", paths["json"], exc)
-            self.exact = ExactTable(self.cfg.exact.max_entries)
-            if self.semantic is not None:
-                self.semantic.clear()
+            loaded = snapshot.load(self.snapshot_prefix, self.cfg, mine)
+        except snapshot.SnapshotDamaged as exc:
+            log.warning(
+                "cache: snapshot %s NOT loaded, starting with an empty cache: %s",
+                self.snapshot_prefix,
+                exc,
+            )
             return 0
+        if loaded is None:
+            return 0
+        self.exact, self.scopes = loaded.exact, loaded.scopes
+        if self.semantic is not None and loaded.semantic is not None:
+            self.semantic.index, self.semantic.payloads = loaded.semantic
         self._update_gauges()
         return len(self.exact) + (len(self.semantic) if self.semantic else 0)
 
@@ -388,9 +366,9 @@ class MemoryCache:
                 log.warning("cache: snapshot failed: %s", exc)
 
     async def start(self) -> None:
-        if self.cfg.snapshot_path:
+        if self.snapshot_prefix:
             n = await asyncio.to_thread(self.load_snapshot)
-            log.info("cache: %d entries loaded from %s", n, self.cfg.snapshot_path)
+            log.info("cache: %d entries loaded from %s", n, self.snapshot_prefix)
             if self.cfg.snapshot_interval_s > 0:
                 self._snapshot_task = asyncio.create_task(self._snapshot_loop())
 

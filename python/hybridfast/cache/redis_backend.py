@@ -281,7 +281,7 @@ class RedisCache(MemoryCache):
                 await self._publish(ScopeEvent(model, tenant))
         else:
             raise ValueError("say what to invalidate: everything, key, model or tenant")
-        INVALIDATIONS.inc(n)
+        INVALIDATIONS.inc((), n)
         self._update_gauges()
         return n
 
