@@ -4,7 +4,9 @@ a stale idle connection, the connection limit, broken bodies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -12,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridfast.providers.http import FastClient, _Connection, _FastResponse
+from hybridfast.config import ProviderConfig
+from hybridfast.providers import ProviderError, build_provider
+from hybridfast.providers.http import (
+    MAX_LINE_BYTES,
+    FastClient,
+    _Connection,
+    _FastResponse,
+    capped_lines,
+)
 
 Handler = Callable[[bytes], list[bytes]]
 
@@ -222,12 +232,14 @@ def test_chunked_framing_survives_any_network_split(chunks: list[bytes], data: A
 
         feeder = asyncio.ensure_future(feed())
         conn = _Connection(reader, None)  # type: ignore[arg-type]
+        limits = SimpleNamespace(idle_s=1.0, max_line=MAX_LINE_BYTES)
         resp = _FastResponse(
-            None,  # type: ignore[arg-type]
+            limits,  # type: ignore[arg-type]
             conn,
             200,
             {"transfer-encoding": "chunked"},
-            read_s=1,
+            length=None,
+            deadline=None,
         )
         got = [piece async for piece in resp.iter_any()]
         await feeder
@@ -236,3 +248,116 @@ def test_chunked_framing_survives_any_network_split(chunks: list[bytes], data: A
     body, n = asyncio.run(run())
     assert body == b"".join(chunks)
     assert n <= len(chunks)  # complete chunks that arrived together go out together
+
+
+# --- limits: every breach is a client error or a timeout, which the providers fall back on ---
+
+
+def huge_head(request: bytes) -> list[bytes]:
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+    return [b"HTTP/1.1 200 OK\r\n" + filler + b"Content-Length: 2\r\n\r\n{}"]
+
+
+def bad_length(request: bytes) -> list[bytes]:
+    return [b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}"]
+
+
+@pytest.mark.parametrize("answer", [huge_head, bad_length])
+async def test_malformed_heads_are_client_errors(answer: Handler) -> None:
+    server, _ = await serve(answer, close_after=True)
+    c = client(server)
+    try:
+        with pytest.raises(aiohttp.ClientError):
+            await c.post(url(server) + "/", b"{}")
+    finally:
+        await c.close()
+        server.close()
+
+
+@pytest.mark.parametrize("answer", [huge_head, bad_length])
+async def test_malformed_heads_become_provider_errors(answer: Handler) -> None:
+    """A provider error is what the pipeline falls back on (the old client raised a
+    ValueError or LimitOverrunError, which became a 500)."""
+    server, _ = await serve(answer, close_after=True)
+    provider = build_provider(
+        ProviderConfig(
+            name="up", kind="openai-compatible", base_url=url(server), http_client="fast"
+        )
+    )
+    try:
+        with pytest.raises(ProviderError):
+            await provider.post_json("/chat/completions", {}, retries=0)
+    finally:
+        await provider.close()
+        server.close()
+
+
+async def trickle_server(
+    head: bytes, pieces: int, gap_s: float, piece: bytes = b"x"
+) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            for _ in range(pieces):
+                await asyncio.sleep(gap_s)
+                writer.write(piece)
+                await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_total_timeout_holds_while_bytes_trickle_without_newlines() -> None:
+    # 200 one-byte pieces, one every 20 ms: never idle, never a line, ~4 s in all.
+    server = await trickle_server(b"HTTP/1.1 200 OK\r\n\r\n", 200, 0.02)
+    c = FastClient(url(server), {}, limit=1, connect_s=1, read_s=1, total_s=0.3)
+    try:
+        resp = await c.post(url(server) + "/", b"{}")
+        with pytest.raises(TimeoutError):
+            await collect(resp.iter_any())
+        resp.close()
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_first_byte_timeout_is_for_the_first_byte_only() -> None:
+    # A body that takes ~20 gaps of 50 ms: longer than read_s in all, no gap near it.
+    server = await trickle_server(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n", 20, 0.05)
+    c = FastClient(url(server), {}, limit=1, connect_s=1, read_s=0.5, total_s=30)
+    try:
+        resp = await c.post(url(server) + "/", b"{}")
+        assert await resp.read() == b"x" * 20
+        resp.release()
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_an_endless_line_is_cut_off() -> None:
+    server = await trickle_server(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        40,
+        0.0,
+        b"100\r\n" + b"a" * 256 + b"\r\n",
+    )
+    c = FastClient(url(server), {}, limit=1, connect_s=1, read_s=2, max_line=4096)
+    try:
+        resp = await c.post(url(server) + "/", b"{}")
+        with pytest.raises(aiohttp.ClientError, match="line over 4096"):
+            await collect(resp.iter_any())
+        resp.close()
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_lines_under_the_cap_pass_whatever_the_split() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for p in (b"ab", b"cd\nef", b"g\n", b"h" * 10, b"\n"):
+            yield p
+
+    assert await collect(capped_lines(pieces(), 10)) == b"abcd\nefg\n" + b"h" * 10 + b"\n"
+    with pytest.raises(aiohttp.ClientError):
+        await collect(capped_lines(pieces(), 9))

@@ -10,6 +10,12 @@ per request is what users notice: it spends about a fifth of aiohttp's CPU per c
 Both hand back an `UpstreamResponse`: the status, the headers the adapters read, and the
 body read whole or as it arrives. `release()` returns a fully read connection to the pool;
 `close()` drops it (for a stream left early this is what cancels the upstream's work).
+
+Limits hold for both clients, and every breach is an `aiohttp.ClientError` or a
+`TimeoutError`, which the adapters turn into a provider error that falls back: a response
+head over `MAX_HEAD_BYTES`, a malformed `Content-Length`, a line of a streamed body over
+`MAX_LINE_BYTES`; timeouts: the first byte of the answer (`first_byte_s`), every gap after
+it (`idle_s`), and the whole exchange (`total_s`), however the bytes trickle in.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+
+# aiohttp refuses response heads past 8 KiB per line; this bounds the whole head.
+MAX_HEAD_BYTES = 64 * 1024
+# No SSE event or NDJSON line of a real answer comes near this; without a cap one endless
+# line would be buffered whole.
+MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 class UpstreamResponse(Protocol):
@@ -51,11 +63,12 @@ class HttpClient(Protocol):
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "status")
+    __slots__ = ("_max_line", "_resp", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, max_line: int = MAX_LINE_BYTES) -> None:
         self._resp = resp
         self.status = resp.status
+        self._max_line = max_line
 
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
@@ -64,7 +77,7 @@ class _AiohttpResponse:
         return await self._resp.read()
 
     def iter_any(self) -> AsyncIterator[bytes]:
-        return self._resp.content.iter_any()
+        return capped_lines(self._resp.content.iter_any(), self._max_line)
 
     def release(self) -> None:
         self._resp.release()
@@ -112,8 +125,26 @@ class AiohttpClient:
 
 
 class UpstreamProtocolError(aiohttp.ClientError):
-    """The upstream's bytes are not HTTP/1.1 as expected (a subclass of aiohttp's errors
-    so the adapters treat both clients' failures alike)."""
+    """The upstream's bytes are not HTTP/1.1 as expected, or break a limit (a subclass of
+    aiohttp's errors so the adapters treat both clients' failures alike)."""
+
+
+async def capped_lines(pieces: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
+    """`pieces` unchanged, but a line (bytes between newlines) longer than `max_line`
+    raises `UpstreamProtocolError` instead of growing a buffer without end. (Lines wholly
+    inside one piece are as long as the piece at most, and the piece is in memory already.)"""
+    run = 0  # bytes since the last newline
+    async for piece in pieces:
+        first = piece.find(b"\n")
+        if first < 0:
+            run += len(piece)
+        else:
+            run += first
+            if run <= max_line:
+                run = len(piece) - piece.rfind(b"\n") - 1
+        if run > max_line:
+            raise UpstreamProtocolError(f"the upstream sent a line over {max_line} bytes")
+        yield piece
 
 
 class _Connection:
@@ -134,11 +165,13 @@ class _FastResponse:
         "_chunked",
         "_client",
         "_conn",
+        "_deadline",
         "_done",
         "_headers",
+        "_idle_s",
         "_keep",
         "_left",
-        "_read_s",
+        "_max_line",
         "status",
     )
 
@@ -148,16 +181,18 @@ class _FastResponse:
         conn: _Connection,
         status: int,
         headers: dict[str, str],
-        read_s: float | None,
+        length: int | None,
+        deadline: float | None,
     ) -> None:
         self._client = client
         self._conn: _Connection | None = conn
         self.status = status
         self._headers = headers
-        self._read_s = read_s
+        self._idle_s = client.idle_s
+        self._deadline = deadline
+        self._max_line = client.max_line
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length = headers.get("content-length")
-        self._left: int | None = None if self._chunked or length is None else int(length)
+        self._left: int | None = None if self._chunked else length
         if status in (204, 304) or status < 200:
             self._chunked, self._left = False, 0  # no body, whatever the headers say
         # Without a length or chunks the body runs to the end of the connection.
@@ -178,8 +213,12 @@ class _FastResponse:
         while True:
             end = buf.find(b"\r\n", pos)
             if end < 0:
+                if len(buf) - pos > 1024:  # a chunk-size line is a few hex digits
+                    raise ValueError("chunk size line too long")
                 break
             size = int(bytes(buf[pos:end]).split(b";", 1)[0], 16)
+            if size < 0:
+                raise ValueError("negative chunk size")
             if size == 0:
                 if len(buf) < end + 4:  # the final CRLF (these APIs send no trailers)
                     break
@@ -194,6 +233,14 @@ class _FastResponse:
         if pos:
             del buf[:pos]
         return b"".join(out)
+
+    def _timeout(self) -> asyncio.Timeout:
+        """The wait for the next bytes: the idle limit, cut short by the total deadline."""
+        loop = asyncio.get_running_loop()
+        when = None if self._idle_s is None else loop.time() + self._idle_s
+        if self._deadline is not None:
+            when = self._deadline if when is None else min(when, self._deadline)
+        return asyncio.timeout_at(when)
 
     async def _next(self) -> bytes:
         """The next piece of the body (b"" at its end)."""
@@ -211,43 +258,34 @@ class _FastResponse:
         if self._done or conn is None:
             return b""
         reader = conn.reader
-        async with asyncio.timeout(self._read_s):
-            if self._chunked:
-                # The framing is parsed here from whatever arrived, rather than with a
-                # readuntil/readexactly pair per chunk: every piece already here goes out
-                # in one trip through the pipeline, at a fraction of the calls.
-                while True:
-                    data = self._take_chunks()
-                    if data or self._done:
-                        return data
+        if self._chunked:
+            # The framing is parsed here from whatever arrived, rather than with a
+            # readuntil/readexactly pair per chunk: every piece already here goes out in
+            # one trip through the pipeline, at a fraction of the calls.
+            while True:
+                data = self._take_chunks()
+                if data or self._done:
+                    return data
+                async with self._timeout():
                     more = await reader.read(1 << 16)
-                    if not more:
-                        raise asyncio.IncompleteReadError(bytes(self._buf), None)
-                    self._buf += more
-            if self._left is not None:
+                if not more:
+                    raise asyncio.IncompleteReadError(bytes(self._buf), None)
+                self._buf += more
+        if self._left is not None:
+            async with self._timeout():
                 data = await reader.read(min(self._left, 1 << 16))
-                if not data:
-                    raise UpstreamProtocolError("the upstream closed the body short")
-                self._left -= len(data)
-                self._done = self._left == 0
-                return data
-            data = await reader.read(1 << 16)
             if not data:
-                self._done = True
+                raise UpstreamProtocolError("the upstream closed the body short")
+            self._left -= len(data)
+            self._done = self._left == 0
             return data
+        async with self._timeout():
+            data = await reader.read(1 << 16)
+        if not data:
+            self._done = True
+        return data
 
     async def read(self) -> bytes:
-        if self._left is not None and not self._chunked and self._conn is not None:
-            try:
-                async with asyncio.timeout(self._read_s):
-                    data = await self._conn.reader.readexactly(self._left)
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                raise aiohttp.ClientPayloadError(
-                    f"the upstream broke off the body ({type(exc).__name__})"
-                ) from None
-            self._left = 0
-            self._done = True
-            return data
         parts: list[bytes] = []
         while True:
             piece = await self._next()
@@ -255,7 +293,10 @@ class _FastResponse:
                 return b"".join(parts)
             parts.append(piece)
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
+    def iter_any(self) -> AsyncIterator[bytes]:
+        return capped_lines(self._pieces(), self._max_line)
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
         while True:
             piece = await self._next()
             if not piece:
@@ -280,7 +321,10 @@ class _FastResponse:
 
 
 class FastClient:
-    """Keep-alive HTTP/1.1 over plain TCP to one upstream, at most `limit` connections."""
+    """Keep-alive HTTP/1.1 over plain TCP to one upstream, at most `limit` connections.
+
+    `read_s` bounds the wait for the answer's first byte, `idle_s` (default: `read_s`) each
+    gap after it, `total_s` the whole exchange from the request's first byte."""
 
     def __init__(
         self,
@@ -290,6 +334,10 @@ class FastClient:
         limit: int,
         connect_s: float | None,
         read_s: float | None,
+        idle_s: float | None = None,
+        total_s: float | None = None,
+        max_line: int = MAX_LINE_BYTES,
+        max_head: int = MAX_HEAD_BYTES,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
@@ -302,6 +350,10 @@ class FastClient:
         self._limit = limit
         self._connect_s = connect_s
         self._read_s = read_s
+        self.idle_s = read_s if idle_s is None else idle_s
+        self.total_s = total_s
+        self.max_line = max_line
+        self._max_head = max_head
         self._idle: list[_Connection] = []
         self._open = 0  # connections in use or idle
         self._waiters: list[asyncio.Future[None]] = []
@@ -338,7 +390,9 @@ class FastClient:
                 self._open += 1
                 try:
                     async with asyncio.timeout(self._connect_s):
-                        reader, writer = await asyncio.open_connection(self.host, self.port)
+                        reader, writer = await asyncio.open_connection(
+                            self.host, self.port, limit=self._max_head
+                        )
                 except BaseException:
                     self._open -= 1
                     self._wake()
@@ -354,6 +408,8 @@ class FastClient:
                 raise
 
     async def post(self, url: str, body: bytes) -> UpstreamResponse:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.total_s is None else loop.time() + self.total_s
         path = urlsplit(url).path or "/"
         request = (
             b"POST "
@@ -365,11 +421,14 @@ class FastClient:
             + b"\r\n\r\n"
             + body
         )
+        first_byte_by = None if self._read_s is None else loop.time() + self._read_s
+        if deadline is not None:
+            first_byte_by = deadline if first_byte_by is None else min(first_byte_by, deadline)
         for _ in range(2):
             conn, reused = await self._acquire()
             try:
                 conn.writer.write(request)
-                async with asyncio.timeout(self._read_s):
+                async with asyncio.timeout_at(first_byte_by):
                     head = await conn.reader.readuntil(b"\r\n\r\n")
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 conn.close()
@@ -377,17 +436,23 @@ class FastClient:
                 if reused:
                     continue  # the upstream had closed the idle connection: one fresh try
                 raise aiohttp.ClientConnectionError(str(exc) or type(exc).__name__) from None
+            except asyncio.LimitOverrunError:
+                conn.close()
+                self._drop()
+                raise UpstreamProtocolError(
+                    f"the upstream's response head is over {self._max_head} bytes"
+                ) from None
             except BaseException:
                 conn.close()
                 self._drop()
                 raise
             try:
-                status, headers = _parse_head(head)
+                status, headers, length = _parse_head(head)
             except (ValueError, IndexError):
                 conn.close()
                 self._drop()
                 raise UpstreamProtocolError("the upstream's answer is not HTTP/1.1") from None
-            return _FastResponse(self, conn, status, headers, self._read_s)
+            return _FastResponse(self, conn, status, headers, length, deadline)
         raise aiohttp.ClientConnectionError("the upstream keeps closing the connection")
 
     async def close(self) -> None:
@@ -398,10 +463,12 @@ class FastClient:
         self._idle.clear()
 
 
-def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+def _parse_head(head: bytes) -> tuple[int, dict[str, str], int | None]:
+    """Status, headers by lower-case name, and the Content-Length (None: not sent);
+    `ValueError` for anything that is not a well-formed HTTP/1.x head."""
     lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0]
-    if not status_line.startswith("HTTP/1."):
+    if not status_line.startswith("HTTP/1.") or not status_line[9:12].isdigit():
         raise ValueError(status_line)
     status = int(status_line[9:12])
     headers = {}
@@ -409,4 +476,12 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         if line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-    return status, headers
+    raw_length = headers.get("content-length")
+    length = None
+    if raw_length is not None:
+        # Digits only: int() would take "+5", " 5" or "5_0"; several differing values
+        # ("5, 6") are a smuggling attempt, not a length.
+        if not raw_length.isascii() or not raw_length.isdigit():
+            raise ValueError(f"Content-Length: {raw_length!r}")
+        length = int(raw_length)
+    return status, headers, length
