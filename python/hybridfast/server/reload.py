@@ -1,0 +1,96 @@
+"""Config reload without a restart: `SIGHUP`, `POST /admin/config` and the dashboard's editor.
+
+Every path goes through `apply_text`: the new text is checked by the same parser as
+`hybridfast config check` (a bad file changes nothing and says why, with file, line and key
+path), then the file is replaced atomically and the running gateway is reconfigured — new
+requests use the new config, requests in flight finish on the one they started with.
+
+The editor never sees a secret: `mask` replaces literal secret values (keys, DSNs, Redis URLs)
+with numbered placeholders; `unmask` puts the file's current values back for placeholders the
+user left alone. `${VAR}` references are not secrets and are shown as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from hybridfast.config import Config, parse_config
+from hybridfast.errors import ConfigError, InvalidRequest
+
+log = logging.getLogger("hybridfast.reload")
+
+SECRET_FIELDS = ("api_key", "master_key", "metrics_key", "key", "dsn", "redis_url", "secret")
+# `field: value` in block or flow style; the value runs to a comma, brace, comment or line end.
+_SECRET_VALUE = re.compile(
+    r"(?P<head>(?:^|[\s{,])(?:" + "|".join(SECRET_FIELDS) + r")\s*:[ \t]*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,}#][^,}#\n]*?)(?=[ \t]*(?:[,}#\n]|$))",
+    re.MULTILINE,
+)
+_PLACEHOLDER = re.compile(r"<masked:(\d+)>")
+
+
+def mask(text: str) -> tuple[str, list[str]]:
+    """The text with literal secret values replaced by `<masked:N>`, and the values."""
+    values: list[str] = []
+
+    def swap(m: re.Match[str]) -> str:
+        value = m.group("value")
+        if value.strip("\"'").startswith("${") or _PLACEHOLDER.fullmatch(value):
+            return m.group(0)
+        values.append(value)
+        return f"{m.group('head')}<masked:{len(values) - 1}>"
+
+    return _SECRET_VALUE.sub(swap, text), values
+
+
+def unmask(edited: str, current: str) -> str:
+    """`edited` with every placeholder replaced by the value it stands for in `current`."""
+    _, values = mask(current)
+
+    def back(m: re.Match[str]) -> str:
+        index = int(m.group(1))
+        if index >= len(values):
+            raise InvalidRequest(
+                f"{m.group(0)} does not stand for a value of the current config",
+                hint="leave masked values as they are, or type the new value",
+            )
+        return values[index]
+
+    return _PLACEHOLDER.sub(back, edited)
+
+
+def check_text(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """The config the text describes, or `ConfigError` with file:line and key path."""
+    return parse_config(text, source, os.environ if env is None else env).config
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replaces the file in one rename, keeping its permissions: a crash leaves the old file
+    or the new one, never half of either."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def editable_source(source: str) -> Path:
+    """The config file serve runs on; started without one, there is nothing to edit."""
+    if source.startswith("<"):
+        raise ConfigError(
+            "serve was started without a config file, so there is no file to change",
+            hint="start serve with --config PATH (or ./hybridfast.yaml) to edit it here",
+        )
+    return Path(source)
