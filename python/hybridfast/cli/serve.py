@@ -10,6 +10,7 @@ import sys
 from hybridfast import discovery
 from hybridfast.config import Config, load_config
 from hybridfast.errors import ConfigError
+from hybridfast.observability import logs
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--insecure",
         action="store_true",
         help="allow binding a non-loopback address without a master key",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or one JSON object per line, with one line per request "
+        "(default: observability.log_format, text)",
     )
     p.set_defaults(handler=run)
 
@@ -45,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
         config.server.host = args.host
     if args.port is not None:
         config.server.port = args.port
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if getattr(args, "log_format", None):
+        config.observability.log_format = args.log_format
+    logs.configure(config.server.log_level, config.observability.log_format)
     for warning in loaded.warnings:
         logging.getLogger("hybridfast").warning(warning)
     if not is_loopback(config.server.host) and not config.server.master_key and not args.insecure:

@@ -34,7 +34,17 @@ log = logging.getLogger("hybridfast.request_log")
 TABLE = "request_log"
 MAX_PAGE = 1000
 # Columns an admin filter may match exactly, and the index that serves it.
-FILTER_COLUMNS = ("key_name", "team", "model", "route", "deployment", "status", "cache", "code")
+FILTER_COLUMNS = (
+    "request_id",
+    "key_name",
+    "team",
+    "model",
+    "route",
+    "deployment",
+    "status",
+    "cache",
+    "code",
+)
 _INDEXED = ("key_name", "team", "model", "status")
 
 _COLUMNS_SQL = """
