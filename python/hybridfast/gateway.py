@@ -631,24 +631,8 @@ class Gateway:
             saved_cost=saved_cost,
         )
         await self.ledger.settle(reservation, record)
-        self._observe(info, ttft_s)
-
-    def _observe(self, info: CallInfo, ttft_s: float | None) -> None:
-        dep = info.deployment_id
-        stream = "true" if info.stream else "false"
-        metrics.REQUESTS.inc((info.route, dep, str(info.status), info.cache))
-        end = info.ended or _perf()
-        metrics.LATENCY.observe((dep, stream), end - info.started)
-        if ttft_s is not None:
-            metrics.TTFT.observe((dep,), ttft_s)
-        if info.status < 400:
-            metrics.OVERHEAD.observe((stream,), info.overhead_s())
-        if info.cache == "miss" or info.cache == "bypass":
-            u = info.usage
-            metrics.TOKENS.inc((dep, "input"), u.input_tokens)
-            metrics.TOKENS.inc((dep, "output"), u.output_tokens)
-            if u.cached_input_tokens:
-                metrics.TOKENS.inc((dep, "cached_input"), u.cached_input_tokens)
+        # Request metrics, the request log and the log line are recorded by the server's
+        # observability middleware (hybridfast.server.observability), once per request.
 
     async def _record_failure(
         self, request: ChatRequest, caller: Caller, info: CallInfo, error: GatewayError

@@ -178,13 +178,14 @@ def set_max_series(limit: int) -> None:
 
 REQUESTS = Counter(
     "hybridfast_requests",
-    "Chat requests answered, by route, deployment, status and cache result.",
-    ["route", "deployment", "status", "cache"],
+    "API requests answered (errors included), by route, deployment, status, error code "
+    "and cache result.",
+    ["route", "deployment", "status", "code", "cache"],
 )
 LATENCY = Histogram(
     "hybridfast_request_duration_seconds",
-    "Time from receiving a request to its last byte, by deployment.",
-    ["deployment", "stream"],
+    "Time from receiving a request to its last byte, by route and deployment.",
+    ["route", "deployment", "stream"],
     LATENCY_BUCKETS,
 )
 TTFT = Histogram(
@@ -199,12 +200,14 @@ OVERHEAD = Histogram(
     ["stream"],
     FAST_BUCKETS,
 )
-# (`hybridfast_tokens`, by key and team, is the ledger's: tokens billed.)
+# Tokens served, by how the answer was made: `cache="miss"|"bypass"` are the tokens an
+# upstream billed, and agree with the ledger's `hybridfast_tokens` (tokens billed, by key
+# and team); cache hits served tokens nobody paid for again.
 TOKENS = Counter(
     "hybridfast_request_tokens",
-    "Tokens of answered requests as the upstreams reported them, by deployment and "
-    "direction (input, output, cached_input).",
-    ["deployment", "direction"],
+    "Tokens of answered requests as the upstreams reported them, by deployment, "
+    "direction (input, output, cached_input) and cache result.",
+    ["deployment", "direction", "cache"],
 )
 ERRORS = Counter(
     "hybridfast_errors",

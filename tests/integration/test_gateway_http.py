@@ -904,8 +904,8 @@ async def test_models_health_metrics(gateway: Make, fake_openai: FakeUpstream) -
     await h.openai(True)
     text = await (await h.client.get("/metrics")).text()
     assert (
-        'hybridfast_requests_total{cache="miss",deployment="chat#0",route="chat",status="200"}'
-        in text
+        'hybridfast_requests_total{cache="miss",code="",deployment="chat#0",route="chat",'
+        'status="200"}' in text
     )
     assert "hybridfast_gateway_overhead_seconds_bucket" in text
     assert 'hybridfast_time_to_first_token_seconds_count{deployment="chat#0"}' in text
@@ -999,15 +999,18 @@ async def test_metrics_count_fallbacks_and_errors(
     from hybridfast import metrics
 
     before_err = metrics.ERRORS.values.get(("chat#0", "503", "ERR_UPSTREAM"), 0)
-    before_ok = metrics.REQUESTS.values.get(("chat", "chat#1", "200", "miss"), 0)
+    before_ok = metrics.REQUESTS.values.get(("chat", "chat#1", "200", "", "miss"), 0)
     fake_openai.fail(503, times=1)
     h = await gateway(fake_config(fake_openai, fake_ollama))
     assert (await h.openai()).status == 200
     assert metrics.ERRORS.values[("chat#0", "503", "ERR_UPSTREAM")] == before_err + 1
-    assert metrics.REQUESTS.values[("chat", "chat#1", "200", "miss")] == before_ok + 1
+    assert metrics.REQUESTS.values[("chat", "chat#1", "200", "", "miss")] == before_ok + 1
     text = await (await h.client.get("/metrics")).text()
     assert 'hybridfast_errors_total{code="ERR_UPSTREAM",deployment="chat#0",status="503"}' in text
-    assert 'hybridfast_request_tokens_total{deployment="chat#1",direction="output"}' in text
+    assert (
+        'hybridfast_request_tokens_total{cache="miss",deployment="chat#1",direction="output"}'
+        in text
+    )
 
 
 async def test_cache_replay_left_early_is_still_recorded(

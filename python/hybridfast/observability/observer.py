@@ -109,6 +109,8 @@ def observe_metrics(record: RequestRecord) -> None:
         metrics.FAILURES.inc((record.route, dep, status, record.code or "ERR_UNKNOWN"))
     elif record.overhead_ms is not None:
         metrics.OVERHEAD.observe((stream,), record.overhead_ms / 1000)
+    if record.deployment is not None and record.upstream_ms:
+        metrics.UPSTREAM_LATENCY.observe((dep,), record.upstream_ms / 1000)
     if record.ttft_ms is not None:
         metrics.TTFT.observe((dep,), record.ttft_ms / 1000)
     if record.inter_token_ms is not None:

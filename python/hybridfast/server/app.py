@@ -32,6 +32,7 @@ from hybridfast.gateway import ANONYMOUS, CallInfo, Gateway, to_gateway_error
 from hybridfast.metrics import REGISTRY
 from hybridfast.protocols import anthropic as anthropic_protocol
 from hybridfast.protocols import openai as openai_protocol
+from hybridfast.server import observability
 from hybridfast.server.features import INSTALLERS, ROUTES
 from hybridfast.types import Caller
 
@@ -376,6 +377,8 @@ def create_app(
             await gw.close()
 
     app.cleanup_ctx.append(gateway_ctx)
+    # Outermost middleware and first to open, last to close: sees every API request.
+    observability.install(app, config, INFO)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

@@ -144,7 +144,7 @@ def install(app: web.Application, config: Config, context_key: web.RequestKey[An
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)
 
-    app.cleanup_ctx.append(observer_ctx)
+    app.cleanup_ctx.insert(0, observer_ctx)
 
 
 def installer(
