@@ -44,21 +44,41 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
+# Ranges the types carry, so `config check` refuses what `serve` could not use.
+Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+Count = Annotated[int, msgspec.Meta(ge=1)]  # how many of something: at least one
+Size = Annotated[int, msgspec.Meta(ge=0)]  # a capacity or limit that may be zero
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Seconds = Positive
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     # Admin key: when set, every request needs it (or a key from `keys:`) as a bearer token.
     master_key: str | None = None
-    max_body_bytes: int = 10 * 1024 * 1024
+    # `master-key`: /admin answers the master key only, and refuses everyone when none is
+    # set. `open-on-loopback`: without a master key, /admin answers requests from this
+    # machine (a laptop set-up; never behind a proxy on the same host).
+    admin: Literal["master-key", "open-on-loopback"] = "master-key"
+    # A key that may read /metrics and nothing else (for Prometheus); the master key may too.
+    metrics_key: str | None = None
+    max_body_bytes: Count = 10 * 1024 * 1024
     # Continue a stream that breaks mid-way on the next deployment.
     stream_recovery: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class TimeoutConfig(_Section):
-    connect_s: float = 5.0
-    first_byte_s: float = 60.0
-    total_s: float = 600.0
+    connect_s: Seconds = 5.0
+    # The wait for the answer's first byte.
+    first_byte_s: Seconds = 60.0
+    # The longest gap between bytes after the first; null: first_byte_s.
+    idle_s: Seconds | None = None
+    # The whole exchange, however the bytes trickle in.
+    total_s: Seconds = 600.0
 
 
 class ProviderConfig(_Section):
@@ -67,8 +87,8 @@ class ProviderConfig(_Section):
     base_url: str | None = None
     api_key: str | None = None
     timeout: TimeoutConfig = msgspec.field(default_factory=TimeoutConfig)
-    max_connections: int = 256
-    max_retries: int = 2
+    max_connections: Count = 256
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     # Whether the upstream runs on this machine/network; defaults by kind (ollama: yes).
     local: bool | None = None
@@ -95,25 +115,25 @@ class ModelConfig(_Section):
     model: str
     quality: float = 0.5
     price: PriceConfig | None = None
-    context_window: int | None = None
-    max_output_tokens: int | None = None
+    context_window: Count | None = None
+    max_output_tokens: Count | None = None
     # What it can do beyond plain chat: tools, vision, json, embeddings.
     capabilities: list[str] = msgspec.field(default_factory=list)
     tags: list[str] = msgspec.field(default_factory=list)
-    max_concurrency: int | None = None
+    max_concurrency: Count | None = None
     # Priors for the router until live traffic is measured.
-    ttft_ms: float | None = None
-    tokens_per_s: float | None = None
+    ttft_ms: NonNegative | None = None
+    tokens_per_s: Positive | None = None
     # Embedding models: the vector size, and the sizes `dimensions` may ask for.
-    dimensions: int | None = None
+    dimensions: Count | None = None
 
 
 class BalanceWeights(_Section):
     """Relative weights of the `balanced` strategy's score (each part scaled to 0..1)."""
 
-    cost: float = 1.0
-    latency: float = 1.0
-    quality: float = 1.0
+    cost: NonNegative = 1.0
+    latency: NonNegative = 1.0
+    quality: NonNegative = 1.0
 
 
 class RouteConfig(_Section):
@@ -121,9 +141,9 @@ class RouteConfig(_Section):
 
     candidates: list[str]
     strategy: Strategy = "balanced"
-    weights: list[float] | None = None
-    min_quality: float | None = None
-    max_cost_usd: float | None = None
+    weights: list[NonNegative] | None = None
+    min_quality: Share | None = None
+    max_cost_usd: NonNegative | None = None
     balance: BalanceWeights = msgspec.field(default_factory=BalanceWeights)
     # Pick a cheaper candidate when the caller's budget cannot afford the first choice.
     downgrade_on_budget: bool = True
@@ -134,28 +154,29 @@ class RouteConfig(_Section):
 
 
 class CircuitConfig(_Section):
-    failures_to_open: int = 5
-    error_rate_to_open: float = 0.5
-    window_s: float = 30.0
-    min_requests: int = 10
-    cooldown_s: float = 15.0
-    successes_to_close: int = 2
+    failures_to_open: Count = 5
+    error_rate_to_open: Share = 0.5
+    window_s: Seconds = 30.0
+    min_requests: Size = 10
+    cooldown_s: NonNegative = 15.0
+    successes_to_close: Count = 2
     # Cooldowns are stretched by up to this fraction, so instances do not probe in step.
-    jitter: float = 0.2
+    jitter: Share = 0.2
     # A half-open probe that has not reported back after this long is presumed lost.
-    probe_timeout_s: float = 60.0
+    probe_timeout_s: Seconds = 60.0
 
 
 class RouterConfig(_Section):
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
-    ewma_alpha: float = 0.2
+    # The weight of the newest measurement in the moving averages: in (0, 1].
+    ewma_alpha: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
     # How a plain model name with several deployments (a group) orders them.
     group_strategy: Strategy = "balanced"
     # Output tokens assumed for expected cost and time when a request sets no max_tokens.
-    expected_output_tokens: int = 256
+    expected_output_tokens: Count = 256
     # Priors for deployments with neither live measurements nor ttft_ms/tokens_per_s set.
-    default_ttft_ms: float = 500.0
-    default_tokens_per_s: float = 50.0
+    default_ttft_ms: NonNegative = 500.0
+    default_tokens_per_s: Positive = 50.0
 
 
 class QueueConfig(_Section):
@@ -208,7 +229,7 @@ class LedgerConfig(_Section):
     prices_file: str | None = None
     # How long the background writer waits for more entries before checking for shutdown;
     # entries are written as soon as they are queued (group commit), not after this.
-    flush_interval_ms: float = 5.0
+    flush_interval_ms: Seconds = 5.0
     # SQLite: "full" fsyncs every group commit (an acknowledged entry survives a power cut);
     # "normal" survives the process being killed, not the machine losing power.
     synchronous: Literal["full", "normal"] = "full"
@@ -217,7 +238,7 @@ class LedgerConfig(_Section):
     # Redis counter: key prefix, and how long a crashed instance's holds live before the
     # shared budget takes them back.
     redis_prefix: str = "hybridfast:budget"
-    hold_ttl_s: float = 900.0
+    hold_ttl_s: Seconds = 900.0
 
 
 class BudgetConfig(_Section):
@@ -225,20 +246,20 @@ class BudgetConfig(_Section):
     limit_usd: float
     window: Window = "total"
     name: str | None = None
-    soft_fraction: float = 0.8
+    soft_fraction: Share = 0.8
 
 
 class ExactCacheConfig(_Section):
     enabled: bool = True
-    ttl_s: float = 3600.0
-    max_entries: int = 100_000
+    ttl_s: Seconds = 3600.0
+    max_entries: Size = 100_000
 
 
 class SemanticCacheConfig(_Section):
     enabled: bool = True
     # Cosine similarity a candidate needs; None: the embedder's measured default
     # (minilm 0.90; hashing 0.90). See README "Caching".
-    threshold: float | None = None
+    threshold: Annotated[float, msgspec.Meta(ge=-1, le=1)] | None = None
     # auto: the neural local model (minilm) when installed; without it the semantic cache
     # stays off, because the hashing embedder cannot keep false hits under 2%.
     # `hashing` turns it on with the hashing embedder anyway.
@@ -246,8 +267,8 @@ class SemanticCacheConfig(_Section):
     # What is embedded: the last user message (earlier turns must then match exactly), or
     # the whole conversation.
     text: Literal["last_user", "conversation"] = "last_user"
-    max_entries: int = 100_000
-    ttl_s: float = 86_400.0
+    max_entries: Size = 100_000
+    ttl_s: Seconds = 86_400.0
     # Checks a candidate must pass besides the threshold; what each one buys is measured
     # in the README.
     guards: list[Literal["numbers", "negation", "entities", "antonyms", "details", "direction"]] = (
@@ -263,15 +284,15 @@ class SemanticCacheConfig(_Section):
         )
     )
     # Candidates checked per lookup, best first.
-    top_k: int = 3
+    top_k: Count = 3
     # Vector storage in the index: f32, f16 (half the memory) or int8 (a quarter).
     storage: Literal["f32", "f16", "int8"] = "f32"
     # A scope gets an HNSW graph (instead of an exact scan) from this many entries.
-    ann_threshold: int = 4096
-    ef_search: int = 96
+    ann_threshold: Size = 4096
+    ef_search: Count = 96
     # Batched lookups over large scopes on the GPU when CuPy and a device are present.
     gpu: Literal["auto", "off"] = "auto"
-    gpu_min_entries: int = 50_000
+    gpu_min_entries: Size = 50_000
 
 
 class CacheConfig(_Section):
@@ -291,26 +312,26 @@ class CacheConfig(_Section):
     # Files prefix for the memory backend's snapshot (`<path>.exact`, `.semantic`, `.index`,
     # `.json`): loaded at start, written every `snapshot_interval_s` and at shutdown.
     snapshot_path: str | None = None
-    snapshot_interval_s: float = 300.0
+    snapshot_interval_s: Seconds = 300.0
 
 
 class EmbeddingsConfig(_Section):
     # Dynamic batching of local models: a batch closes at `max_batch` texts or when its
     # oldest request has waited `max_wait_ms`; beyond `max_queue` waiting texts → 429.
-    max_batch: int = 64
-    max_wait_ms: float = 2.0
-    max_queue: int = 4096
-    max_inputs: int = 2048
-    max_input_chars: int = 32_768
+    max_batch: Count = 64
+    max_wait_ms: NonNegative = 2.0
+    max_queue: Count = 4096
+    max_inputs: Count = 2048
+    max_input_chars: Count = 32_768
     # Off: each request runs on its own (for comparison; batching is faster under load).
     batching: bool = True
     # Where the local MiniLM runs: auto (a GPU when CuPy sees one), cpu or cuda.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Threads for one local batch; 0 = one per core.
-    threads: int = 0
+    threads: Size = 0
     # The exact per-text cache in front of every embedding deployment.
     cache: bool = True
-    cache_max_entries: int = 100_000
+    cache_max_entries: Size = 100_000
 
 
 class RequestLogConfig(_Section):
@@ -357,6 +378,10 @@ class KeyConfig(_Section):
     user: str | None = None
     team: str | None = None
     tags: list[str] = msgspec.field(default_factory=list)
+    # Whether requests may name their end user (`user`, `metadata.user_id`) for budgets and
+    # the ledger. Off: the key's own `user` counts, whatever the body says. On: the body's
+    # user counts, within this key's team (budgets of users outside it stay unreachable).
+    allow_client_user: bool = False
 
 
 class Config(_Section):
@@ -476,7 +501,16 @@ _SECRET_SHAPE = re.compile(
     r"^(sk-(proj-|ant-)?[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,}"
     r"|gsk_[A-Za-z0-9]{20,}|xai-[A-Za-z0-9]{20,})$"
 )
-_SECRET_KEYS = {"api_key", "master_key", "key", "dsn", "redis_url"}
+_SECRET_KEYS = {"api_key", "master_key", "metrics_key", "key", "dsn", "redis_url"}
+# Keys that must not come out of `${VAR}` empty, unset or null (`MK=null` must not turn
+# auth off) unless a `:-default` says empty is meant. A provider's `api_key` may be unset
+# (the examples name every provider; one without its key just fails over), but not a
+# null word: `null`/`~` set on purpose is a mistake either way.
+_AUTH_SECRETS = {"master_key", "metrics_key", "key"}
+_NULL_WORDS = {"~", "null", "Null", "NULL"}
+# A real config has a few thousand values; aliases expanding past this are a YAML bomb.
+MAX_YAML_VALUES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass
@@ -560,14 +594,32 @@ def _to_python(
     warnings: list[str],
 ) -> Any:
     lines[path] = node.start_mark.line + 1
+    if len(lines) > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{source}:{lines[path]}: the YAML expands to more than {MAX_YAML_VALUES} values",
+            hint="aliases (*name) that repeat anchors of anchors multiply; write it out",
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: keys written here win
+                value = _to_python(value_node, path, lines, env, originals, source, warnings)
+                for part in value if isinstance(value, list) else [value]:
+                    if isinstance(part, dict):
+                        merged.update({k: v for k, v in part.items() if k not in merged})
+                continue
             key = str(key_node.value)
             child = f"{path}.{key}" if path else key
+            if key in out:
+                raise ConfigError(
+                    f"{source}:{key_node.start_mark.line + 1}: {child}: duplicate key "
+                    f"(first on line {lines[child]})",
+                    hint="a YAML mapping keeps only one value per key: remove one",
+                )
             lines[child] = key_node.start_mark.line + 1
             out[key] = _to_python(value_node, child, lines, env, originals, source, warnings)
-        return out
+        return {**merged, **out} if merged else out
     if isinstance(node, yaml.SequenceNode):
         return [
             _to_python(item, f"{path}[{i}]", lines, env, originals, source, warnings)
@@ -584,6 +636,16 @@ def _to_python(
     if "__hybridfast_env_" in raw:
         raw = _TOKEN.sub(lambda m: originals[int(m.group(1))], raw)
         value = _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), raw)
+        bare = value.strip()
+        if (leaf in _AUTH_SECRETS and (not bare or bare in _NULL_WORDS) and ":-" not in raw) or (
+            leaf == "api_key" and bare in _NULL_WORDS
+        ):
+            raise ConfigError(
+                f"{source}:{lines[path]}: {path}: {raw} is "
+                f"{repr(value) if value.strip() else 'empty or unset'}; "
+                "a secret read from the environment cannot be empty or null",
+                hint="set the variable to the secret, or write ${VAR:-} if empty is meant",
+            )
         if node.style is None:  # plain scalars get YAML's typing after interpolation
             if value == "":
                 return None
@@ -692,3 +754,30 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
         if k.key in seen_keys:
             fail(f"keys[{i}].key", "this key is listed twice")
         seen_keys.add(k.key)
+    _check_keys(config, source, lines)
+
+
+def _check_keys(config: Config, source: str, lines: dict[str, int]) -> None:
+    """Credentials that would quietly weaken auth or merge two tenants."""
+
+    def fail(path: str, message: str) -> None:
+        raise ConfigError(f"{source}:{lines.get(path, 1)}: {path}: {message}")
+
+    server = config.server
+    for name in ("master_key", "metrics_key"):
+        value = getattr(server, name)
+        if value is not None and not value.strip():
+            fail(f"server.{name}", "is empty: leave it out, or set a real key")
+    if server.metrics_key and server.metrics_key == server.master_key:
+        fail("server.metrics_key", "is the master key; give scraping a key of its own")
+    names: dict[str, int] = {}
+    for i, k in enumerate(config.keys):
+        if not k.key.strip():
+            fail(f"keys[{i}].key", "a virtual key cannot be empty")
+        if k.key in (server.master_key, server.metrics_key):
+            fail(f"keys[{i}].key", "is the master or metrics key; a virtual key needs its own")
+        if k.name == "master":
+            fail(f"keys[{i}].name", "`master` is the master key's name; choose another")
+        if k.name in names:
+            fail(f"keys[{i}].name", f"the same name as keys[{names[k.name]}]: names are tenants")
+        names[k.name] = i

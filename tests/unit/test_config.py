@@ -156,7 +156,10 @@ def test_defaults_from_the_environment() -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_every_example_passes_config_check(path: Path) -> None:
+def test_every_example_passes_config_check(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hybridfast.cli import main
 
+    # As deployed: an example that reads the master key from the environment needs it set
+    # (unset, it is a config error rather than a gateway without auth).
+    monkeypatch.setenv("HYBRIDFAST_MASTER_KEY", "example-master-key")
     assert main(["config", "check", str(path)]) == 0
