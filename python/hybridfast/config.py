@@ -384,6 +384,14 @@ class KeyConfig(_Section):
     allow_client_user: bool = False
 
 
+class ResponsesConfig(_Section):
+    """Responses API answers kept for `previous_response_id` and `GET /v1/responses/{id}`
+    (in the ledger's database)."""
+
+    # How long a stored response is kept, in days.
+    retention_days: float = 30.0
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
@@ -397,6 +405,7 @@ class Config(_Section):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     embeddings: EmbeddingsConfig = msgspec.field(default_factory=EmbeddingsConfig)
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:

@@ -74,6 +74,14 @@ class RateLimited(GatewayError):
     hint = "retry after the time given in Retry-After"
 
 
+class Unsupported(GatewayError):
+    """The request needs something its deployments are declared not to do (a capability
+    missing from their `capabilities:` list, a hosted tool...): no upstream is called."""
+
+    code, status = "ERR_UNSUPPORTED", 400
+    hint = "send it to a model that supports it, or leave that part out"
+
+
 class ProviderUnavailable(GatewayError):
     code, status = "ERR_PROVIDER_UNAVAILABLE", 502
     hint = "every deployment for this model failed; see /readyz and the gateway log"

@@ -10,7 +10,13 @@ import pytest
 
 from hybridfast.config import parse_config
 from hybridfast.deployments import build_deployments
-from hybridfast.errors import BudgetExceeded, ConfigError, ModelNotFound, ProviderUnavailable
+from hybridfast.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ModelNotFound,
+    ProviderUnavailable,
+    Unsupported,
+)
 from hybridfast.routing import NativeRouter, build_router, describe_plan
 from hybridfast.types import Caller, RequestFeatures
 
@@ -77,10 +83,16 @@ def test_unknown_name_and_empty_plans_raise_the_right_errors() -> None:
     r = make()
     with pytest.raises(ModelNotFound, match="'nope'"):
         r.plan("nope", feats(), CALLER)
-    with pytest.raises(ProviderUnavailable) as info:
-        r.plan("offline", feats(needs=frozenset({"vision"})), CALLER)
-    assert "local#0: lacks capability: vision" in str(info.value)
-    assert info.value.code == "ERR_PROVIDER_UNAVAILABLE"
+    # A model listed without `capabilities:` may have any: the upstream decides.
+    assert ids(r, "offline", needs=frozenset({"vision"})) == ["local#0"]
+    # One declared without it is a client error naming the models that may have it, not a
+    # 5xx that SDKs retry.
+    with pytest.raises(Unsupported) as info:
+        r.plan("fast", feats(needs=frozenset({"vision"})), CALLER)
+    assert info.value.status == 400
+    assert info.value.code == "ERR_UNSUPPORTED"
+    assert "vision" in str(info.value)
+    assert "models that have it: local, smart" in str(info.value)
     with pytest.raises(BudgetExceeded) as budget:
         r.plan("auto", feats(budget_remaining=10), CALLER)
     assert "over budget" in str(budget.value)
@@ -104,10 +116,11 @@ def test_budget_downgrades_then_refuses() -> None:
 
 def test_capabilities_tags_and_locality() -> None:
     r = make()
-    assert ids(r, "auto", needs=frozenset({"vision"})) == ["smart#0"]
+    # fast declares its list without vision; local declares none (unknown: it may).
+    assert sorted(ids(r, "auto", needs=frozenset({"vision"}))) == ["local#0", "smart#0"]
     # A capability only the config names (audio) works like the built-in ones.
-    assert ids(r, "auto", needs=frozenset({"audio"})) == ["fast#0"]
-    with pytest.raises(ProviderUnavailable):
+    assert sorted(ids(r, "auto", needs=frozenset({"audio"}))) == ["fast#0", "local#0"]
+    with pytest.raises(Unsupported):
         r.plan("auto", feats(needs=frozenset({"telepathy"})), CALLER)
     assert ids(r, "auto", tags=("eu",)) == ["fast#0"]
     assert ids(r, "auto", tags=("local-only",)) == ["local#0"]
@@ -185,7 +198,7 @@ def test_describe_plan_tells_the_whole_story() -> None:
     ab = describe_plan(r.explain("ab", feats(request_id="x"), CALLER))
     assert "strategy weighted, arm '" in ab
     # An empty plan is explained, not raised.
-    empty = r.explain("offline", feats(needs=frozenset({"vision"})), CALLER)
+    empty = r.explain("offline", feats(needs=frozenset({"telepathy"})), CALLER)
     assert empty.deployments == []
     assert "nothing can serve this request" in describe_plan(empty)
     with pytest.raises(ModelNotFound):

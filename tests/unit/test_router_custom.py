@@ -22,11 +22,11 @@ providers:
   - {name: oa, kind: openai, api_key: test}
   - {name: ol, kind: ollama, base_url: "http://127.0.0.1:1"}
 models:
-  - {name: big, provider: oa, model: gpt-4.1, quality: 0.9,
+  - {name: big, provider: oa, model: gpt-4.1, quality: 0.9, capabilities: [vision],
      price: {input_per_mtok: 2, output_per_mtok: 8}}
   - {name: mini, provider: oa, model: gpt-4.1-mini, quality: 0.75, capabilities: [tools],
      price: {input_per_mtok: 0.4, output_per_mtok: 1.6}}
-  - {name: local, provider: ol, model: llama3, quality: 0.55}
+  - {name: local, provider: ol, model: llama3, quality: 0.55, capabilities: [json]}
 routes:
   auto:
     strategy: custom

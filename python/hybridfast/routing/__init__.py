@@ -29,7 +29,13 @@ from hybridfast._core import (
     parse_usd,
 )
 from hybridfast.config import Config, ModelConfig
-from hybridfast.errors import BudgetExceeded, ConfigError, ModelNotFound, ProviderUnavailable
+from hybridfast.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ModelNotFound,
+    ProviderUnavailable,
+    Unsupported,
+)
 from hybridfast.routing import metrics as router_metrics
 from hybridfast.routing.custom import Candidate, CustomRouter, load_custom_router
 from hybridfast.types import Caller, Deployment, RequestFeatures, RoutePlan
@@ -49,6 +55,8 @@ log = logging.getLogger("hybridfast.routing")
 LOCAL_ONLY = "local-only"
 # The bit of a capability no deployment has: needing it empties the plan.
 _NOBODY_CAP = 1 << 31
+# A deployment listed without `capabilities:` may do anything: the upstream decides.
+_UNKNOWN_CAPS = _NOBODY_CAP - 1
 # Picodollar budgets are i64 in the core (±$9.2M); larger ones are clamped.
 _I64_MAX = (1 << 63) - 1
 _I64_MIN = -(1 << 63)
@@ -134,7 +142,9 @@ class NativeRouter:
             gpu_second=d.gpu_second,
             context_window=d.context_window,
             max_output_tokens=d.max_output_tokens,
-            capabilities=self._bits(self._cap_bits, d.capabilities),
+            capabilities=self._bits(self._cap_bits, d.capabilities)
+            if d.capabilities
+            else _UNKNOWN_CAPS,
             tags=self._bits(self._tag_bits, d.tags),
             max_concurrency=d.max_concurrency,
             ttft_s=None if d.ttft_ms is None else d.ttft_ms / 1000.0,
@@ -169,6 +179,18 @@ class NativeRouter:
             self._tags_cache[tags] = (mask, local_only)
         return mask, local_only
 
+    def _unsupported(self, name: str, needs: frozenset[str]) -> Unsupported:
+        """Every candidate is declared unable to do what the request needs: a client error
+        (a retry cannot help), naming what is missing and the models that have it."""
+        missing = sorted(needs)
+        able = sorted(
+            {d.name for d in self.deployments if not d.capabilities or needs <= d.capabilities}
+        )
+        message = f"{name!r} is declared without {', '.join(missing)} (its `capabilities:` list)"
+        if able:
+            message += f"; models that have it: {', '.join(able)}"
+        return Unsupported(message)
+
     # --- the Router protocol -------------------------------------------------------
 
     def plan(self, name: str, features: RequestFeatures, caller: Caller) -> Plan:
@@ -199,6 +221,8 @@ class NativeRouter:
             raise ModelNotFound(f"the model {name!r} does not exist")
         deployments, dropped, strategy, arm, scores, refused_for_budget, probe = out
         if not deployments:
+            if features.needs and dropped and all(_LACKS in why for _, why in dropped):
+                raise self._unsupported(name, features.needs)
             raise _refusal(name, dropped, refused_for_budget)
         plan = Plan(deployments, dropped, strategy, arm, scores, name, "", probe)
         if strategy == "custom":
@@ -315,6 +339,9 @@ class NativeRouter:
             )
         plan.dropped += [(dep_id, "left out by the custom router") for dep_id in allowed]
         plan.deployments = ordered
+
+
+_LACKS = "lacks capability"
 
 
 def _refusal(name: str, dropped: list[tuple[str, str]], budget: bool) -> Exception:

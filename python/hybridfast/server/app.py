@@ -33,6 +33,7 @@ from hybridfast.metrics import REGISTRY
 from hybridfast.protocols import anthropic as anthropic_protocol
 from hybridfast.protocols import openai as openai_protocol
 from hybridfast.server import observability
+from hybridfast.server import responses as responses_endpoints
 from hybridfast.server.features import INSTALLERS, ROUTES
 from hybridfast.types import Caller
 
@@ -388,6 +389,9 @@ def create_app(
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
+    responses_endpoints.setup(
+        app, config, gateway_key=gateway_key, info_key=INFO, caller_of=_caller
+    )
 
     from hybridfast.server import admin_cache, admin_spend
 
