@@ -4,20 +4,31 @@ Money is integer picodollars (10⁻¹² USD) everywhere. Each section below belo
 of the core; keep them in the order of `rust/python/src/lib.rs`.
 """
 
-from typing import Any, Final, final
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, final
 
 __version__: Final[str]
 
 # --- errors (rust/python/src/errors.rs) -------------------------------------------------
 
 class HybridfastError(Exception):
-    """Base of every hybridfast error; `code` is the stable error code."""
+    """Base of every hybridfast error. `code` is the stable error code (a class attribute
+    of each subclass, so errors raised from Python have it too: `ERR_INTERNAL` on the base);
+    `details` what the core knows beyond the message (read it, do not change it)."""
 
     code: str
+    details: dict[str, Any]
 
 class InvalidArgumentError(HybridfastError): ...
 class NotFoundError(HybridfastError): ...
-class BudgetExceededError(HybridfastError): ...
+
+class BudgetExceededError(HybridfastError):
+    """`details` and the attributes: `scope` (the budget's label, `team:research/month`)
+    and `remaining` (picodollars left)."""
+
+    scope: str
+    remaining: int
+
 class NoCandidatesError(HybridfastError): ...
 class DimensionError(HybridfastError): ...
 class StorageError(HybridfastError): ...
@@ -66,6 +77,12 @@ def parse_usd(text: str) -> int:
 
 def format_usd(picodollars: int) -> str:
     """Formats picodollars as an exact decimal dollar string."""
+
+def gpu_time_cost(per_second: int, seconds: float) -> int:
+    """The charge in picodollars for `seconds` of a local GPU priced at `per_second`
+    picodollars per GPU-second: exact integer arithmetic on the time in nanoseconds, rounded
+    to the picodollar (half to even). Raises InvalidArgumentError for a negative or
+    non-finite time, OverflowError (the core's) past what an i64 holds."""
 
 # --- router (rust/python/src/router.rs) -------------------------------------------------
 
@@ -213,6 +230,87 @@ LEDGER_SCHEMA: Final[str]
 LEDGER_SUMMARY_QUERY: Final[str]
 """The `GROUP BY` (per hour and dimension) that rebuilds the books from a store."""
 
+class _Caller(Protocol):
+    @property
+    def key_name(self) -> str | None: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def team(self) -> str | None: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+class _Usage(Protocol):
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cached_input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
+    @property
+    def estimated(self) -> bool: ...
+
+class _LedgerRecord(Protocol):
+    """What `Ledger.settle` reads: the attributes of `hybridfast.types.LedgerRecord`."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def caller(self) -> _Caller: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def deployment(self) -> str | None: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def usage(self) -> _Usage: ...
+    @property
+    def cost(self) -> int: ...
+    @property
+    def saved_cost(self) -> int: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def cache(self) -> str: ...
+    @property
+    def fallbacks(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...
+
+@final
+class BudgetWindows:
+    """The budgets a shared counter (Redis, PostgreSQL) keeps, and which of them apply to a
+    request in which window: the same matching and calendar as `Ledger`. `total` windows
+    are `(0, 0)`."""
+
+    def __new__(cls, budgets: list[tuple[str, str | None, str, int, float]]) -> BudgetWindows:
+        """`budgets`: `(scope, name, window, limit_picodollars, soft_fraction)` tuples."""
+    def applicable(
+        self,
+        key: str | None,
+        user: str | None,
+        team: str | None,
+        model_group: str | None,
+        now_ms: int | None = None,
+    ) -> list[tuple[int, int, int]]:
+        """`(index, window_start_ms, window_end_ms)` of every budget that applies."""
+    def __len__(self) -> int: ...
+
+def budget_window(window: str, now_ms: int | None = None) -> tuple[int, int]:
+    """`(start_ms, end_ms)` of the window (hour, day, month, total) holding `now_ms`, as a
+    shared counter keys it: `total` is `(0, 0)`."""
+
 @final
 class Ledger:
     """The ledger's books in the native core: budgets with reserve/settle/release, hourly
@@ -251,39 +349,17 @@ class Ledger:
         now_ms: int | None = None,
     ) -> int:
         """Holds `amount` against every budget that applies, all or none; returns the hold's
-        handle. Raises `BudgetExceededError` with `scope` and `remaining` attributes."""
+        handle. Raises `BudgetExceededError` with `scope` and `remaining` (attributes and
+        `details`)."""
     def release(self, handle: int) -> bool:
         """Drops a hold without spending; False when already settled or released."""
     def settle(
-        self,
-        handle: int,
-        request_id: str,
-        key: str | None,
-        user: str | None,
-        team: str | None,
-        tags: str,
-        route: str,
-        deployment: str | None,
-        model_group: str | None,
-        provider: str | None,
-        model: str | None,
-        input_tokens: int,
-        output_tokens: int,
-        cached_input_tokens: int,
-        cache_write_tokens: int,
-        reasoning_tokens: int,
-        cost: int,
-        saved_cost: int,
-        latency_ms: float,
-        ttft_ms: float | None,
-        status: int,
-        cache: str,
-        fallbacks: int,
-        estimated: bool,
-        ts_ms: int,
+        self, handle: int, record: _LedgerRecord, model_group: str | None = None
     ) -> tuple[int, list[int]]:
         """Books a finished request, queues it for the store; returns `(seq, soft_crossed)`
-        (indexes in `budgets()` that just crossed their soft limit). `handle` 0: no hold."""
+        (indexes in `budgets()` that just crossed their soft limit). `handle` 0: no hold.
+        `record` is read by attribute (`hybridfast.types.LedgerRecord`); a field of the
+        wrong type or sign raises InvalidArgumentError and books nothing."""
     def remaining(
         self,
         key: str | None,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridfast import _core
+from hybridfast.types import Caller, LedgerRecord, Usage
 
 USD = _core.PICODOLLARS_PER_USD
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -30,10 +32,22 @@ def settle(
     cache: str = "miss",
 ) -> tuple[int, list[int]]:
     group = deployment.rsplit("#", 1)[0]
-    return books.settle(
-        handle, request_id, key, user, team, "", group, deployment, group, "openai",
-        "gpt-4.1", 100, 20, 10, 0, 5, cost, 0, 12.5, 3.0, status, cache, 0, False, ts_ms,
-    )  # fmt: skip
+    record = LedgerRecord(
+        request_id=request_id,
+        caller=Caller(key_name=key, user=user, team=team),
+        route=group,
+        deployment=deployment,
+        provider="openai",
+        model="gpt-4.1",
+        usage=Usage(100, 20, 10, 0, 5),
+        cost=cost,
+        latency_ms=12.5,
+        ttft_ms=3.0,
+        status=status,
+        cache=cache,  # type: ignore[arg-type]
+        timestamp=ts_ms / 1000,
+    )
+    return books.settle(handle, record, group)
 
 
 def test_reserve_refuses_with_the_budget_and_what_is_left() -> None:
@@ -42,8 +56,8 @@ def test_reserve_refuses_with_the_budget_and_what_is_left() -> None:
     with pytest.raises(_core.BudgetExceededError) as info:
         books.reserve("k1", None, "research", "smart", 4 * USD, now_ms=T0)
     assert info.value.code == "ERR_BUDGET_EXCEEDED"
-    assert info.value.scope == "team:research/month"  # type: ignore[attr-defined]
-    assert info.value.remaining == 3 * USD  # type: ignore[attr-defined]
+    assert info.value.scope == "team:research/month"
+    assert info.value.remaining == 3 * USD
     # Other teams are not limited; the team's remaining reflects the hold.
     assert books.remaining("k1", None, "other", now_ms=T0) is None
     assert books.remaining("k1", None, "research", now_ms=T0) == 3 * USD
@@ -200,3 +214,84 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("input_tokens", -1), ("output_tokens", 2.5), ("cached_input_tokens", "10")],
+)
+def test_a_record_with_bad_usage_is_refused_and_books_nothing(field: str, value: object) -> None:
+    # An upstream's usage can be anything; the books must refuse it with the core's own
+    # error (a code the gateway maps), not a TypeError, and keep the hold to release.
+    books = _core.Ledger([("global", None, "total", USD, 0.8)])
+    h = books.reserve("k1", None, None, "smart", 1000)
+    record = LedgerRecord(
+        request_id="bad",
+        caller=Caller(key_name="k1"),
+        route="smart",
+        deployment="smart#0",
+        provider="openai",
+        model="gpt-4.1",
+        usage=Usage(),
+        cost=5,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+    )
+    setattr(record.usage, field, value)
+    with pytest.raises(_core.InvalidArgumentError) as info:
+        books.settle(h, record, "smart")
+    assert info.value.code == "ERR_INVALID_REQUEST"
+    assert field in str(info.value)
+    assert books.pending_len() == 0
+    (*_, spent, reserved) = books.budgets()[0]
+    assert (spent, reserved) == (0, 1000)
+    assert books.release(h) is True
+
+
+def test_every_core_error_carries_its_code_even_when_raised_from_python() -> None:
+    codes = {
+        _core.InvalidArgumentError: "ERR_INVALID_REQUEST",
+        _core.NotFoundError: "ERR_NOT_FOUND",
+        _core.BudgetExceededError: "ERR_BUDGET_EXCEEDED",
+        _core.NoCandidatesError: "ERR_NO_CANDIDATES",
+        _core.DimensionError: "ERR_DIMENSION",
+        _core.StorageError: "ERR_STORAGE",
+        _core.OverflowError: "ERR_OVERFLOW",
+    }
+    for kind, code in codes.items():
+        assert kind.code == code
+        assert kind("raised by Python").code == code
+    assert _core.HybridfastError("x").code == "ERR_INTERNAL"
+    books = _core.Ledger([("key", "k1", "day", 10, 0.8)], now_ms=T0)
+    with pytest.raises(_core.BudgetExceededError) as info:
+        books.reserve("k1", None, None, None, 11, now_ms=T0)
+    assert info.value.details == {"scope": "key:k1/day", "remaining": 10}
+    index = _core.VectorIndex(4)
+    with pytest.raises(_core.DimensionError) as dim:
+        index.search_one(0, np.zeros(3, dtype=np.float32))
+    assert dim.value.details == {"expected": 4, "got": 3}
+
+
+def test_budget_windows_choose_what_the_books_hold() -> None:
+    budgets = [
+        ("global", None, "total", 100 * USD, 0.8),
+        ("team", "a", "day", 10 * USD, 0.8),
+        ("team", "b", "day", 10 * USD, 0.8),
+        ("key", "k1", "month", 10 * USD, 0.8),
+        ("model", "smart", "hour", 10 * USD, 0.8),
+    ]
+    windows = _core.BudgetWindows(budgets)
+    chosen = windows.applicable("k1", None, "a", "smart", now_ms=T0)
+    assert [index for index, _, _ in chosen] == [0, 1, 3, 4]
+    day = T0 // (24 * HOUR) * (24 * HOUR)
+    assert chosen[0][1:] == (0, 0)  # a total window never changes its counter key
+    assert chosen[1][1:] == (day, day + 24 * HOUR) == _core.budget_window("day", T0)
+    assert chosen[2][1:] == _core.budget_window("month", T0)
+    assert chosen[3][1:] == (T0, T0 + HOUR)
+    books = _core.Ledger(budgets, now_ms=T0)
+    books.reserve("k1", None, "a", "smart", USD, now_ms=T0)
+    held = [i for i, b in enumerate(books.budgets(now_ms=T0)) if b[7] > 0]
+    assert held == [index for index, _, _ in chosen]
+    with pytest.raises(_core.InvalidArgumentError):
+        _core.budget_window("fortnight")

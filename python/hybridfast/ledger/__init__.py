@@ -17,17 +17,15 @@ aggregates and budget state from the store, and starts the store's background wr
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from hybridfast import _core, pricing
 from hybridfast.config import Config, LedgerConfig
 from hybridfast.errors import ConfigError
-from hybridfast.ledger.budgets import Budget, BudgetState, from_config
-from hybridfast.ledger.service import NativeLedger, model_group
+from hybridfast.ledger.budgets import Budget, BudgetState, SharedCounter, from_config, model_group
+from hybridfast.ledger.service import NativeLedger
+from hybridfast.ledger.shared import RedisBudgets
+from hybridfast.ledger.shared_pg import PostgresBudgets
 from hybridfast.ledger.stores import PostgresStore, SqliteStore, Store, open_store
-
-if TYPE_CHECKING:
-    from hybridfast.ledger.service import SharedBudgets
 
 __all__ = [
     "Budget",
@@ -74,14 +72,10 @@ async def open_ledger(config: Config) -> NativeLedger:
         )
     store = await asyncio.to_thread(open_store, lc)
     books, budgets = await asyncio.to_thread(load_books, config, store)
-    shared: SharedBudgets | None = None
+    shared: SharedCounter | None = None
     if lc.counter == "redis":
-        from hybridfast.ledger.shared import RedisBudgets
-
         shared = RedisBudgets(lc.redis_url, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s)
     elif lc.counter == "postgres":
-        from hybridfast.ledger.shared_pg import PostgresBudgets
-
         assert lc.dsn is not None
         shared = PostgresBudgets(
             lc.dsn, lc.schema, lc.redis_prefix, budgets, hold_ttl_s=lc.hold_ttl_s

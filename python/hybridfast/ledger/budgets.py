@@ -8,10 +8,13 @@ exactly ten cents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from hybridfast import _core
 from hybridfast._core import PICODOLLARS_PER_USD, format_usd, parse_usd
 from hybridfast.config import BudgetConfig
-from hybridfast.errors import InvalidRequest
+from hybridfast.errors import BudgetExceeded, InvalidRequest
+from hybridfast.types import Caller
 
 SCOPES = ("global", "key", "user", "team", "model")
 WINDOWS = ("hour", "day", "month", "total")
@@ -115,3 +118,51 @@ def from_request(item: object) -> Budget:
 def usd(picos: int) -> float:
     """For display only."""
     return picos / PICODOLLARS_PER_USD
+
+
+def model_group(deployment_id: str | None) -> str | None:
+    """`smart#1` → `smart`: the group a deployment id belongs to."""
+    if deployment_id is None:
+        return None
+    return deployment_id.rsplit("#", 1)[0]
+
+
+def refusal(scope: str, remaining: int) -> BudgetExceeded:
+    """The client's answer when budget `scope` (a label: `team:research/month`) has only
+    `remaining` picodollars left: the one place a budget refusal is worded, whether the
+    books or a shared counter refused."""
+    return BudgetExceeded(
+        f"budget {scope} cannot cover this request: ${format_usd(remaining)} left",
+        headers={
+            "x-hybridfast-budget": scope,
+            "x-hybridfast-budget-remaining-usd": format_usd(remaining),
+        },
+    )
+
+
+class SharedCounter(Protocol):
+    """Budgets counted across instances (`ledger.counter`: Redis or PostgreSQL): holds
+    taken all or none per request, idempotent by request id. The service talks to this;
+    `hybridfast.ledger.shared` and `hybridfast.ledger.shared_pg` implement it."""
+
+    budgets: list[Budget]
+
+    async def seed(self, books: _core.Ledger) -> None: ...
+
+    async def reserve(
+        self, caller: Caller, group: str | None, request_id: str, amount: int
+    ) -> None: ...
+
+    async def settle(
+        self, caller: Caller, group: str | None, request_id: str, cost: int
+    ) -> None: ...
+
+    async def release(self, request_id: str) -> None: ...
+
+    async def change_limit(
+        self, budget: Budget, old_limit: int | None, states: list[BudgetState]
+    ) -> None: ...
+
+    async def state(self, budget: Budget, now_ms: int) -> dict[str, int] | None: ...
+
+    async def close(self) -> None: ...

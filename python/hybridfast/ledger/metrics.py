@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hybridfast import _core
 from hybridfast._core import PICODOLLARS_PER_USD
+from hybridfast.ledger.budgets import BudgetState
 from hybridfast.metrics import REGISTRY
 
-if TYPE_CHECKING:
-    from hybridfast.ledger.service import NativeLedger
+
+class BudgetSource(Protocol):
+    """What the scrape reads from a live ledger (`NativeLedger`): its budgets now and
+    its books' queue. A protocol, so this module needs nothing above it."""
+
+    books: _core.Ledger
+
+    def budget_states(self, now_ms: int | None = None) -> list[BudgetState]: ...
+
 
 SOFT_LIMIT = Counter(
     "hybridfast_budget_soft_limit_warnings",
@@ -60,7 +69,7 @@ def totals_for(deployment: str, key: str, team: str) -> list[int]:
 
 class _BudgetCollector(Collector):
     def __init__(self) -> None:
-        self.ledgers: weakref.WeakSet[NativeLedger] = weakref.WeakSet()
+        self.ledgers: weakref.WeakSet[BudgetSource] = weakref.WeakSet()
 
     def collect(self) -> Iterator[Metric]:
         spend = CounterMetricFamily(

@@ -14,41 +14,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
-from typing import TYPE_CHECKING
 
 from hybridfast import _core
 from hybridfast._core import format_usd
 from hybridfast.errors import BudgetExceeded, InvalidRequest
 from hybridfast.ledger import metrics
-from hybridfast.ledger.budgets import Budget, BudgetState
+from hybridfast.ledger.budgets import (
+    Budget,
+    BudgetState,
+    SharedCounter,
+    model_group,
+    refusal,
+)
 from hybridfast.ledger.stores import Store, Writer
 from hybridfast.types import Caller, Deployment, LedgerRecord, Picodollars, Reservation
 
-if TYPE_CHECKING:
-    from hybridfast.ledger.shared import RedisBudgets
-    from hybridfast.ledger.shared_pg import PostgresBudgets
-
-    SharedBudgets = RedisBudgets | PostgresBudgets
+__all__ = ["NativeLedger", "model_group"]
 
 log = logging.getLogger("hybridfast.ledger")
-
-
-def model_group(deployment_id: str | None) -> str | None:
-    """`smart#1` → `smart`: the group a deployment id belongs to."""
-    if deployment_id is None:
-        return None
-    return deployment_id.rsplit("#", 1)[0]
-
-
-def _refusal(scope: str, remaining: int, request_id: str) -> BudgetExceeded:
-    return BudgetExceeded(
-        f"budget {scope} cannot cover this request: ${format_usd(remaining)} left",
-        headers={
-            "x-hybridfast-budget": scope,
-            "x-hybridfast-budget-remaining-usd": format_usd(remaining),
-        },
-    )
 
 
 class NativeLedger:
@@ -59,7 +42,7 @@ class NativeLedger:
         books: _core.Ledger,
         budgets: list[Budget],
         store: Store | None = None,
-        shared: SharedBudgets | None = None,
+        shared: SharedCounter | None = None,
         *,
         poll_s: float = 0.005,
     ) -> None:
@@ -96,9 +79,10 @@ class NativeLedger:
                 caller.key_name, caller.user, caller.team, deployment.name, worst_case
             )
         except _core.BudgetExceededError as exc:
-            scope, remaining = getattr(exc, "scope", "budget"), getattr(exc, "remaining", 0)
+            # The binding names the budget and what is left; nothing is re-derived here.
+            scope = str(exc.details.get("scope", "budget"))
             metrics.REFUSED.labels(scope).inc()
-            raise _refusal(scope, remaining, request_id) from None
+            raise refusal(scope, int(exc.details.get("remaining", 0))) from None
         except _core.InvalidArgumentError as exc:
             raise InvalidRequest(str(exc)) from None
         return Reservation(request_id=request_id, amount=worst_case, handle=handle)
@@ -167,34 +151,7 @@ class NativeLedger:
         number (synchronous: for callers that wait on durability themselves)."""
         caller, usage = record.caller, record.usage
         handle = reservation.handle if isinstance(reservation.handle, int) else 0
-        group = model_group(record.deployment)
-        seq, crossed = self.books.settle(
-            handle,
-            record.request_id,
-            caller.key_name,
-            caller.user,
-            caller.team,
-            ",".join(caller.tags),
-            record.route,
-            record.deployment,
-            group,
-            record.provider,
-            record.model,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cached_input_tokens,
-            usage.cache_write_tokens,
-            usage.reasoning_tokens,
-            record.cost,
-            record.saved_cost,
-            record.latency_ms,
-            record.ttft_ms,
-            record.status,
-            record.cache,
-            record.fallbacks,
-            usage.estimated,
-            int(record.timestamp * 1000),
-        )
+        seq, crossed = self.books.settle(handle, record, model_group(record.deployment))
         cell = metrics.totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
         cell[0] += record.cost
         cell[1] += usage.input_tokens
@@ -277,7 +234,3 @@ class NativeLedger:
 
     def budgets(self) -> list[Budget]:
         return list(self._budgets.values())
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

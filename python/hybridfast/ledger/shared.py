@@ -28,10 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 from hybridfast import _core
-from hybridfast._core import format_usd
-from hybridfast.errors import BudgetExceeded, ConfigError
+from hybridfast.errors import ConfigError
 from hybridfast.ledger import metrics
-from hybridfast.ledger.budgets import Budget, BudgetState
+from hybridfast.ledger.budgets import Budget, BudgetState, refusal
 from hybridfast.types import Caller
 
 _SWEEP = """
@@ -149,33 +148,6 @@ return 1
 
 _SETTLED_TTL_MS = 86_400_000
 
-_WINDOW_MS = {"hour": 3_600_000, "day": 86_400_000}
-
-
-def _window_bounds(window: str, now_ms: int) -> tuple[int, int]:
-    """(start, end) in ms of the window holding `now_ms`; end 0 for `total`."""
-    if window in _WINDOW_MS:
-        size = _WINDOW_MS[window]
-        start = now_ms // size * size
-        return start, start + size
-    if window == "month":
-        import datetime as dt
-
-        t = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
-        first = dt.datetime(t.year, t.month, 1, tzinfo=dt.UTC)
-        nxt = dt.datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=dt.UTC)
-        return int(first.timestamp() * 1000), int(nxt.timestamp() * 1000)
-    return 0, 0
-
-
-def _applies(b: Budget, caller: Caller, group: str | None) -> bool:
-    if b.scope == "global":
-        return True
-    value = {"key": caller.key_name, "user": caller.user, "team": caller.team, "model": group}[
-        b.scope
-    ]
-    return value is not None and value == b.name
-
 
 class RedisBudgets:
     """Shared budget counters; every method is one script call (one round trip)."""
@@ -192,7 +164,7 @@ class RedisBudgets:
             ) from None
         self._redis: Any = aioredis.from_url(url)
         self.prefix = prefix
-        self.budgets = budgets
+        self.budgets = budgets  # (the setter builds the core's matcher)
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
@@ -201,17 +173,26 @@ class RedisBudgets:
         # What the store held for each budget's window when this instance started.
         self._seed_spent: dict[tuple[str, str | None, str, int], int] = {}
 
+    @property
+    def budgets(self) -> list[Budget]:
+        return self._budgets
+
+    @budgets.setter
+    def budgets(self, budgets: list[Budget]) -> None:
+        self._budgets = list(budgets)
+        self._windows = _core.BudgetWindows([b.as_tuple() for b in self._budgets])
+
     def _key(self, b: Budget, start: int) -> str:
         return f"{self.prefix}:b:{b.label}:{start}"
 
     def _budget_args(
-        self, caller: Caller, group: str | None, now_ms: int
+        self, caller: Caller, group: str | None
     ) -> tuple[list[Budget], list[str], list[str]]:
+        # Which budgets apply and their windows come from the core, as in the books.
         chosen, keys, seeds = [], [], []
-        for b in self.budgets:
-            if not _applies(b, caller, group):
-                continue
-            start, end = _window_bounds(b.window, now_ms)
+        applicable = self._windows.applicable(caller.key_name, caller.user, caller.team, group)
+        for index, start, end in applicable:
+            b = self._budgets[index]
             spent = self._seed_spent.get((*b.ident, start), 0)
             chosen.append(b)
             keys.append(self._key(b, start))
@@ -234,9 +215,7 @@ class RedisBudgets:
     async def reserve(
         self, caller: Caller, group: str | None, request_id: str, amount: int
     ) -> None:
-        from hybridfast.ledger.service import now_ms
-
-        chosen, keys, seeds = self._budget_args(caller, group, now_ms())
+        chosen, keys, seeds = self._budget_args(caller, group)
         if not keys:
             return
         hold = f"{self.prefix}:h:"
@@ -247,20 +226,11 @@ class RedisBudgets:
         if int(result[0]) == 1:
             return
         budget = chosen[int(result[1]) - 1]
-        remaining = max(0, int(result[2]))
         metrics.REFUSED.labels(budget.label).inc()
-        raise BudgetExceeded(
-            f"budget {budget.label} cannot cover this request: ${format_usd(remaining)} left",
-            headers={
-                "x-hybridfast-budget": budget.label,
-                "x-hybridfast-budget-remaining-usd": format_usd(remaining),
-            },
-        )
+        raise refusal(budget.label, max(0, int(result[2])))
 
     async def settle(self, caller: Caller, group: str | None, request_id: str, cost: int) -> None:
-        from hybridfast.ledger.service import now_ms
-
-        _, keys, seeds = self._budget_args(caller, group, now_ms())
+        _, keys, seeds = self._budget_args(caller, group)
         hold = f"{self.prefix}:h:"
         await self._settle(
             keys=[
@@ -283,16 +253,14 @@ class RedisBudgets:
     ) -> None:
         if old_limit is None:
             return
-        from hybridfast.ledger.service import now_ms
-
-        start, _ = _window_bounds(budget.window, now_ms())
+        start, _ = _core.budget_window(budget.window)
         await self._change(
             keys=[self._key(budget, start)], args=[str(budget.limit), str(budget.limit - old_limit)]
         )
 
     async def state(self, budget: Budget, now_ms: int) -> dict[str, int] | None:
         """The shared counter of a budget's current window (None: not started)."""
-        start, _ = _window_bounds(budget.window, now_ms)
+        start, _ = _core.budget_window(budget.window, now_ms)
         raw = await self._redis.hgetall(self._key(budget, start))
         if not raw:
             return None

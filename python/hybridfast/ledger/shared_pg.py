@@ -18,11 +18,9 @@ import time
 from typing import Any
 
 from hybridfast import _core
-from hybridfast._core import format_usd
-from hybridfast.errors import BudgetExceeded, ConfigError
+from hybridfast.errors import ConfigError
 from hybridfast.ledger import metrics
-from hybridfast.ledger.budgets import Budget, BudgetState
-from hybridfast.ledger.shared import _applies, _window_bounds
+from hybridfast.ledger.budgets import Budget, BudgetState, refusal
 from hybridfast.types import Caller
 
 _SCHEMA = (
@@ -58,7 +56,7 @@ class PostgresBudgets:
             ) from None
         self._psycopg = psycopg
         self.dsn, self.schema, self.prefix = dsn, schema, prefix
-        self.budgets = budgets
+        self.budgets = budgets  # (the setter builds the core's matcher)
         self.hold_ttl_s = hold_ttl_s
         self._size = connections
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
@@ -111,18 +109,26 @@ class PostgresBudgets:
 
     # --- the counter -----------------------------------------------------------------------
 
+    @property
+    def budgets(self) -> list[Budget]:
+        return self._budgets
+
+    @budgets.setter
+    def budgets(self, budgets: list[Budget]) -> None:
+        self._budgets = list(budgets)
+        self._windows = _core.BudgetWindows([b.as_tuple() for b in self._budgets])
+
     def _key(self, b: Budget, start: int) -> str:
         return f"{self.prefix}:{b.label}:{start}"
 
-    def _chosen(
-        self, caller: Caller, group: str | None, now_ms: int
-    ) -> list[tuple[Budget, str, int]]:
-        """(budget, counter key, spend to seed it with), sorted by key: the lock order."""
+    def _chosen(self, caller: Caller, group: str | None) -> list[tuple[Budget, str, int]]:
+        """(budget, counter key, spend to seed it with), sorted by key: the lock order.
+        Which budgets apply and their windows come from the core, as in the books."""
         out = []
-        for b in self.budgets:
-            if _applies(b, caller, group):
-                start, _ = _window_bounds(b.window, now_ms)
-                out.append((b, self._key(b, start), self._seed_spent.get((*b.ident, start), 0)))
+        applicable = self._windows.applicable(caller.key_name, caller.user, caller.team, group)
+        for index, start, _end in applicable:
+            b = self._budgets[index]
+            out.append((b, self._key(b, start), self._seed_spent.get((*b.ident, start), 0)))
         out.sort(key=lambda item: item[1])
         return out
 
@@ -181,9 +187,7 @@ class PostgresBudgets:
     async def reserve(
         self, caller: Caller, group: str | None, request_id: str, amount: int
     ) -> None:
-        from hybridfast.ledger.service import now_ms
-
-        chosen = self._chosen(caller, group, now_ms())
+        chosen = self._chosen(caller, group)
         if not chosen:
             return
         await self._sweep()
@@ -217,13 +221,7 @@ class PostgresBudgets:
             return
         budget, remaining = refused
         metrics.REFUSED.labels(budget.label).inc()
-        raise BudgetExceeded(
-            f"budget {budget.label} cannot cover this request: ${format_usd(remaining)} left",
-            headers={
-                "x-hybridfast-budget": budget.label,
-                "x-hybridfast-budget-remaining-usd": format_usd(remaining),
-            },
-        )
+        raise refusal(budget.label, remaining)
 
     async def _drop_hold(self, conn: Any, request_id: str) -> list[str]:
         cur = await conn.execute(
@@ -246,9 +244,7 @@ class PostgresBudgets:
         return keys
 
     async def settle(self, caller: Caller, group: str | None, request_id: str, cost: int) -> None:
-        from hybridfast.ledger.service import now_ms
-
-        chosen = self._chosen(caller, group, now_ms())
+        chosen = self._chosen(caller, group)
 
         async def body(conn: Any) -> None:
             cur = await conn.execute(
@@ -277,9 +273,7 @@ class PostgresBudgets:
     async def change_limit(
         self, budget: Budget, old_limit: int | None, states: list[BudgetState]
     ) -> None:
-        from hybridfast.ledger.service import now_ms
-
-        start, _ = _window_bounds(budget.window, now_ms())
+        start, _ = _core.budget_window(budget.window)
 
         async def body(conn: Any) -> None:
             await conn.execute(
@@ -290,7 +284,7 @@ class PostgresBudgets:
         await self._transaction(body)
 
     async def state(self, budget: Budget, now_ms: int) -> dict[str, int] | None:
-        start, _ = _window_bounds(budget.window, now_ms)
+        start, _ = _core.budget_window(budget.window, now_ms)
 
         async def body(conn: Any) -> dict[str, int] | None:
             cur = await conn.execute(

@@ -73,6 +73,42 @@ impl Price {
     }
 }
 
+const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
+/// The charge for `seconds` of a local GPU priced at `per_second` picodollars per
+/// GPU-second (config `price.per_gpu_second`).
+///
+/// The price is exact and the time is measured: the time is taken to the nanosecond (far
+/// finer than any clock the gateway reads) and the product is computed in integers and
+/// rounded to the picodollar, half to even. Negative or non-finite times are refused.
+pub fn gpu_time_cost(per_second: Picodollars, seconds: f64) -> CoreResult<Picodollars> {
+    if per_second < 0 {
+        return Err(CoreError::InvalidArgument(
+            "a GPU-second price cannot be negative".into(),
+        ));
+    }
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(CoreError::InvalidArgument(format!(
+            "a GPU time must be a finite number of seconds ≥ 0, got {seconds}"
+        )));
+    }
+    let nanos = (seconds * 1e9).round();
+    if nanos >= i128::MAX as f64 {
+        return Err(overflow("GPU time"));
+    }
+    let product = i128::from(per_second)
+        .checked_mul(nanos as i128)
+        .ok_or_else(|| overflow("GPU-time charge"))?;
+    let (whole, rest) = (product / NANOS_PER_SECOND, product % NANOS_PER_SECOND);
+    let half = NANOS_PER_SECOND / 2;
+    let rounded = if rest > half || (rest == half && whole % 2 == 1) {
+        whole + 1
+    } else {
+        whole
+    };
+    Picodollars::try_from(rounded).map_err(|_| overflow("GPU-time charge"))
+}
+
 #[cold]
 #[inline(never)]
 fn overflow(what: &str) -> CoreError {
@@ -192,6 +228,40 @@ mod tests {
             ..Usage::default()
         };
         assert!(matches!(price.cost(&usage), Err(CoreError::Overflow(_))));
+    }
+
+    #[test]
+    fn gpu_time_cost_is_exact_and_rounds_half_to_even() {
+        // $0.0008 per GPU-second for 1.5 s: $0.0012.
+        assert_eq!(gpu_time_cost(800_000_000, 1.5), Ok(1_200_000_000));
+        // 3 picodollars per second for 0.5 s is 1.5: rounds to 2; for 2.5 s, 7.5 → 8;
+        // 1 per second for 0.5 s is 0.5: rounds to 0 (even).
+        assert_eq!(gpu_time_cost(3, 0.5), Ok(2));
+        assert_eq!(gpu_time_cost(3, 2.5), Ok(8));
+        assert_eq!(gpu_time_cost(1, 0.5), Ok(0));
+        // Past 2^53 picodollars a float product loses the last digits; this does not.
+        let per_second = 900 * PICOS_PER_USD + 1;
+        assert_eq!(gpu_time_cost(per_second, 1_000.0), Ok(per_second * 1_000));
+        assert_eq!(gpu_time_cost(0, 12.0), Ok(0));
+        assert_eq!(gpu_time_cost(5, 0.0), Ok(0));
+    }
+
+    #[test]
+    fn gpu_time_cost_refuses_bad_times_and_overflow() {
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                gpu_time_cost(1, bad),
+                Err(CoreError::InvalidArgument(_))
+            ));
+        }
+        assert!(matches!(
+            gpu_time_cost(-1, 1.0),
+            Err(CoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            gpu_time_cost(i64::MAX, 1e12),
+            Err(CoreError::Overflow(_))
+        ));
     }
 
     #[test]

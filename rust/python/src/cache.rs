@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::to_py;
+use crate::errors::{enter_core, to_py};
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -149,8 +149,7 @@ impl PyVectorIndex {
         }
         let mut owned = None;
         let data = rows(&vectors, &mut owned);
-        py.detach(|| self.inner.write().add_batch(scope, ids, data))
-            .map_err(to_py)
+        enter_core(py, || self.inner.write().add_batch(scope, ids, data))
     }
 
     /// The `k` nearest entries of `scope` for each row of `queries`: (ids int64 (n, k),
@@ -169,9 +168,9 @@ impl PyVectorIndex {
         let n = queries.shape()[0];
         let mut owned = None;
         let data = rows(&queries, &mut owned);
-        let (ids, scores) = py
-            .detach(|| self.inner.read().search_batch(scope, data, k, ef, exact))
-            .map_err(to_py)?;
+        let (ids, scores) = enter_core(py, || {
+            self.inner.read().search_batch(scope, data, k, ef, exact)
+        })?;
         let ids = Array2::from_shape_vec((n, k), ids).expect("n × k ids");
         let scores = Array2::from_shape_vec((n, k), scores).expect("n × k scores");
         Ok((ids.into_pyarray(py), scores.into_pyarray(py)))
@@ -196,8 +195,7 @@ impl PyVectorIndex {
                 &owned
             }
         };
-        py.detach(|| self.inner.read().search(scope, q, k, ef, exact))
-            .map_err(to_py)
+        enter_core(py, || self.inner.read().search(scope, q, k, ef, exact))
     }
 
     /// `(ids int64 (n,), vectors float32 (n, dimensions))` of the live entries of `scope`.
@@ -236,15 +234,13 @@ impl PyVectorIndex {
 
     /// Writes a snapshot atomically (temporary file + rename).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.inner.read().save(&path)).map_err(to_py)
+        enter_core(py, || self.inner.read().save(&path))
     }
 
     /// Reads a snapshot written by `save`; raises StorageError when it is damaged.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py
-            .detach(|| cache::VectorIndex::load(&path))
-            .map_err(to_py)?;
+        let inner = enter_core(py, || cache::VectorIndex::load(&path))?;
         Ok(Self {
             inner: RwLock::new(inner),
         })
@@ -404,8 +400,7 @@ impl PyExactTable {
     #[pyo3(signature = (path, now=None))]
     fn save(&self, py: Python<'_>, path: PathBuf, now: Option<f64>) -> PyResult<()> {
         let now = now.unwrap_or_else(unix_now);
-        py.detach(|| self.inner.lock().save(&path, now))
-            .map_err(to_py)
+        enter_core(py, || self.inner.lock().save(&path, now))
     }
 
     /// Loads the entries of a snapshot still fresh at `now`.
@@ -413,9 +408,7 @@ impl PyExactTable {
     #[pyo3(signature = (path, max_entries=100_000, now=None))]
     fn load(py: Python<'_>, path: PathBuf, max_entries: usize, now: Option<f64>) -> PyResult<Self> {
         let now = now.unwrap_or_else(unix_now);
-        let inner = py
-            .detach(|| cache::ExactTable::load(&path, max_entries, now))
-            .map_err(to_py)?;
+        let inner = enter_core(py, || cache::ExactTable::load(&path, max_entries, now))?;
         Ok(Self {
             inner: Mutex::new(inner),
         })

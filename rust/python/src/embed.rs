@@ -8,7 +8,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::prelude::*;
 
-use crate::errors::to_py;
+use crate::errors::enter_core;
 
 /// A BERT sentence-embedding model (all-MiniLM-L6-v2) run natively: WordPiece tokenizer,
 /// encoder, mean pooling, L2 normalisation. Every bulk call releases the GIL and spreads the
@@ -31,9 +31,9 @@ impl LocalEmbedder {
     #[new]
     #[pyo3(signature = (path, max_tokens=256, threads=0))]
     fn new(py: Python<'_>, path: PathBuf, max_tokens: usize, threads: usize) -> PyResult<Self> {
-        let inner = py
-            .detach(|| embed::LocalEmbedder::load(&path, max_tokens, threads))
-            .map_err(to_py)?;
+        let inner = enter_core(py, || {
+            embed::LocalEmbedder::load(&path, max_tokens, threads)
+        })?;
         Ok(LocalEmbedder {
             inner: Arc::new(inner),
         })
@@ -91,7 +91,7 @@ impl LocalEmbedder {
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<usize>)> {
         let inner = &self.inner;
         let rows = inputs.len();
-        let (data, tokens) = py.detach(|| inner.embed_ids(&inputs)).map_err(to_py)?;
+        let (data, tokens) = enter_core(py, || inner.embed_ids(&inputs))?;
         Ok((to_array(py, rows, inner.dimensions(), data), tokens))
     }
 

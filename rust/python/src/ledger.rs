@@ -15,7 +15,7 @@ use hybridfast_core::CoreError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::errors::to_py;
+use crate::errors::{enter_core, to_py};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -149,7 +149,6 @@ impl Ledger {
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn reserve(
         &self,
-        py: Python<'_>,
         key: Option<&str>,
         user: Option<&str>,
         team: Option<&str>,
@@ -164,9 +163,7 @@ impl Ledger {
             model_group,
         };
         let now = now_ms.unwrap_or_else(self::now_ms);
-        self.inner
-            .reserve(&subject, amount, now)
-            .map_err(|e| budget_error(py, e))
+        self.inner.reserve(&subject, amount, now).map_err(to_py)
     }
 
     /// Drops a hold without spending; False when it was already settled or released.
@@ -177,71 +174,23 @@ impl Ledger {
     /// Books a finished request and queues it for the store; returns `(seq, soft_crossed)`:
     /// the entry's sequence number (durable once the store reports it) and the indexes
     /// (in `budgets()`) of budgets that just crossed their soft limit. `handle` 0: no hold.
-    #[pyo3(signature = (
-        handle, request_id, key, user, team, tags, route, deployment, model_group, provider,
-        model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-        reasoning_tokens, cost, saved_cost, latency_ms, ttft_ms, status, cache, fallbacks,
-        estimated, ts_ms
-    ))]
-    #[allow(clippy::too_many_arguments)] // one flat call: no per-request Python object to build
+    ///
+    /// `record` is read by attribute, the shape of `hybridfast.types.LedgerRecord` (with
+    /// its `caller` and `usage`): one object crosses the boundary, not 25 arguments. A
+    /// record whose fields have the wrong type or sign (negative tokens, a float count)
+    /// is refused with `InvalidArgumentError` and books nothing.
+    #[pyo3(signature = (handle, record, model_group=None))]
     fn settle(
         &self,
         handle: u64,
-        request_id: String,
-        key: Option<String>,
-        user: Option<String>,
-        team: Option<String>,
-        tags: String,
-        route: String,
-        deployment: Option<String>,
+        record: &Bound<'_, PyAny>,
         model_group: Option<String>,
-        provider: Option<String>,
-        model: Option<String>,
-        input_tokens: u64,
-        output_tokens: u64,
-        cached_input_tokens: u64,
-        cache_write_tokens: u64,
-        reasoning_tokens: u64,
-        cost: Picodollars,
-        saved_cost: Picodollars,
-        latency_ms: f64,
-        ttft_ms: Option<f64>,
-        status: u16,
-        cache: String,
-        fallbacks: u32,
-        estimated: bool,
-        ts_ms: i64,
     ) -> PyResult<(u64, Vec<usize>)> {
-        let entry = Entry {
-            seq: 0,
-            ts_ms,
-            request_id,
-            key,
-            user,
-            team,
-            tags,
-            route,
-            deployment,
-            model_group,
-            provider,
-            model,
-            usage: Usage {
-                input_tokens,
-                output_tokens,
-                cached_input_tokens,
-                cache_write_tokens,
-                reasoning_tokens,
-            },
-            cost,
-            saved_cost,
-            latency_ms,
-            ttft_ms,
-            status,
-            cache,
-            fallbacks,
-            estimated,
-        };
-        let settled = self.inner.settle(handle, entry).map_err(to_py)?;
+        let record: SettleRecord = record.extract().map_err(bad_record)?;
+        let settled = self
+            .inner
+            .settle(handle, record.into_entry(model_group))
+            .map_err(to_py)?;
         Ok((settled.seq, settled.soft_crossed))
     }
 
@@ -377,7 +326,7 @@ impl Ledger {
         timeout_s: f64,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
-        let entries = py.detach(|| self.inner.take_pending(max, timeout));
+        let entries = enter_core(py, || Ok(self.inner.take_pending(max, timeout)))?;
         entries.into_iter().map(|e| entry_tuple(py, e)).collect()
     }
 
@@ -390,6 +339,187 @@ impl Ledger {
     fn wake(&self) {
         self.inner.wake();
     }
+}
+
+/// A record the books cannot read, as the core's own error: the message follows the
+/// extraction's causes down to the field (`SettleRecord.usage` → `UsageFields.input_tokens`
+/// → "can't convert negative int to unsigned").
+#[cold]
+#[inline(never)]
+fn bad_record(err: PyErr) -> PyErr {
+    let message = Python::attach(|py| {
+        let mut parts = vec![err.value(py).to_string()];
+        let mut cause = err.cause(py);
+        while let Some(next) = cause {
+            parts.push(next.value(py).to_string());
+            cause = next.cause(py);
+        }
+        parts.join(": ")
+    });
+    to_py(CoreError::InvalidArgument(format!(
+        "ledger record: {message}"
+    )))
+}
+
+/// Who a ledger record is for (`hybridfast.types.Caller`).
+#[derive(FromPyObject)]
+struct CallerFields {
+    #[pyo3(attribute)]
+    key_name: Option<String>,
+    #[pyo3(attribute)]
+    user: Option<String>,
+    #[pyo3(attribute)]
+    team: Option<String>,
+    #[pyo3(attribute)]
+    tags: Vec<String>,
+}
+
+/// A record's token counts (`hybridfast.types.Usage`).
+#[derive(FromPyObject)]
+struct UsageFields {
+    #[pyo3(attribute)]
+    input_tokens: u64,
+    #[pyo3(attribute)]
+    output_tokens: u64,
+    #[pyo3(attribute)]
+    cached_input_tokens: u64,
+    #[pyo3(attribute)]
+    cache_write_tokens: u64,
+    #[pyo3(attribute)]
+    reasoning_tokens: u64,
+    #[pyo3(attribute)]
+    estimated: bool,
+}
+
+/// One request's line as the pipeline hands it over (`hybridfast.types.LedgerRecord`).
+#[derive(FromPyObject)]
+struct SettleRecord {
+    #[pyo3(attribute)]
+    request_id: String,
+    #[pyo3(attribute)]
+    caller: CallerFields,
+    #[pyo3(attribute)]
+    route: String,
+    #[pyo3(attribute)]
+    deployment: Option<String>,
+    #[pyo3(attribute)]
+    provider: Option<String>,
+    #[pyo3(attribute)]
+    model: Option<String>,
+    #[pyo3(attribute)]
+    usage: UsageFields,
+    #[pyo3(attribute)]
+    cost: Picodollars,
+    #[pyo3(attribute)]
+    saved_cost: Picodollars,
+    #[pyo3(attribute)]
+    latency_ms: f64,
+    #[pyo3(attribute)]
+    ttft_ms: Option<f64>,
+    #[pyo3(attribute)]
+    status: u16,
+    #[pyo3(attribute)]
+    cache: String,
+    #[pyo3(attribute)]
+    fallbacks: u32,
+    /// Seconds since the Unix epoch (`time.time()`).
+    #[pyo3(attribute)]
+    timestamp: f64,
+}
+
+impl SettleRecord {
+    fn into_entry(self, model_group: Option<String>) -> Entry {
+        let (caller, usage) = (self.caller, self.usage);
+        Entry {
+            seq: 0,
+            // Truncated to the millisecond, as `int(timestamp * 1000)` is.
+            ts_ms: (self.timestamp * 1000.0) as i64,
+            request_id: self.request_id,
+            key: caller.key_name,
+            user: caller.user,
+            team: caller.team,
+            tags: caller.tags.join(","),
+            route: self.route,
+            deployment: self.deployment,
+            model_group,
+            provider: self.provider,
+            model: self.model,
+            usage: Usage {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cached_input_tokens: usage.cached_input_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
+                reasoning_tokens: usage.reasoning_tokens,
+            },
+            cost: self.cost,
+            saved_cost: self.saved_cost,
+            latency_ms: self.latency_ms,
+            ttft_ms: self.ttft_ms,
+            status: self.status,
+            cache: self.cache,
+            fallbacks: self.fallbacks,
+            estimated: usage.estimated,
+        }
+    }
+}
+
+/// The budgets a shared counter (Redis, PostgreSQL) keeps, and which of them apply to a
+/// request in which window: the same matching and calendar as `Ledger`, so the counters
+/// in every instance and the books in this one count the same windows. `Total` windows
+/// are `(0, 0)`.
+#[pyclass(frozen, module = "hybridfast._core")]
+pub struct BudgetWindows {
+    specs: Vec<BudgetSpec>,
+}
+
+#[pymethods]
+impl BudgetWindows {
+    /// `budgets`: `(scope, name, window, limit_picodollars, soft_fraction)` tuples.
+    #[new]
+    fn new(budgets: Vec<BudgetTuple>) -> PyResult<Self> {
+        let specs = budgets
+            .into_iter()
+            .map(spec)
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(BudgetWindows { specs })
+    }
+
+    /// `(index, window_start_ms, window_end_ms)` of every budget that applies, in the
+    /// order they were given (`index` into that list).
+    #[pyo3(signature = (key, user, team, model_group, now_ms=None))]
+    fn applicable(
+        &self,
+        key: Option<&str>,
+        user: Option<&str>,
+        team: Option<&str>,
+        model_group: Option<&str>,
+        now_ms: Option<i64>,
+    ) -> Vec<(usize, i64, i64)> {
+        let subject = Subject {
+            key,
+            user,
+            team,
+            model_group,
+        };
+        let now = now_ms.unwrap_or_else(self::now_ms);
+        ledger::counter_windows(&self.specs, &subject, now)
+            .into_iter()
+            .map(|w| (w.index, w.start, w.end))
+            .collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.specs.len()
+    }
+}
+
+/// `(start_ms, end_ms)` of the `window` (hour, day, month, total) holding `now_ms`, as a
+/// shared counter keys it: `total` is `(0, 0)`.
+#[pyfunction]
+#[pyo3(signature = (window, now_ms=None))]
+fn budget_window(window: &str, now_ms: Option<i64>) -> PyResult<(i64, i64)> {
+    let now = now_ms.unwrap_or_else(self::now_ms);
+    Ok(self::window(window)?.counter_bounds(now))
 }
 
 fn entry_tuple(py: Python<'_>, e: Entry) -> PyResult<Bound<'_, PyTuple>> {
@@ -442,22 +572,6 @@ fn flat_tuple<'py, const N: usize>(
     PyTuple::new(py, items)
 }
 
-#[cold]
-#[inline(never)]
-fn budget_error(py: Python<'_>, err: CoreError) -> PyErr {
-    let detail = match &err {
-        CoreError::BudgetExceeded { scope, remaining } => Some((scope.clone(), *remaining)),
-        _ => None,
-    };
-    let py_err = to_py(err);
-    if let Some((scope, remaining)) = detail {
-        let value = py_err.value(py);
-        let _ = value.setattr("scope", scope);
-        let _ = value.setattr("remaining", remaining);
-    }
-    py_err
-}
-
 /// The durable store in a SQLite file (WAL). `flush` is the background writer's step: it
 /// takes every entry settled since the last one and writes them in one transaction (group
 /// commit), without the interpreter.
@@ -482,15 +596,13 @@ impl SqliteJournal {
     #[new]
     #[pyo3(signature = (path, synchronous_full=true, read_only=false))]
     fn new(py: Python<'_>, path: &str, synchronous_full: bool, read_only: bool) -> PyResult<Self> {
-        let store = py
-            .detach(|| {
-                if read_only {
-                    SqliteStore::open_read_only(path)
-                } else {
-                    SqliteStore::open(path, synchronous_full)
-                }
-            })
-            .map_err(to_py)?;
+        let store = enter_core(py, || {
+            if read_only {
+                SqliteStore::open_read_only(path)
+            } else {
+                SqliteStore::open(path, synchronous_full)
+            }
+        })?;
         Ok(SqliteJournal {
             store: Mutex::new(store),
         })
@@ -503,7 +615,7 @@ impl SqliteJournal {
     #[pyo3(signature = (ledger, max=65536, timeout_s=0.0))]
     fn flush(&self, py: Python<'_>, ledger: &Ledger, max: usize, timeout_s: f64) -> PyResult<u64> {
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
-        py.detach(|| {
+        enter_core(py, || {
             let batch = ledger.inner.take_pending(max, timeout);
             let Some(last) = batch.last().map(|e| e.seq) else {
                 return Ok(0);
@@ -519,20 +631,18 @@ impl SqliteJournal {
                 }
             }
         })
-        .map_err(to_py)
     }
 
     /// Rebuilds `ledger`'s aggregates and budget state from every stored entry; returns
     /// how many entries were read.
     fn load_into(&self, py: Python<'_>, ledger: &Ledger) -> PyResult<u64> {
-        py.detach(|| self.store().load_into(&ledger.inner))
-            .map_err(to_py)
+        enter_core(py, || self.store().load_into(&ledger.inner))
     }
 
     /// Budgets changed through the admin API: `(scope, name or "", window, limit,
     /// soft_fraction, deleted)`.
     fn budgets(&self, py: Python<'_>) -> PyResult<Vec<StoredBudget>> {
-        py.detach(|| self.store().budgets()).map_err(to_py)
+        enter_core(py, || self.store().budgets())
     }
 
     /// Keeps a budget change (or, with `deleted`, a removal) in the file.
@@ -556,7 +666,7 @@ impl SqliteJournal {
             soft_fraction,
             deleted,
         );
-        py.detach(|| self.store().save_budget(&row)).map_err(to_py)
+        enter_core(py, || self.store().save_budget(&row))
     }
 
     /// Up to `limit` stored entries with row id above `after_id` and `since_ms <= ts_ms <
@@ -572,9 +682,9 @@ impl SqliteJournal {
         limit: usize,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let (since, until) = (since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX));
-        let rows = py
-            .detach(|| self.store().export_page(since, until, after_id, limit))
-            .map_err(to_py)?;
+        let rows = enter_core(py, || {
+            self.store().export_page(since, until, after_id, limit)
+        })?;
         rows.into_iter()
             .map(|row| {
                 entry_tuple(
@@ -590,13 +700,15 @@ impl SqliteJournal {
 
     /// The number of stored entries.
     fn count(&self, py: Python<'_>) -> PyResult<u64> {
-        py.detach(|| self.store().count()).map_err(to_py)
+        enter_core(py, || self.store().count())
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Ledger>()?;
     m.add_class::<SqliteJournal>()?;
+    m.add_class::<BudgetWindows>()?;
+    m.add_function(wrap_pyfunction!(budget_window, m)?)?;
     m.add("LEDGER_SCHEMA", ledger::store::SCHEMA)?;
     m.add("LEDGER_SUMMARY_QUERY", ledger::store::SUMMARY_QUERY)?;
     Ok(())

@@ -1,4 +1,4 @@
-//! `Price`, `parse_usd`, `format_usd`: exact money for Python.
+//! `Price`, `parse_usd`, `format_usd`, `gpu_time_cost`: exact money for Python.
 
 use hybridfast_core::money::{self, Picodollars, Usage};
 use pyo3::prelude::*;
@@ -109,8 +109,17 @@ fn format_usd(picodollars: i128) -> String {
     money::format_usd(picodollars)
 }
 
+/// The charge in picodollars for `seconds` of a local GPU priced at `per_second`
+/// picodollars per GPU-second: exact integer arithmetic on the time in nanoseconds,
+/// rounded to the picodollar (half to even). Negative or non-finite times are refused.
+#[pyfunction]
+fn gpu_time_cost(per_second: Picodollars, seconds: f64) -> PyResult<Picodollars> {
+    money::gpu_time_cost(per_second, seconds).map_err(to_py)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Price>()?;
+    m.add_function(wrap_pyfunction!(gpu_time_cost, m)?)?;
     m.add_function(wrap_pyfunction!(parse_usd, m)?)?;
     m.add_function(wrap_pyfunction!(format_usd, m)?)?;
     m.add("PICODOLLARS_PER_USD", money::PICOS_PER_USD)?;

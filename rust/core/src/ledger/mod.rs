@@ -77,6 +77,49 @@ impl BudgetSpec {
             None => format!("{}/{}", self.scope.as_str(), self.window.as_str()),
         }
     }
+
+    /// Whether this budget limits `subject`'s spending: the global budget limits everyone,
+    /// the others only the key, user, team or model group they name.
+    pub fn applies_to(&self, subject: &Subject<'_>) -> bool {
+        let name = self.name.as_deref();
+        match self.scope {
+            Scope::Global => true,
+            Scope::Key => subject.key.is_some() && subject.key == name,
+            Scope::User => subject.user.is_some() && subject.user == name,
+            Scope::Team => subject.team.is_some() && subject.team == name,
+            Scope::Model => subject.model_group.is_some() && subject.model_group == name,
+        }
+    }
+}
+
+/// One budget that applies to a request, and its current window as a counter kept
+/// outside this process (Redis, PostgreSQL) keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterWindow {
+    /// The budget's position in the list it was chosen from.
+    pub index: usize,
+    /// See [`Window::counter_bounds`].
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The budgets of `specs` that apply to `subject`, each with its window at `now_ms`: what
+/// a shared counter must hold and check, all or none, for one request. The same matching
+/// and calendar as the in-process books, so both count the same windows.
+pub fn counter_windows(
+    specs: &[BudgetSpec],
+    subject: &Subject<'_>,
+    now_ms: i64,
+) -> Vec<CounterWindow> {
+    specs
+        .iter()
+        .enumerate()
+        .filter(|(_, spec)| spec.applies_to(subject))
+        .map(|(index, spec)| {
+            let (start, end) = spec.window.counter_bounds(now_ms);
+            CounterWindow { index, start, end }
+        })
+        .collect()
 }
 
 /// A budget's state now.
@@ -271,14 +314,7 @@ impl Budget {
     }
 
     fn matches(&self, subject: &Subject<'_>) -> bool {
-        let name = self.spec.name.as_deref();
-        match self.spec.scope {
-            Scope::Global => true,
-            Scope::Key => subject.key.is_some() && subject.key == name,
-            Scope::User => subject.user.is_some() && subject.user == name,
-            Scope::Team => subject.team.is_some() && subject.team == name,
-            Scope::Model => subject.model_group.is_some() && subject.model_group == name,
-        }
+        self.spec.applies_to(subject)
     }
 
     fn status(&self) -> BudgetStatus {

@@ -117,6 +117,38 @@ fn a_request_that_costs_nothing_passes_an_overspent_budget() {
 }
 
 #[test]
+fn counter_windows_choose_what_the_books_hold() {
+    let specs = vec![
+        budget(Scope::Global, None, Window::Total, 100 * USD),
+        budget(Scope::Team, Some("a"), Window::Day, 10 * USD),
+        budget(Scope::Team, Some("b"), Window::Day, 10 * USD),
+        budget(Scope::Key, Some("k1"), Window::Month, 10 * USD),
+        budget(Scope::Model, Some("smart"), Window::Hour, 10 * USD),
+        budget(Scope::User, Some("u"), Window::Hour, 10 * USD),
+    ];
+    let windows = counter_windows(&specs, &subject(Some("a")), T0);
+    let chosen: Vec<usize> = windows.iter().map(|w| w.index).collect();
+    assert_eq!(chosen, vec![0, 1, 3, 4]);
+    assert_eq!((windows[0].start, windows[0].end), (0, 0));
+    let day = Window::Day.start(T0);
+    assert_eq!(
+        (windows[1].start, windows[1].end),
+        (day, day + window::DAY_MS)
+    );
+    // The books hold exactly the budgets the shared counter would.
+    let ledger = Ledger::new(specs, T0).unwrap();
+    ledger.reserve(&subject(Some("a")), USD, T0).unwrap();
+    let held: Vec<usize> = ledger
+        .budgets(T0)
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.reserved > 0)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(held, chosen);
+}
+
+#[test]
 fn release_gives_the_hold_back() {
     let ledger = Ledger::new(
         vec![budget(Scope::Model, Some("smart"), Window::Month, USD)],

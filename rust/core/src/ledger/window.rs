@@ -62,6 +62,19 @@ impl Window {
             Window::Total => i64::MAX,
         }
     }
+
+    /// `(start, end)` of the window holding `now_ms`, for counters kept outside this
+    /// process: the key of a window's counter contains `start`, and `end` says when the
+    /// counter can be dropped. `Total` never ends and is `(0, 0)`, so its key never changes.
+    pub fn counter_bounds(self, now_ms: i64) -> (i64, i64) {
+        match self {
+            Window::Total => (0, 0),
+            _ => {
+                let start = self.start(now_ms);
+                (start, self.end(start))
+            }
+        }
+    }
 }
 
 // Howard Hinnant's algorithms (http://howardhinnant.github.io/date_algorithms.html):
@@ -108,6 +121,17 @@ mod tests {
         );
         assert_eq!(Window::Day.start(ts), 1_709_164_800_000);
         assert_eq!(Window::Hour.start(ts + 1), ts);
+    }
+
+    #[test]
+    fn counter_bounds_are_the_window_and_total_is_zero() {
+        let ts = 1_709_211_600_000; // 2024-02-29T13:00:00Z
+        assert_eq!(
+            Window::Month.counter_bounds(ts),
+            (1_706_745_600_000, 1_709_251_200_000)
+        );
+        assert_eq!(Window::Hour.counter_bounds(ts), (ts, ts + HOUR_MS));
+        assert_eq!(Window::Total.counter_bounds(ts), (0, 0));
     }
 
     proptest! {
