@@ -25,6 +25,8 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, urlsplit
 
+from hybridfast.config import Config
+
 REDACTED = "[redacted]"
 
 # Credentials whatever their owner: provider key formats, and bearer/basic tokens.
@@ -228,3 +230,15 @@ def install_log_scrubbing() -> None:
             logging.getLogger(name).addFilter(scrub_filter)
         for handler in logging.getLogger().handlers:
             handler.addFilter(scrub_filter)
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret a config holds: provider keys, the master and metrics keys, virtual
+    keys, and the DSN and Redis URLs (their passwords are taken out of them)."""
+    server = config.server
+    values = [server.master_key, server.metrics_key, config.ledger.dsn, config.ledger.redis_url]
+    values += [config.cache.redis_url]
+    values += [p.api_key for p in config.providers]
+    values += [value for p in config.providers for value in p.headers.values()]
+    values += [k.key for k in config.keys]
+    return [v for v in values if v]

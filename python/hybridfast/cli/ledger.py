@@ -1,4 +1,4 @@
-"""`hybridfast ledger report | export | budgets`: read the ledger `serve` writes.
+"""`hybridfast ledger report | export | budgets | verify`: read the ledger `serve` writes.
 
 They open the store named by the same config as `serve` (read-only for SQLite, so they work
 while the server runs) and rebuild the books from it, exactly as `serve` does on start.
@@ -20,6 +20,7 @@ from hybridfast.errors import ConfigError
 from hybridfast.ledger import load_books, report
 from hybridfast.ledger.budgets import BudgetState
 from hybridfast.ledger.stores import COLUMNS, Store, open_store
+from hybridfast.ledger.verify import verify
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bud.add_argument("--json", action="store_true")
     bud.set_defaults(handler=run_budgets)
     _config_option(bud)
+
+    ver = ledger_sub.add_parser(
+        "verify", help="check the SQLite ledger's log and file; exit 1 on damage"
+    )
+    ver.set_defaults(handler=run_verify)
+    _config_option(ver)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -153,4 +160,26 @@ def run_budgets(args: argparse.Namespace) -> int:
             f"{s.budget.label.ljust(width)}  spent ${format_usd(s.spent)} of "
             f"${format_usd(s.budget.limit)}, ${format_usd(s.remaining)} left"
         )
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """The write-ahead log first (records a damaged frame would drop), then
+    `PRAGMA quick_check`. Safe while `serve` runs: nothing is written."""
+    lc = _config(args).ledger
+    if lc.backend != "sqlite":
+        print(f"ledger.backend is {lc.backend}: verify checks SQLite ledgers only")
+        return 0
+    if not Path(lc.path).exists():
+        raise ConfigError(
+            f"no ledger at {lc.path} (ledger.path)",
+            hint="run `serve` with this config first, or pass --config",
+        )
+    wal, problems = verify(lc.path)
+    problems = wal.problems + problems
+    for line in problems:
+        print(f"DAMAGED {line}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {lc.path} passes quick_check; its log has {wal.frames} intact frame(s)")
     return 0

@@ -7,9 +7,10 @@ import ipaddress
 import logging
 import sys
 
-from hybridfast import discovery
+from hybridfast import discovery, redact
 from hybridfast.config import Config, load_config
 from hybridfast.errors import ConfigError
+from hybridfast.ledger.verify import startup_check
 from hybridfast.observability import logs
 
 
@@ -55,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "log_format", None):
         config.observability.log_format = args.log_format
     logs.configure(config.server.log_level, config.observability.log_format)
+    redact.configure(redact.config_secrets(config))
+    redact.install_log_scrubbing()
     for warning in loaded.warnings:
         logging.getLogger("hybridfast").warning(warning)
+    if not getattr(args, "reuse_port", False):  # once, before workers open the ledger
+        _check_ledger(config)
     if not is_loopback(config.server.host) and not config.server.master_key and not args.insecure:
         raise ConfigError(
             f"refusing to serve on {config.server.host} without a master key: anyone on the "
@@ -85,3 +90,19 @@ def _with_discovered_models(config: Config, *, zero_config: bool) -> Config:
     level = logging.INFO if discovery.chat_model_names(config) else logging.WARNING
     logging.getLogger("hybridfast").log(level, "hybridfast: %s", line)
     return config
+
+
+def _check_ledger(config: Config) -> None:
+    """Runs before anything opens the SQLite ledger (opening it replays the log, and what a
+    damaged log loses is then gone): damage is logged loudly, and the gateway still serves."""
+    if config.ledger.backend != "sqlite":
+        return
+    problems = startup_check(config.ledger.path)
+    log = logging.getLogger("hybridfast.ledger")
+    for line in problems:
+        log.error("LEDGER DAMAGED: %s", line)
+    if problems:
+        log.error(
+            "LEDGER DAMAGED: records in the damaged part will be missing from reports and "
+            "budgets; `hybridfast ledger verify` re-checks, docs/security.md says what to do"
+        )
