@@ -8,6 +8,8 @@ scraped, so a routing decision or state update pays nothing for them.
     hybridfast_router_latency_ewma_seconds{deployment} whole-call latency (successful calls)
     hybridfast_router_ttft_ewma_seconds{deployment}    time to first token (streams)
     hybridfast_router_tokens_per_second_ewma{deployment}
+    hybridfast_deployment_health{deployment,state}     1 for the state the deployment is in
+                                                       (healthy, probing, unhealthy), 0 else
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from hybridfast.routing import NativeRouter
 
 _CIRCUIT = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+# Deployment health as a state label: one series per state, so a dashboard can show the
+# state by name and alert on `hybridfast_deployment_health{state="unhealthy"} == 1`.
+_HEALTH = {"closed": "healthy", "half-open": "probing", "open": "unhealthy"}
 _ROUTERS: weakref.WeakSet[NativeRouter] = weakref.WeakSet()
 
 
@@ -64,6 +69,12 @@ class RouterCollector(Collector):
             "EWMA of output tokens per second after the first token.",
             labels=label,
         )
+        health = GaugeMetricFamily(
+            "hybridfast_deployment_health",
+            "1 for the state each deployment is in (healthy, probing, unhealthy), 0 for the "
+            "others; from its circuit breaker.",
+            labels=["deployment", "state"],
+        )
         seen: set[str] = set()
         for router in list(_ROUTERS):
             for dep_id, s in router.all_stats().items():
@@ -72,6 +83,8 @@ class RouterCollector(Collector):
                 seen.add(dep_id)
                 labels = [dep_id]
                 circuit.add_metric(labels, _CIRCUIT[s["circuit"]])
+                for circuit_state, state in _HEALTH.items():
+                    health.add_metric([dep_id, state], float(s["circuit"] == circuit_state))
                 opened.add_metric(labels, float(s["times_opened"]))
                 in_flight.add_metric(labels, float(s["in_flight"]))
                 error_rate.add_metric(labels, s["error_rate"])
@@ -82,7 +95,7 @@ class RouterCollector(Collector):
                 ):
                     if s[key] is not None:
                         family.add_metric(labels, s[key])
-        yield from (circuit, opened, in_flight, error_rate, latency, ttft, tps)
+        yield from (circuit, opened, in_flight, error_rate, latency, ttft, tps, health)
 
 
 def track(router: NativeRouter) -> None:
