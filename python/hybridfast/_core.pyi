@@ -565,6 +565,50 @@ class ExactTable:
     @staticmethod
     def load(path: str, max_entries: int = 100_000, now: float | None = None) -> ExactTable: ...
 
+# --- rate limits (rust/python/src/ratelimit.rs) -----------------------------------------
+
+@final
+class RateDecision:
+    """The answer to `RateLimiter.acquire`. `requests` and `tokens` are `(limit, remaining,
+    reset_ms)` of the tightest scope of that kind, or None when no scope limits it."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def denied_scope(self) -> str | None: ...
+    @property
+    def denied_kind(self) -> str | None:
+        """"requests", "tokens" or "parallel"."""
+    @property
+    def retry_after_ms(self) -> int | None:
+        """Milliseconds to wait; None when the request can never fit (larger than the
+        limit)."""
+    @property
+    def requests(self) -> tuple[int, int, int] | None: ...
+    @property
+    def tokens(self) -> tuple[int, int, int] | None: ...
+
+@final
+class RateLimiter:
+    """Requests and tokens per minute (exact GCRA) and concurrent requests, per scope; a
+    request is admitted under all the scopes it names or under none."""
+
+    def __new__(cls) -> RateLimiter: ...
+    def configure(
+        self,
+        scope: str,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        """Sets a scope's limits (None: unlimited); raises InvalidArgumentError for 0."""
+    def remove(self, scope: str) -> None: ...
+    def limits(self, scope: str) -> tuple[int | None, int | None, int | None] | None:
+        """(rpm, tpm, max_parallel) of a configured scope."""
+    def acquire(self, scopes: list[str], tokens: int, now_ms: int) -> RateDecision: ...
+    def settle(self, scopes: list[str], estimated: int, actual: int, now_ms: int) -> None: ...
+    def in_flight(self, scope: str) -> int: ...
+
 # --- embed (rust/python/src/embed.rs) ---------------------------------------------------
 
 import numpy as _np  # noqa: E402

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod error;
 pub mod ledger;
 pub mod money;
+pub mod ratelimit;
 pub mod router;
 pub mod sched;
 

@@ -10,6 +10,7 @@ mod embed;
 mod errors;
 mod ledger;
 mod money;
+mod ratelimit;
 mod router;
 mod sched;
 
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     money::register(m)?;
+    ratelimit::register(m)?;
     router::register(m)?;
     ledger::register(m)?;
     cache::register(m)?;
