@@ -201,6 +201,7 @@ class FakeUpstream:
                 app.router.add_get(f"{prefix}/models", self._openai_models)
         elif self.kind == "anthropic":
             app.router.add_post("/v1/messages", self._anthropic_messages)
+            app.router.add_post("/v1/messages/count_tokens", self._anthropic_count_tokens)
         else:
             app.router.add_post("/api/chat", self._ollama_chat)
             app.router.add_post("/api/embed", self._ollama_embed)
@@ -657,6 +658,21 @@ class FakeUpstream:
             self.cancelled += 1
             raise
         return resp
+
+    async def _anthropic_count_tokens(self, request: web.Request) -> web.Response:
+        body = await self._receive(request)
+        status = self._should_fail()
+        if status is not None:
+            return self._anthropic_error(status)
+        if not isinstance(body, dict) or not body.get("messages") or not body.get("model"):
+            return self._anthropic_error(400)
+        # A count the gateway cannot guess (its estimate is length-based): + 1000.
+        tokens = count_tokens(prompt_text(body)) + 1000
+        return web.Response(
+            body=orjson.dumps({"input_tokens": tokens}),
+            headers={"request-id": f"req_fake{self.calls:08d}"},
+            content_type="application/json",
+        )
 
     # --- Ollama -------------------------------------------------------------------------
 

@@ -34,6 +34,19 @@ class AnthropicProvider(Provider):
         default = deployment.max_output_tokens or DEFAULT_MAX_TOKENS
         return to_upstream(request, deployment.model, default, stream)
 
+    async def count_tokens(self, deployment: Deployment, body: dict[str, Any]) -> int:
+        """Anthropic's exact prompt count (`POST /v1/messages/count_tokens`) for a Messages
+        body as the client sent it, with the deployment's model."""
+        data = await self.post_json(
+            "/v1/messages/count_tokens",
+            {**body, "model": deployment.model},
+            retries=self.config.max_retries,
+        )
+        tokens = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise ProviderError(f"{self.name}: the token count answer has no input_tokens")
+        return tokens
+
     async def chat(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> ChatAnswer:

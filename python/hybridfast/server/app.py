@@ -32,7 +32,7 @@ from hybridfast.gateway import ANONYMOUS, CallInfo, Gateway, to_gateway_error
 from hybridfast.metrics import REGISTRY
 from hybridfast.protocols import anthropic as anthropic_protocol
 from hybridfast.protocols import openai as openai_protocol
-from hybridfast.server import observability
+from hybridfast.server import model_endpoints, observability
 from hybridfast.server import responses as responses_endpoints
 from hybridfast.server.features import INSTALLERS, ROUTES
 from hybridfast.types import Caller
@@ -392,6 +392,7 @@ def create_app(
     responses_endpoints.setup(
         app, config, gateway_key=gateway_key, info_key=INFO, caller_of=_caller
     )
+    model_endpoints.setup(app, gateway_key=gateway_key)
 
     from hybridfast.server import admin_cache, admin_spend
 
