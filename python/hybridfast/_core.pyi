@@ -205,7 +205,8 @@ class RouterCore:
         """The state of the hardware deployment `id` runs on: a load in 0..1 (a busier GPU
         ranks the replica lower), or None when it is down (left out until set again)."""
     def abandoned(self, id: str) -> None:
-        """A call ended with no verdict on the deployment: only the in-flight count changes."""
+        """A call ended with no verdict on the deployment: the in-flight count drops and a
+        half-open probe slot it held is freed; error window and latencies do not change."""
     def stats(self, id: str) -> dict[str, Any]:
         """Live state: in_flight, latency_s, ttft_s, tokens_per_s, error_rate,
         window_requests, consecutive_failures, circuit, retry_in_s, successes, failures,

@@ -385,7 +385,8 @@ impl RouterCore {
     }
 
     /// A call ended with no verdict on the deployment (client disconnect, a request the
-    /// upstream refused as malformed): only the in-flight count changes.
+    /// upstream refused as malformed): the in-flight count drops and a half-open probe slot
+    /// it held is freed; the error window and latency averages do not change.
     fn abandoned(&self, id: &str) -> PyResult<()> {
         let index = self.index(id)?;
         self.core.abandoned(index);

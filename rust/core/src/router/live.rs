@@ -213,6 +213,15 @@ impl Live {
         }
     }
 
+    /// A call ended without a verdict (a malformed request the upstream refused, a client
+    /// that went away): if it held the half-open probe slot, the slot is free again at
+    /// once, so the next request probes instead of waiting out the probe timeout.
+    pub(crate) fn abandoned(&mut self) {
+        if let Breaker::HalfOpen { probe_until, .. } = &mut self.breaker {
+            *probe_until = 0;
+        }
+    }
+
     pub(crate) fn circuit(&self, now: Nanos) -> (Circuit, Nanos) {
         match self.breaker {
             Breaker::Closed => (Circuit::Closed, 0),

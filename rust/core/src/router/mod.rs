@@ -869,10 +869,12 @@ impl Router {
 
     /// A call to deployment `index` ended without saying anything about the deployment
     /// (the client went away, or its request was refused as malformed): it leaves the
-    /// in-flight count, and neither the error window nor the latency averages.
+    /// in-flight count, and neither the error window nor the latency averages; a half-open
+    /// circuit's probe slot it held is freed (no verdict either way).
     pub fn abandoned(&self, index: usize) {
         let _ = self.in_flight[index]
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.live[index].lock().abandoned();
     }
 
     pub fn stats(&self, index: usize, now: Nanos) -> Stats {

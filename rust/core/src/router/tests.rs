@@ -675,6 +675,38 @@ fn a_failed_probe_reopens_and_an_unused_claim_expires() {
 }
 
 #[test]
+fn an_abandoned_probe_frees_the_slot_at_once() {
+    let deps = vec![dep("a#0", "a", 1, 1, 0.9)];
+    let circuit = CircuitSettings {
+        failures_to_open: 1,
+        cooldown_ns: S,
+        jitter: 0.0,
+        probe_timeout_ns: 30 * S,
+        ..CircuitSettings::default()
+    };
+    let r = Router::new(
+        deps,
+        vec![],
+        RouterSettings {
+            circuit,
+            ..RouterSettings::default()
+        },
+    )
+    .unwrap();
+    r.finished(0, &fail(), 0);
+    assert_eq!(plan(&r, "a", &features(1), S).probe, Some(0));
+    r.started(0, S);
+    // While the probe runs, nobody else gets the deployment.
+    assert!(plan(&r, "a", &features(1), S + 1).order.is_empty());
+    // A malformed request refused by the upstream says nothing about its health: the slot
+    // is free for the next request now, not after the 30 s probe timeout.
+    r.abandoned(0);
+    assert_eq!(plan(&r, "a", &features(1), S + 2).probe, Some(0));
+    assert_eq!(r.stats(0, S + 2).circuit, Circuit::HalfOpen);
+    assert_eq!(r.stats(0, S + 2).in_flight, 0);
+}
+
+#[test]
 fn error_rate_opens_only_with_enough_requests() {
     let deps = vec![dep("a#0", "a", 1, 1, 0.9)];
     let circuit = CircuitSettings {
