@@ -21,7 +21,8 @@ from aiohttp import web
 
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
+from hybridfast.server import openapi
 
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = ()
-ROUTES: tuple[web.RouteTableDef, ...] = ()
+ROUTES: tuple[web.RouteTableDef, ...] = (openapi.routes,)
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = ()
