@@ -392,6 +392,27 @@ class ResponsesConfig(_Section):
     retention_days: float = 30.0
 
 
+class RateLimitConfig(_Section):
+    """Requests and tokens per minute and concurrent requests of one scope (unset: no
+    limit). `model` and `route` match the name the client asked for."""
+
+    scope: Literal["global", "key", "user", "team", "model", "route"]
+    name: str | None = None
+    rpm: Count | None = None
+    tpm: Count | None = None
+    max_parallel: Count | None = None
+
+
+class LimitsConfig(_Section):
+    # local: counters in this process; redis: shared by every instance on that Redis.
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hybridfast:ratelimit"
+    # How long a concurrent slot of a crashed instance stays taken (redis backend).
+    hold_ttl_s: Seconds = 900.0
+    rules: list[RateLimitConfig] = msgspec.field(default_factory=list)
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
@@ -407,6 +428,7 @@ class Config(_Section):
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -764,6 +786,24 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
             fail(f"keys[{i}].key", "this key is listed twice")
         seen_keys.add(k.key)
     _check_keys(config, source, lines)
+    _check_limits(config, source, lines)
+
+
+def _check_limits(config: Config, source: str, lines: dict[str, int]) -> None:
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, rule in enumerate(config.limits.rules):
+        path = f"limits.rules[{i}]"
+        where = f"{source}:{lines.get(path, 1)}: {path}"
+        if rule.scope != "global" and not rule.name:
+            raise ConfigError(f"{where}.name: a {rule.scope} limit needs the {rule.scope}'s name")
+        if rule.scope == "global" and rule.name:
+            raise ConfigError(f"{where}.name: a global limit has no name")
+        if rule.rpm is None and rule.tpm is None and rule.max_parallel is None:
+            raise ConfigError(f"{where}: set at least one of rpm, tpm, max_parallel")
+        if (rule.scope, rule.name) in seen:
+            first = seen[rule.scope, rule.name]
+            raise ConfigError(f"{where}: the same scope as limits.rules[{first}]")
+        seen[rule.scope, rule.name] = i
 
 
 def _check_keys(config: Config, source: str, lines: dict[str, int]) -> None:
