@@ -4,9 +4,9 @@ real PostgreSQL database."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,8 +59,8 @@ def _postgres(tmp_path: Path) -> Backend:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield _sqlite(tmp_path) if request.param == "sqlite" else _postgres(tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return _sqlite(tmp_path) if request.param == "sqlite" else _postgres(tmp_path)
 
 
 def _filled(backend: Backend, n: int) -> RequestLog:
@@ -97,7 +97,8 @@ async def test_filters_and_time_range(backend: Backend) -> None:
     page = await log.page(Query(since_ms=base + 5, until_ms=base + 6, limit=100))
     assert {r["request_id"] for r in page.rows} == {f"req-{i}" for i in range(20, 28)}
     one = await log.page(Query(filters=(("request_id", "req-7"),), limit=1))
-    assert one.rows[0]["cost_picos"] == 7000 and one.rows[0]["model"] == "m0"
+    assert one.rows[0]["cost_picos"] == 7000
+    assert one.rows[0]["model"] == "m0"
     log.close()
 
 
@@ -108,7 +109,7 @@ async def test_a_batch_is_written_by_the_thread_without_a_flush_call(backend: Ba
         page = await log.page(Query(limit=10))
         if page.rows:
             break
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
     assert [(r["status"], r["code"]) for r in page.rows] == [(499, "ERR_CLIENT_GONE")]
     log.close()
 

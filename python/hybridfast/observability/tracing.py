@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -31,6 +32,10 @@ from hybridfast.config import TracingConfig
 from hybridfast.observability.record import RequestRecord
 
 log = logging.getLogger("hybridfast.tracing")
+
+# The tracer of the request being served (set by the server's middleware for the request's
+# task), so the pipeline hooks below find it without a reference to the server.
+CURRENT: ContextVar[Tracing | None] = ContextVar("hybridfast_tracing", default=None)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
 ATTEMPT_SPANS = "observability.attempt_spans"
@@ -119,7 +124,7 @@ class Tracing:
         parent = self._propagator.extract(headers)
         span = self.tracer.start_span(name, context=parent, kind=self._server)
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
-        return span, token
+        return span, (token, CURRENT.set(self))
 
     def trace_id(self, span: Any) -> str | None:
         span_context = span.get_span_context()
@@ -142,7 +147,9 @@ class Tracing:
                 span.set_attribute("error.type", record.code or str(record.status))
         finally:
             span.end()
-            self._context.detach(token)
+            otel_token, current_token = token
+            CURRENT.reset(current_token)
+            self._context.detach(otel_token)
 
     def _marked_children(self, span: Any, ctx: Any, state: Mapping[str, Any]) -> None:
         marks = state.get("marks") or getattr(ctx, "marks", None)
@@ -266,3 +273,24 @@ def open_tracing(settings: TracingConfig) -> Tracing | None:
             "tracing is on but OpenTelemetry is not installed: pip install 'hybridfast[otel]'"
         )
         return None
+
+
+# --- the pipeline hooks (registered by `hybridfast.observability.hooks.install`) -----------
+
+
+async def on_attempt_start(ctx: Any, attempt: Any) -> None:
+    tracing = CURRENT.get()
+    if tracing is not None:
+        await tracing.attempt_start(ctx, attempt)
+
+
+async def on_attempt_end(ctx: Any, attempt: Any) -> None:
+    tracing = CURRENT.get()
+    if tracing is not None:
+        await tracing.attempt_end(ctx, attempt)
+
+
+async def on_answer(ctx: Any, request: Any, answer: Any) -> None:
+    tracing = CURRENT.get()
+    if tracing is not None:
+        await tracing.after_answer(ctx, request, answer)
