@@ -80,8 +80,8 @@ def format_usd(picodollars: int) -> str:
 
 def gpu_time_cost(per_second: int, seconds: float) -> int:
     """The charge in picodollars for `seconds` of a local GPU priced at `per_second`
-    picodollars per GPU-second: exact integer arithmetic on the time in nanoseconds, rounded
-    to the picodollar (half to even). Raises InvalidArgumentError for a negative or
+    picodollars per GPU-second: the exact product of the price and the time (the float as
+    given), rounded to the picodollar (half to even). Raises InvalidArgumentError for a negative or
     non-finite time, OverflowError (the core's) past what an i64 holds."""
 
 # --- router (rust/python/src/router.rs) -------------------------------------------------

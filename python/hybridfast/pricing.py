@@ -6,11 +6,10 @@
   Dated model ids (`claude-sonnet-4-5-20250929`, `gpt-4o-2024-08-06`) and `-latest` aliases
   resolve to their family's entry. Local kinds (ollama, local) have no table price: they
   cost zero unless the deployment's config sets one.
-- `usage_from_openai(dict)` / `usage_from_anthropic(dict)`: a provider's usage object,
-  normalised into `types.Usage` (the same function for streamed and non-streamed answers,
-  so both cost the same).
 - `estimate_tokens(kind, model, text)`: a token count when an upstream reported none.
-- `gpu_seconds_cost(per_gpu_second, seconds)`: a local deployment priced per GPU-second.
+
+A request's cost is `Price.cost(...)` in the core, and a local GPU priced per GPU-second is
+charged with the core's `gpu_time_cost`; each provider adapter normalises its own usage.
 
 All money is exact: table prices are decimal strings parsed by the core; LiteLLM's
 per-token floats are converted through their shortest decimal form and rounded to the
@@ -31,7 +30,6 @@ from typing import Any
 
 from hybridfast._core import PICODOLLARS_PER_USD, Price
 from hybridfast.errors import ConfigError
-from hybridfast.types import Usage
 
 log = logging.getLogger("hybridfast.pricing")
 
@@ -183,85 +181,6 @@ def configure(prices_file: str | None) -> int:
         _overrides.update(load_litellm_prices(prices_file))
         log.info("pricing: %d prices from %s", len(_overrides), prices_file)
     return len(_overrides)
-
-
-# --- usage, as each provider reports it ---------------------------------------------------
-
-
-def _count(d: Any, key: str) -> int:
-    value = d.get(key) if isinstance(d, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
-    """OpenAI's `usage` (Chat Completions and Responses shapes): `prompt_tokens` is the whole
-    prompt, `prompt_tokens_details.cached_tokens` the part read from the cache;
-    `completion_tokens` includes `completion_tokens_details.reasoning_tokens`."""
-    if not usage:
-        return Usage()
-    prompt = _count(usage, "prompt_tokens") or _count(usage, "input_tokens")
-    completion = _count(usage, "completion_tokens") or _count(usage, "output_tokens")
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=completion,
-        cached_input_tokens=min(_count(details, "cached_tokens"), prompt),
-        reasoning_tokens=min(_count(out_details, "reasoning_tokens"), completion),
-    )
-
-
-def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage:
-    """Anthropic's `usage`: `input_tokens` counts only the uncached part of the prompt;
-    `cache_read_input_tokens` and `cache_creation_input_tokens` come on top. In a stream,
-    pass the usage of `message_start` merged with the final `message_delta`'s (whose
-    `output_tokens` is the total)."""
-    if not usage:
-        return Usage()
-    read = _count(usage, "cache_read_input_tokens")
-    write = _count(usage, "cache_creation_input_tokens")
-    return Usage(
-        input_tokens=_count(usage, "input_tokens") + read + write,
-        output_tokens=_count(usage, "output_tokens"),
-        cached_input_tokens=read,
-        cache_write_tokens=write,
-    )
-
-
-def usage_from_ollama(response: dict[str, Any] | None) -> Usage:
-    """Ollama's final message: `prompt_eval_count` and `eval_count`."""
-    if not response:
-        return Usage()
-    return Usage(
-        input_tokens=_count(response, "prompt_eval_count"),
-        output_tokens=_count(response, "eval_count"),
-    )
-
-
-def cost_of(price: Price, usage: Usage) -> int:
-    """The exact cost of `usage` at `price`, in picodollars."""
-    return price.cost(
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cached_input_tokens,
-        usage.cache_write_tokens,
-        usage.reasoning_tokens,
-    )
-
-
-def gpu_seconds_cost(per_gpu_second_usd: float | str, seconds: float) -> int:
-    """The cost in picodollars of `seconds` of a local GPU priced per GPU-second (config
-    `models[i].price.per_gpu_second`): the price is read exactly, the time is measured, and
-    the product is rounded to the picodollar (half to even)."""
-    text = repr(per_gpu_second_usd) if isinstance(per_gpu_second_usd, float) else per_gpu_second_usd
-    try:
-        price = Decimal(str(text))
-    except InvalidOperation:
-        raise ConfigError(f"per_gpu_second: not a price: {per_gpu_second_usd!r}") from None
-    if not price.is_finite() or price < 0 or seconds < 0:
-        raise ConfigError("per_gpu_second and the time must be ≥ 0")
-    picos = price * PICODOLLARS_PER_USD * Decimal(repr(float(seconds)))
-    return int(picos.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 # --- token estimates -------------------------------------------------------------------

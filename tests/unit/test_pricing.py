@@ -1,4 +1,5 @@
-"""Prices, each provider's usage shape, and token estimates, checked by hand."""
+"""Prices, each provider adapter's usage as the pipeline costs it, GPU-time charges and token
+estimates, checked by hand."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from hybridfast import pricing
-from hybridfast._core import Price
+from hybridfast import _core, pricing
+from hybridfast._core import PICODOLLARS_PER_USD, Price
+from hybridfast.config import ModelConfig, PriceConfig
+from hybridfast.deployments import gpu_second_price
 from hybridfast.errors import ConfigError
+from hybridfast.protocols.anthropic import usage_from_anthropic
+from hybridfast.providers.ollama import _usage as ollama_usage
+from hybridfast.providers.openai import usage_from_openai
 from hybridfast.types import Usage
 
 
@@ -56,8 +62,21 @@ def test_dated_ids_and_aliases_resolve_to_their_family() -> None:
     assert pricing.lookup_price("anthropic", "gpt-4o") is None
 
 
+def _cost(price: Price | None, usage: Usage | None) -> int:
+    """The cost the pipeline books: the core's `Price.cost` of the adapter's usage."""
+    assert price is not None
+    assert usage is not None
+    return price.cost(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
+
+
 def test_openai_usage_with_cached_and_reasoning_tokens() -> None:
-    usage = pricing.usage_from_openai(
+    usage = usage_from_openai(
         {
             "prompt_tokens": 2000,
             "completion_tokens": 500,
@@ -70,34 +89,24 @@ def test_openai_usage_with_cached_and_reasoning_tokens() -> None:
         input_tokens=2000, output_tokens=500, cached_input_tokens=1024, reasoning_tokens=200
     )
     price = pricing.lookup_price("openai", "gpt-4o")
-    assert price is not None
     # By hand: 976 × $2.50/M + 1024 × $1.25/M + 500 × $10/M = $0.00872.
-    assert pricing.cost_of(price, usage) == 8_720_000_000
+    assert _cost(price, usage) == 8_720_000_000
     # Reasoning tokens are already inside completion_tokens: not billed twice.
-    without = pricing.usage_from_openai(
+    without = usage_from_openai(
         {
             "prompt_tokens": 2000,
             "completion_tokens": 500,
             "prompt_tokens_details": {"cached_tokens": 1024},
         }
     )
-    assert pricing.cost_of(price, without) == 8_720_000_000
-
-
-def test_openai_responses_api_usage_shape() -> None:
-    usage = pricing.usage_from_openai(
-        {
-            "input_tokens": 100,
-            "output_tokens": 50,
-            "input_tokens_details": {"cached_tokens": 60},
-            "output_tokens_details": {"reasoning_tokens": 30},
-        }
-    )
-    assert usage == Usage(100, 50, 60, 0, 30)
+    assert _cost(price, without) == 8_720_000_000
+    # More cached tokens than the prompt: never more than the whole.
+    odd = usage_from_openai({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}})
+    assert odd == Usage(input_tokens=10, cached_input_tokens=10)
 
 
 def test_anthropic_usage_adds_cache_reads_and_writes_to_the_prompt() -> None:
-    usage = pricing.usage_from_anthropic(
+    usage = usage_from_anthropic(
         {
             "input_tokens": 300,
             "cache_read_input_tokens": 1200,
@@ -109,9 +118,8 @@ def test_anthropic_usage_adds_cache_reads_and_writes_to_the_prompt() -> None:
         input_tokens=2000, output_tokens=400, cached_input_tokens=1200, cache_write_tokens=500
     )
     price = pricing.lookup_price("anthropic", "claude-sonnet-4-5-20250929")
-    assert price is not None
     # By hand: 300 × $3/M + 1200 × $0.30/M + 500 × $3.75/M + 400 × $15/M = $0.009135.
-    assert pricing.cost_of(price, usage) == 9_135_000_000
+    assert _cost(price, usage) == 9_135_000_000
 
 
 def test_anthropic_stream_usage_costs_what_the_whole_answer_costs() -> None:
@@ -123,24 +131,19 @@ def test_anthropic_stream_usage_costs_what_the_whole_answer_costs() -> None:
         "cache_creation_input_tokens": 500,
         "output_tokens": 1,
     }
-    delta = {"output_tokens": 400}
-    whole = {**start, **delta}
-    assert pricing.usage_from_anthropic({**start, **delta}) == pricing.usage_from_anthropic(whole)
-
-
-def test_ollama_usage_and_missing_or_odd_values() -> None:
-    assert pricing.usage_from_ollama({"prompt_eval_count": 26, "eval_count": 290}) == Usage(26, 290)
-    assert pricing.usage_from_openai(None) == Usage()
-    assert pricing.usage_from_anthropic({}) == Usage()
-    # Negative, boolean or missing counts are treated as absent, and parts never exceed wholes.
-    odd = pricing.usage_from_openai(
-        {
-            "prompt_tokens": 10,
-            "completion_tokens": True,
-            "prompt_tokens_details": {"cached_tokens": 50},
-        }
+    whole = {**start, "output_tokens": 400}
+    price = pricing.lookup_price("anthropic", "claude-sonnet-4-5")
+    assert _cost(price, usage_from_anthropic({**start, "output_tokens": 400})) == _cost(
+        price, usage_from_anthropic(whole)
     )
-    assert odd == Usage(input_tokens=10, output_tokens=0, cached_input_tokens=10)
+
+
+def test_ollama_usage_and_missing_usage() -> None:
+    assert ollama_usage({"prompt_eval_count": 26, "eval_count": 290}) == Usage(26, 290)
+    # No usage reported: None, so the pipeline estimates (and marks the cost estimated).
+    assert usage_from_openai(None) is None
+    assert usage_from_anthropic({}) is None
+    assert ollama_usage({"done": True}) is None
 
 
 def _litellm_map(path: Path) -> Path:
@@ -222,13 +225,21 @@ def test_token_estimates() -> None:
     assert pricing.estimate_tokens("openai", "gpt-4o", "") == 0
 
 
-def test_gpu_seconds_cost_is_exact_to_the_picodollar() -> None:
+def test_gpu_second_prices_are_charged_exactly_to_the_picodollar() -> None:
+    # What production does: the config's price read exactly, then the core's charge.
+    model = ModelConfig(
+        name="llama", provider="gpu0", model="llama3", price=PriceConfig(per_gpu_second=0.0004)
+    )
+    per_second = gpu_second_price(model)
+    assert per_second == 400_000_000
     # $0.0004 per GPU-second for 2.5 s = $0.001.
-    assert pricing.gpu_seconds_cost(0.0004, 2.5) == 1_000_000_000
-    assert pricing.gpu_seconds_cost("0.0004", 0.0) == 0
+    assert _core.gpu_time_cost(per_second, 2.5) == 1_000_000_000
+    assert _core.gpu_time_cost(per_second, 0.0) == 0
     # 1/3 s at $1/s: 333,333,333,333.33… picodollars, rounded.
-    assert pricing.gpu_seconds_cost(1.0, 1 / 3) == 333_333_333_333
-    with pytest.raises(ConfigError):
-        pricing.gpu_seconds_cost(-1.0, 1.0)
-    with pytest.raises(ConfigError):
-        pricing.gpu_seconds_cost("cheap", 1.0)
+    assert _core.gpu_time_cost(PICODOLLARS_PER_USD, 1 / 3) == 333_333_333_333
+    # A float product would be off here (past 2**53 picodollars); the core's is exact.
+    assert _core.gpu_time_cost(900 * PICODOLLARS_PER_USD + 1, 1000.0) == 900 * 10**15 + 1000
+    with pytest.raises(_core.InvalidArgumentError):
+        _core.gpu_time_cost(per_second, -1.0)
+    with pytest.raises(_core.InvalidArgumentError):
+        _core.gpu_time_cost(per_second, float("nan"))

@@ -73,14 +73,12 @@ impl Price {
     }
 }
 
-const NANOS_PER_SECOND: i128 = 1_000_000_000;
-
 /// The charge for `seconds` of a local GPU priced at `per_second` picodollars per
 /// GPU-second (config `price.per_gpu_second`).
 ///
-/// The price is exact and the time is measured: the time is taken to the nanosecond (far
-/// finer than any clock the gateway reads) and the product is computed in integers and
-/// rounded to the picodollar, half to even. Negative or non-finite times are refused.
+/// The price is exact and the time is measured: the product of the two, the time taken
+/// exactly as the float it is (a binary fraction), is computed in integers and rounded to
+/// the picodollar, half to even. Negative or non-finite times are refused.
 pub fn gpu_time_cost(per_second: Picodollars, seconds: f64) -> CoreResult<Picodollars> {
     if per_second < 0 {
         return Err(CoreError::InvalidArgument(
@@ -92,21 +90,42 @@ pub fn gpu_time_cost(per_second: Picodollars, seconds: f64) -> CoreResult<Picodo
             "a GPU time must be a finite number of seconds ≥ 0, got {seconds}"
         )));
     }
-    let nanos = (seconds * 1e9).round();
-    if nanos >= i128::MAX as f64 {
-        return Err(overflow("GPU time"));
+    // seconds = mantissa × 2^exponent exactly (IEEE 754 double, finite, ≥ 0).
+    let bits = seconds.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = i128::from(bits & ((1u64 << 52) - 1));
+    let (mantissa, exponent) = if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1 << 52), biased - 1075)
+    };
+    // < 2^63 × 2^53: fits an i128.
+    let product = i128::from(per_second) * mantissa;
+    let charge = if exponent >= 0 {
+        u32::try_from(exponent)
+            .ok()
+            .filter(|&e| e < 127 && product.leading_zeros() > e + 1)
+            .map(|e| product << e)
+            .ok_or_else(|| overflow("GPU-time charge"))?
+    } else {
+        shift_right_half_even(product, exponent.unsigned_abs())
+    };
+    Picodollars::try_from(charge).map_err(|_| overflow("GPU-time charge"))
+}
+
+/// `value / 2^shift` for `value ≥ 0`, rounded half to even.
+fn shift_right_half_even(value: i128, shift: u32) -> i128 {
+    if shift >= 127 {
+        return 0; // value < 2^117: below half a picodollar
     }
-    let product = i128::from(per_second)
-        .checked_mul(nanos as i128)
-        .ok_or_else(|| overflow("GPU-time charge"))?;
-    let (whole, rest) = (product / NANOS_PER_SECOND, product % NANOS_PER_SECOND);
-    let half = NANOS_PER_SECOND / 2;
-    let rounded = if rest > half || (rest == half && whole % 2 == 1) {
+    let whole = value >> shift;
+    let rest = value - (whole << shift);
+    let half = 1i128 << (shift - 1);
+    if rest > half || (rest == half && whole % 2 == 1) {
         whole + 1
     } else {
         whole
-    };
-    Picodollars::try_from(rounded).map_err(|_| overflow("GPU-time charge"))
+    }
 }
 
 #[cold]
@@ -244,6 +263,11 @@ mod tests {
         assert_eq!(gpu_time_cost(per_second, 1_000.0), Ok(per_second * 1_000));
         assert_eq!(gpu_time_cost(0, 12.0), Ok(0));
         assert_eq!(gpu_time_cost(5, 0.0), Ok(0));
+        // $1 per second for the float nearest 1/3 s: its exact value, to the picodollar.
+        assert_eq!(gpu_time_cost(PICOS_PER_USD, 1.0 / 3.0), Ok(333_333_333_333));
+        // The smallest subnormal time costs nothing; a whole second costs the price.
+        assert_eq!(gpu_time_cost(i64::MAX, f64::from_bits(1)), Ok(0));
+        assert_eq!(gpu_time_cost(i64::MAX, 1.0), Ok(i64::MAX));
     }
 
     #[test]

@@ -110,8 +110,9 @@ fn format_usd(picodollars: i128) -> String {
 }
 
 /// The charge in picodollars for `seconds` of a local GPU priced at `per_second`
-/// picodollars per GPU-second: exact integer arithmetic on the time in nanoseconds,
-/// rounded to the picodollar (half to even). Negative or non-finite times are refused.
+/// picodollars per GPU-second: the exact product of the price and the time (the float
+/// as given), rounded to the picodollar (half to even). Negative or non-finite times are
+/// refused.
 #[pyfunction]
 fn gpu_time_cost(per_second: Picodollars, seconds: f64) -> PyResult<Picodollars> {
     money::gpu_time_cost(per_second, seconds).map_err(to_py)
