@@ -21,8 +21,9 @@ from aiohttp import web
 
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
+from hybridfast.security import ratelimit_hooks
 from hybridfast.server import openapi
 
-INSTALLERS: tuple[Callable[[Gateway], None], ...] = ()
+INSTALLERS: tuple[Callable[[Gateway], None], ...] = (ratelimit_hooks.install,)
 ROUTES: tuple[web.RouteTableDef, ...] = (openapi.routes,)
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = ()
