@@ -204,16 +204,47 @@ class Answer(BaseModel):
     temperature: int
 
 
-def test_parse_structured_output(server: RunningServer, fakes: dict[str, FakeUpstream]) -> None:
-    fakes["openai"].set(reply='{"city": "Oslo", "temperature": 3}')
+@pytest.mark.parametrize("kind", KINDS)
+def test_parse_structured_output(
+    server: RunningServer, fakes: dict[str, FakeUpstream], kind: str
+) -> None:
+    fakes[kind].set(reply='{"city": "Oslo", "temperature": 3}')
     parsed = oa(server).responses.parse(
-        model="via-openai", input="Weather in Oslo as JSON", text_format=Answer
+        model=f"via-{kind}", input="Weather in Oslo as JSON", text_format=Answer
     )
     assert parsed.output_parsed == Answer(city="Oslo", temperature=3)
-    fmt = fakes["openai"].requests[-1].body["response_format"]
-    assert fmt["type"] == "json_schema"
-    assert fmt["json_schema"]["name"] == "Answer"
-    assert fmt["json_schema"]["schema"]["properties"]["temperature"]["type"] == "integer"
+    sent = fakes[kind].requests[-1].body
+    if kind == "openai":
+        fmt = sent["response_format"]
+        assert fmt["type"] == "json_schema"
+        assert fmt["json_schema"]["name"] == "Answer"
+        schema = fmt["json_schema"]["schema"]
+    elif kind == "anthropic":
+        # Enforced, not dropped: a forced tool whose input schema is the format's schema.
+        (tool,) = sent["tools"]
+        assert sent["tool_choice"] == {"type": "tool", "name": tool["name"]}
+        schema = tool["input_schema"]
+    else:
+        schema = sent["format"]
+    assert schema["properties"]["temperature"]["type"] == "integer"
+
+
+def test_reasoning_and_parallel_tool_calls_reach_anthropic(
+    server: RunningServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    oa(server).responses.create(
+        model="via-anthropic",
+        input="Think, then call tools",
+        reasoning={"effort": "medium"},
+        parallel_tool_calls=False,
+        tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        max_output_tokens=100,
+        store=False,
+    )
+    sent = fakes["anthropic"].requests[-1].body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["max_tokens"] > 4096  # room for the answer after the thinking budget
+    assert sent["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
 
 
 def test_cache_applies_to_responses(server: RunningServer, fakes: dict[str, FakeUpstream]) -> None:

@@ -500,6 +500,18 @@ class FakeUpstream:
             status=status, body=orjson.dumps(body), headers=headers, content_type="application/json"
         )
 
+    def _forced_tool(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """As Anthropic does: a `tool_choice` naming a tool makes the answer that tool's
+        call; its input is the reply switch when that is a JSON object."""
+        choice = body.get("tool_choice") or {}
+        if choice.get("type") != "tool":
+            return None
+        try:
+            args = orjson.loads(self.switches.reply)
+        except orjson.JSONDecodeError:
+            args = {}
+        return {"name": choice.get("name", ""), "arguments": args if isinstance(args, dict) else {}}
+
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._receive(request)
         status = self._should_fail()
@@ -516,19 +528,20 @@ class FakeUpstream:
         await self._pause(s.first_byte_s)
         model = self._model(body)
         mid = f"msg_fake{self.calls:08d}"
+        tool_call = s.tool_call or self._forced_tool(body)
         prompt, out, cached, written = self._usage(body, s.reply)
         # Anthropic's input_tokens exclude the cache-read and cache-write parts.
         plain_input = max(0, prompt - cached - written)
-        stop_reason = "tool_use" if s.tool_call else "end_turn"
+        stop_reason = "tool_use" if tool_call else "end_turn"
         if not body.get("stream"):
             content: list[dict[str, Any]] = []
-            if s.tool_call:
+            if tool_call:
                 content.append(
                     {
                         "type": "tool_use",
                         "id": "toolu_fake0001",
-                        "name": s.tool_call["name"],
-                        "input": s.tool_call.get("arguments", {}),
+                        "name": tool_call["name"],
+                        "input": tool_call.get("arguments", {}),
                     }
                 )
             else:
@@ -584,11 +597,11 @@ class FakeUpstream:
                     },
                 )
             )
-            if s.tool_call:
+            if tool_call:
                 block = {
                     "type": "tool_use",
                     "id": "toolu_fake0001",
-                    "name": s.tool_call["name"],
+                    "name": tool_call["name"],
                     "input": {},
                 }
                 await resp.write(
@@ -598,9 +611,7 @@ class FakeUpstream:
                     )
                 )
                 await resp.write(event("ping", {"type": "ping"}))
-                for piece in split_reply(
-                    orjson.dumps(s.tool_call.get("arguments", {})).decode(), 3
-                ):
+                for piece in split_reply(orjson.dumps(tool_call.get("arguments", {})).decode(), 3):
                     await self._pause(s.per_chunk_s)
                     await resp.write(
                         event(

@@ -10,6 +10,7 @@ import msgspec
 import orjson
 
 from hybridfast.config import ProviderConfig
+from hybridfast.passthrough import native_body
 from hybridfast.protocols.anthropic import STOP_TO_FINISH, to_upstream, usage_from_anthropic
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
@@ -31,8 +32,18 @@ class AnthropicProvider(Provider):
         return headers
 
     def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        native = native_body(request, "anthropic")
+        if native is not None:
+            # An Anthropic client: its body as sent (cache_control, system blocks, thinking,
+            # server tools, documents...), with the gateway's model and stream flag.
+            native["model"] = deployment.model
+            if stream:
+                native["stream"] = True
+            return native
         default = deployment.max_output_tokens or DEFAULT_MAX_TOKENS
-        return to_upstream(request, deployment.model, default, stream)
+        body = to_upstream(request, deployment.model, default, stream)
+        translate_options(body, request)
+        return body
 
     async def count_tokens(self, deployment: Deployment, body: dict[str, Any]) -> int:
         """Anthropic's exact prompt count (`POST /v1/messages/count_tokens`) for a Messages
@@ -60,6 +71,8 @@ class AnthropicProvider(Provider):
         for block in data["content"]:
             if block.get("type") == "text":
                 text.append(block.get("text", ""))
+            elif block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+                text.append(orjson.dumps(block.get("input") or {}).decode())
             elif block.get("type") == "tool_use":
                 calls.append(
                     {
@@ -74,7 +87,7 @@ class AnthropicProvider(Provider):
         usage = usage_from_anthropic(data.get("usage"))
         answer = ChatAnswer(
             content="".join(text),
-            finish_reason=STOP_TO_FINISH.get(data.get("stop_reason") or "", "stop"),
+            finish_reason=_finish(data.get("stop_reason"), bool(calls)),
             tool_calls=calls,
             model=str(data.get("model") or deployment.model),
             deployment=deployment.id,
@@ -91,6 +104,7 @@ class AnthropicProvider(Provider):
         body = self.body(deployment, request, True)
         usage: Usage | None = None
         tool_index: dict[int, int] = {}  # content block index → tool-call index
+        json_blocks: set[int] = set()  # blocks of the structured-output tool
         decode = _EVENT.decode
         async for lines in stream_lines(self, "/v1/messages", body, retries=retries):
             batch: list[StreamEvent] = []
@@ -109,6 +123,9 @@ class AnthropicProvider(Provider):
                     if delta.type == "text_delta":
                         if delta.text:
                             batch.append(StreamEvent(delta.text))
+                    elif delta.type == "input_json_delta" and event.index in json_blocks:
+                        if delta.partial_json:  # structured output: the JSON is the text
+                            batch.append(StreamEvent(delta.partial_json))
                     elif delta.type == "input_json_delta":
                         idx = tool_index.get(event.index, 0)
                         batch.append(
@@ -125,7 +142,9 @@ class AnthropicProvider(Provider):
                         )
                 elif kind == "content_block_start":
                     block = event.content_block or {}
-                    if block.get("type") == "tool_use":
+                    if block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+                        json_blocks.add(event.index)
+                    elif block.get("type") == "tool_use":
                         idx = len(tool_index)
                         tool_index[event.index] = idx
                         batch.append(
@@ -151,7 +170,7 @@ class AnthropicProvider(Provider):
                         usage.output_tokens = out
                     batch.append(
                         StreamEvent(
-                            finish_reason=STOP_TO_FINISH.get(reason or "", "stop"),
+                            finish_reason=_finish(reason, bool(tool_index)),
                             usage=usage if out is not None else None,
                         )
                     )
@@ -164,6 +183,48 @@ class AnthropicProvider(Provider):
                     )
             if batch:
                 yield batch
+
+
+# --- cross-protocol options ------------------------------------------------------------
+
+# The tool that carries structured output: Anthropic fills its input with the JSON asked for.
+JSON_TOOL = "hybridfast_json_output"
+# `reasoning_effort` as an extended-thinking budget (Anthropic's minimum is 1024).
+THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
+
+
+def _finish(stop_reason: str | None, had_calls: bool) -> str:
+    finish = STOP_TO_FINISH.get(stop_reason or "", "stop")
+    # A forced structured-output tool is an answer, not a tool call.
+    return "stop" if finish == "tool_calls" and not had_calls else finish
+
+
+def translate_options(body: dict[str, Any], request: ChatRequest) -> None:
+    """OpenAI options that Anthropic spells differently: `response_format` (a forced tool
+    whose input is the JSON), `parallel_tool_calls`, `reasoning_effort` (a thinking budget)."""
+    fmt = request.response_format or {}
+    forced = False
+    if fmt.get("type") in ("json_schema", "json_object"):
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") if fmt.get("type") == "json_schema" else None
+        tool = {
+            "name": JSON_TOOL,
+            "description": spec.get("description") or "Give the answer as this JSON object.",
+            "input_schema": schema or {"type": "object", "additionalProperties": True},
+        }
+        body["tools"] = [*body.get("tools", []), tool]
+        if not request.tools:
+            body["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
+            forced = True
+    if request.extra.get("parallel_tool_calls") is False and body.get("tools"):
+        choice = body.get("tool_choice") or {"type": "auto"}
+        body["tool_choice"] = {**choice, "disable_parallel_tool_use": True}
+    budget = THINKING_BUDGET.get(str(request.extra.get("reasoning_effort")))
+    if budget is not None and not forced:  # Anthropic refuses thinking with a forced tool
+        body["max_tokens"] = max(body["max_tokens"], budget + 1024)
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        body.pop("temperature", None)  # thinking needs the default temperature
+        body.pop("top_p", None)
 
 
 # A stream event, decoded straight into the fields the gateway reads.

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from hybridfast.config import ProviderConfig
+from hybridfast.passthrough import upstream_extra
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
@@ -76,7 +77,7 @@ class OpenAIProvider(Provider):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = dict(request.extra)
+        body: dict[str, Any] = dict(upstream_extra(request.extra))
         body["model"] = deployment.model
         body["messages"] = request.messages
         if request.max_tokens is not None:

@@ -1,0 +1,49 @@
+"""Same-protocol pass-through: when the client and the upstream speak the same API, the
+upstream gets the client's own body, not a translation of it.
+
+A client protocol adapter parses the body into the gateway's (OpenAI-shaped) `ChatRequest`
+as always, and attaches the body it came from (`attach`). A provider of the same protocol
+sends that body (`native_body`) with only what the gateway owns replaced (the model, the
+stream flag); every other provider translates `ChatRequest` as before and never sees it
+(`upstream_extra`).
+
+The body is used only while the request's messages are still the ones parsed from it: a
+hook that rewrote them (a guardrail's redaction) or a stream continued on another deployment
+(the partial answer appended) makes a new list, and the provider translates that instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hybridfast.types import ChatRequest
+
+# The key in `ChatRequest.extra` (which reaches only providers and the cache key).
+NATIVE = "_hybridfast_native"
+# Fields of a client body that are the gateway's, not the upstream's.
+GATEWAY_FIELDS = frozenset({"cache", "stream", "stream_options"})
+
+
+def attach(request: ChatRequest, protocol: str, body: dict[str, Any]) -> ChatRequest:
+    """Remembers `body` (as the client sent it) for a `protocol` upstream."""
+    kept = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    request.extra[NATIVE] = {"protocol": protocol, "body": kept, "messages": request.messages}
+    return request
+
+
+def native_body(request: ChatRequest, protocol: str) -> dict[str, Any] | None:
+    """The client's body when it spoke `protocol` and nothing rewrote its messages since."""
+    native = request.extra.get(NATIVE)
+    if not isinstance(native, dict) or native.get("protocol") != protocol:
+        return None
+    if native.get("messages") is not request.messages:
+        return None
+    body = native.get("body")
+    return dict(body) if isinstance(body, dict) else None
+
+
+def upstream_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` without the pass-through body (for providers that translate)."""
+    if NATIVE not in extra:
+        return extra
+    return {k: v for k, v in extra.items() if k != NATIVE}
