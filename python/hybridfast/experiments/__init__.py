@@ -1,0 +1,1 @@
+"""Experiments on live traffic: feedback on answers, and adaptive A/B between deployments."""
