@@ -283,6 +283,10 @@ class SemanticCacheConfig(_Section):
             ]
         )
     )
+    # The verifier's error bound: a candidate past the threshold and the guards is served
+    # only where the calibrated verifier keeps wrong and false hits at or under this rate
+    # (measured on public paraphrase data, docs/cache.md). null: threshold and guards alone.
+    max_error_rate: float | None = 0.02
     # Candidates checked per lookup, best first.
     top_k: Count = 3
     # Vector storage in the index: f32, f16 (half the memory) or int8 (a quarter).
@@ -309,9 +313,11 @@ class CacheConfig(_Section):
     cache_nondeterministic: bool = False
     # Treat a request without `temperature` as deterministic (some upstreams default to 0).
     unset_temperature_is_deterministic: bool = False
-    # Files prefix for the memory backend's snapshot (`<path>.exact`, `.semantic`, `.index`,
-    # `.json`): loaded at start, written every `snapshot_interval_s` and at shutdown.
-    snapshot_path: str | None = None
+    # Files prefix for the memory backend's snapshot (a `<path>.json` manifest and its
+    # parts): loaded whole at start (a damaged part: a warning and an empty cache), written
+    # every `snapshot_interval_s` and at shutdown. `auto`: next to the SQLite ledger
+    # (`<ledger dir>/<ledger stem>-cache.*`), none with another ledger backend; null: none.
+    snapshot_path: str | None = "auto"
     snapshot_interval_s: Seconds = 300.0
 
 

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from hybridfast._core import ExactTable, HashingEmbedder, VectorIndex
 from hybridfast.cache import guards as guard_mod
+from hybridfast.cache import verifier as verifier_mod
 from hybridfast.cache.gpu import GpuSearcher, gpu_available
 from hybridfast.cache.metrics import EVICTIONS, GUARD_VETOES
 from hybridfast.config import SemanticCacheConfig
@@ -26,9 +27,10 @@ from hybridfast.types import ChatAnswer
 
 log = logging.getLogger("hybridfast.cache")
 
-# Thresholds measured with every guard on, on tests/data/cache_paraphrases.jsonl (where
-# the guards were developed) and on cache_paraphrases_heldout.jsonl (written afterwards,
-# never tuned on): the most hits with no false hit on either set (README, "Caching").
+# Cosine thresholds without the verifier (`max_error_rate: null`, or an embedder without a
+# calibrated verifier), measured with every guard on, on tests/data/cache_paraphrases.jsonl
+# (where the guards were developed): the most hits with no false hit there. With the
+# verifier, the cosine floor it was calibrated with applies instead (cache/verifier.py).
 DEFAULT_THRESHOLDS = {"minilm": 0.90, "hashing": 0.90}
 FALLBACK_THRESHOLD = 0.90
 
@@ -157,11 +159,11 @@ class SemanticIndex:
     def __init__(self, config: SemanticCacheConfig, embedder: TextEmbedder) -> None:
         self.config = config
         self.embedder = embedder
-        self.threshold = (
-            config.threshold
-            if config.threshold is not None
-            else DEFAULT_THRESHOLDS.get(embedder.name, FALLBACK_THRESHOLD)
-        )
+        self.verifier = verifier_mod.verifier_for(embedder.name, config.max_error_rate)
+        default = DEFAULT_THRESHOLDS.get(embedder.name, FALLBACK_THRESHOLD)
+        if self.verifier is not None:
+            default = self.verifier.model.floor
+        self.threshold = config.threshold if config.threshold is not None else default
         self.guards = tuple(config.guards)
         self.index = VectorIndex(
             embedder.dimensions,
@@ -215,6 +217,11 @@ class SemanticIndex:
         verdict = guard_mod.check(text, payload.text, self.guards)
         if not verdict.ok:
             GUARD_VETOES.labels(verdict.guard or "?").inc()
+            return None
+        if self.verifier is not None and not self.verifier.accepts(
+            text, payload.text, float(similarity)
+        ):
+            GUARD_VETOES.labels("verifier").inc()
             return None
         return Candidate(id=entry_id, similarity=float(similarity), payload=payload)
 
@@ -326,6 +333,8 @@ class SemanticIndex:
             "dimensions": self.embedder.dimensions,
             "threshold": self.threshold,
             "guards": list(self.guards),
+            "max_error_rate": self.verifier.max_error_rate if self.verifier else None,
+            "verifier_threshold": self.verifier.threshold if self.verifier else None,
             "entries": len(self.payloads),
             "vectors": len(self.index),
             "scopes": len(scopes),

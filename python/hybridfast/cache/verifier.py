@@ -1,0 +1,135 @@
+"""The semantic cache's last check: a calibrated estimate that a candidate asks the same
+question as the query, with a threshold chosen for a stated error bound.
+
+One cosine cannot separate paraphrases from near-misses, and one static cosine threshold
+cannot bound the error (a threshold strict enough for long texts that differ in one detail
+throws away most paraphrases). The verifier combines the cosine with the share of content
+words the two texts have in common (a rewording that keeps the words needs less cosine than
+one that changes them) in a logistic model: a few numbers fitted on public labelled
+paraphrase data (`benches/cache_calibrate.py`; data, licences and figures in docs/cache.md).
+The table that turns `max_error_rate` into a probability threshold comes from the same
+calibration split: for each bound, the lowest threshold at which the 95% upper bounds of
+both the wrong-answer rate on duplicates and the false-hit rate on non-duplicates stayed
+within it. Richer lexical features (uncovered words, trigrams, length) fitted better on
+that sentence data and transferred worse to short questions, so they are not used.
+
+Numbers, names and negations that differ are the guards' job (cache/guards.py): they veto
+a candidate before it gets here, and the model was fitted on what passes them. Everything
+here is pure Python on two short texts (tens of microseconds), run on at most `top_k`
+candidates per lookup, after the cosine threshold and the guards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?|\d+(?:[.,]\d+)*")
+
+# Function words: what two wordings of one question may freely differ in.
+_FUNCTION_WORDS = """
+    a an the of to in on at for from by with about as into onto over under and or but nor
+    so if then than that this these those there here it its it's is are was were be been
+    being am do does did doing done have has had having can could would should will shall
+    may might must i me my mine you your yours we us our they them their he him his she her
+    what which who whom whose when where why how whether any some all each every much many
+    more most very just also too please way ways get got getting make made making go going
+    good best better thing things someone something anyone anything one ones use using used
+    need want know like really actually possible possibly"""
+_FUNCTION = frozenset(_FUNCTION_WORDS.split())
+
+FEATURES = ("cosine", "content_jaccard")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A logistic model over `FEATURES` and the error-bound table that goes with it."""
+
+    weights: tuple[float, ...]
+    bias: float
+    # (max error rate, probability threshold), error rates ascending.
+    thresholds: tuple[tuple[float, float], ...]
+    # The cosine a candidate needs before the verifier looks at it.
+    floor: float
+
+    def probability(self, features: tuple[float, ...]) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def threshold_for(self, max_error_rate: float) -> float:
+        """The probability a candidate needs so that, as calibrated, wrong answers and false
+        hits each stay at or under `max_error_rate`: the table's entry for the largest
+        calibrated rate not above it (stricter when it falls between entries)."""
+        chosen = 1.0
+        for rate, threshold in self.thresholds:
+            if rate <= max_error_rate + 1e-12:
+                chosen = threshold
+        return chosen
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+@lru_cache(maxsize=8192)
+def content_words(text: str) -> frozenset[str]:
+    """The stems of a text's content words, cached: stored texts recur."""
+    words = (w.lower().replace("’", "'") for w in _WORD.findall(text))
+    return frozenset(_stem(w) for w in words if w not in _FUNCTION)
+
+
+def features(query: str, stored: str, cosine: float) -> tuple[float, ...]:
+    """The verifier's inputs for one (query, candidate) pair, in `FEATURES` order."""
+    q, s = content_words(query), content_words(stored)
+    union = q | s
+    return (cosine, len(q & s) / len(union) if union else 1.0)
+
+
+# Fitted by benches/cache_calibrate.py on the calibration split (docs/cache.md); regenerate
+# with that script rather than editing by hand.
+MINILM = Model(
+    weights=(6.9943, 0.8516),
+    bias=-6.3597,
+    thresholds=(
+        (0.005, 0.8),
+        (0.01, 0.77),
+        (0.02, 0.72),
+        (0.03, 0.69),
+        (0.05, 0.61),
+        (0.1, 0.48),
+    ),
+    floor=0.8,
+)
+
+MODELS = {"minilm": MINILM}
+
+
+class Verifier:
+    """The calibrated check for one embedder at one error bound."""
+
+    def __init__(self, model: Model, max_error_rate: float) -> None:
+        self.model = model
+        self.max_error_rate = max_error_rate
+        self.threshold = model.threshold_for(max_error_rate)
+
+    def probability(self, query: str, stored: str, cosine: float) -> float:
+        if query == stored:
+            return 1.0
+        return self.model.probability(features(query, stored, cosine))
+
+    def accepts(self, query: str, stored: str, cosine: float) -> bool:
+        return self.probability(query, stored, cosine) >= self.threshold
+
+
+def verifier_for(embedder: str, max_error_rate: float | None) -> Verifier | None:
+    """The verifier calibrated for `embedder`, or None when there is none (the hashing
+    embedder) or the bound is switched off (`max_error_rate: null`)."""
+    if max_error_rate is None:
+        return None
+    model = MODELS.get(embedder)
+    return Verifier(model, max_error_rate) if model is not None else None
