@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tests.fakes.server import RunningServer, start_server
 
-from hybridfast.embeddings.http import encode_response
+from hybridfast.protocols.embeddings import encode_response
 from hybridfast.embeddings.local import load_embedder, minilm_dir
 from hybridfast.embeddings.pipeline import EmbeddingResult, builtin_deployment
 

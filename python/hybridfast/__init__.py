@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from hybridfast._core import HybridfastError, __version__
 
 if TYPE_CHECKING:
-    from hybridfast.gateway import Gateway
+    from hybridfast.pipeline.gateway import Gateway
 
 __all__ = ["Gateway", "HybridfastError", "__version__"]
 
@@ -19,7 +19,7 @@ __all__ = ["Gateway", "HybridfastError", "__version__"]
 def __getattr__(name: str) -> Any:
     # The pipeline pulls in aiohttp and the providers: load it only when asked for.
     if name == "Gateway":
-        from hybridfast.gateway import Gateway
+        from hybridfast.pipeline.gateway import Gateway
 
         return Gateway
     raise AttributeError(f"module 'hybridfast' has no attribute {name!r}")

@@ -105,3 +105,35 @@ class NoChatModels(GatewayError):
 class ConfigError(GatewayError):
     code, status = "ERR_CONFIG", 500
     hint = "run `python -m hybridfast config check` for the full list"
+
+
+# The one place core errors become gateway errors: the binding sets `code` (and `details`);
+# nothing here re-derives what the core decided.
+_CORE_CODES: dict[str, type[GatewayError]] = {
+    "ERR_BUDGET_EXCEEDED": BudgetExceeded,
+    "ERR_NOT_FOUND": ModelNotFound,
+    "ERR_MODEL_NOT_FOUND": ModelNotFound,
+    "ERR_INVALID_REQUEST": InvalidRequest,
+    "ERR_DIMENSION": InvalidRequest,
+    "ERR_OVERFLOW": InvalidRequest,
+}
+
+
+def to_gateway_error(exc: BaseException) -> GatewayError:
+    """Any error the pipeline can meet, as the `GatewayError` a user sees: gateway errors as
+    they are, core errors by their code, anything else as a 500 that says nothing inside."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, HybridfastError):
+        code = getattr(exc, "code", "ERR_INTERNAL")
+        if code == "ERR_NO_CANDIDATES":
+            return ProviderUnavailable(str(exc), status=503)
+        cls = _CORE_CODES.get(code)
+        if cls is not None:
+            return cls(str(exc), code=code if cls is InvalidRequest else None)
+        if code == "ERR_STORAGE":
+            return GatewayError(
+                "the gateway's storage failed", code=code, status=503, hint="retry shortly"
+            )
+        return GatewayError(str(exc), code=code)
+    return GatewayError("internal error", hint="the gateway log has the details")

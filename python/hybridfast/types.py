@@ -271,7 +271,9 @@ class Ledger(Protocol):
         """Holds `worst_case` against every budget that applies; raises `BudgetExceeded`."""
 
     async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
-        """Records the request durably and replaces the hold with the real cost."""
+        """Records the request durably and replaces the hold with the real cost. A request
+        that held nothing (a cache hit, a failure before any hold) settles a zero
+        `Reservation(request_id, 0)` it never reserved: one call, no hold to replace."""
 
     async def release(self, reservation: Reservation) -> None:
         """Drops a hold without spending (the call failed before any cost)."""

@@ -45,7 +45,11 @@ class RecordingLedger:
         return r
 
     async def settle(self, reservation: Reservation, record: LedgerRecord) -> None:
-        assert self.held.pop(id(reservation), None) is reservation, "settled twice or unknown"
+        held = self.held.pop(id(reservation), None)
+        # A request that held nothing (a cache hit, a failure before any hold) settles a
+        # zero reservation it never reserved: its line, with no hold to replace.
+        unheld = held is None and reservation.amount == 0 and reservation.handle is None
+        assert held is reservation or unheld, "settled twice or unknown"
         self.spent += record.cost
         self.settled.append((reservation, record))
 

@@ -244,9 +244,7 @@ async def test_concurrent_requests_share_batches(gateway: Make) -> None:
     results = await asyncio.gather(*(h.embed(model="minilm", input=t) for t in texts))
     got = np.array([vectors(data)[0] for _, data in results])
     np.testing.assert_allclose(got, load_embedder("minilm").embed(texts), atol=1e-5)
-    from hybridfast.embeddings.pipeline import service_for
-
-    batcher = next(iter(service_for(h.gateway)._batchers.values()))
+    batcher = next(iter(h.gateway.engine._batchers.values()))
     assert batcher.texts == 24
     assert batcher.batches < 24
 

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hybridfast.errors import InvalidRequest
-from hybridfast.gateway import CallInfo, _split_for_replay, continuation
 from hybridfast.metrics import Counter, Histogram
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.recovery import continuation, split_for_replay
 from hybridfast.protocols import anthropic as ap
 from hybridfast.protocols import openai as op
 from hybridfast.providers.base import StreamEvent, iter_lines
@@ -186,7 +187,9 @@ def test_openai_stream_encoder() -> None:
                 StreamEvent(finish_reason="tool_calls"),
             ]
         )
-        out += enc.end(Usage(3, 4), {"cost_usd": "0.1"}, include_usage)
+        ctx = RequestContext("chat")
+        ctx.usage, ctx.cost = Usage(3, 4), 100_000_000_000
+        out += enc.end(ctx)
         lines = [line for line in out.split(b"\n\n") if line]
         assert lines[-1] == b"data: [DONE]"
         chunks = [orjson.loads(line[6:]) for line in lines[:-1]]
@@ -201,7 +204,8 @@ def test_openai_stream_encoder() -> None:
         }
         finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
         assert finish[0]["choices"][0]["finish_reason"] == "tool_calls"
-        assert chunks[-1]["x_hybridfast"] == {"cost_usd": "0.1"}
+        assert chunks[-1]["x_hybridfast"] == ctx.meta()
+        assert chunks[-1]["x_hybridfast"]["cost_usd"] == "0.1"
         if include_usage:
             assert chunks[-1]["choices"] == []
             assert chunks[-1]["usage"]["total_tokens"] == 7
@@ -221,7 +225,9 @@ def test_anthropic_stream_encoder_blocks() -> None:
             StreamEvent(finish_reason="tool_calls"),
         ]
     )
-    out += enc.end(Usage(5, 2), {}, True)
+    ctx = RequestContext("chat")
+    ctx.usage = Usage(5, 2)
+    out += enc.end(ctx)
     events = [
         (b.split(b"\n")[0][7:].decode(), orjson.loads(b.split(b"\n")[1][6:]))
         for b in out.split(b"\n\n")
@@ -285,17 +291,17 @@ def test_continuation_request() -> None:
 
 @given(st.text(max_size=200))
 def test_cache_replay_pieces_join_back(text: str) -> None:
-    assert "".join(_split_for_replay(text)) == text
+    assert "".join(split_for_replay(text)) == text
 
 
-def test_call_info_headers() -> None:
-    info = CallInfo("chat")
+def test_request_context_headers() -> None:
+    info = RequestContext("chat")
     info.cost = 1_234_567
     headers = info.headers()
     assert headers["x-hybridfast-cost-usd"] == "0.000001234567"
     assert headers["x-hybridfast-deployment"] == "none"
     assert info.headers(cost_known=False)["x-hybridfast-cost-usd"] == "pending"
-    assert CallInfo().request_id != info.request_id
+    assert RequestContext().request_id != info.request_id
 
 
 def test_metric_types() -> None:

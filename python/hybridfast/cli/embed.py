@@ -123,14 +123,14 @@ class Progress:
 async def _run(args: argparse.Namespace, source: IO[str], total: int | None) -> int:
     from hybridfast.config import load_config
     from hybridfast.embeddings.batcher import BATCH
-    from hybridfast.embeddings.pipeline import EmbeddingRequest, service_for
-    from hybridfast.gateway import Gateway
+    from hybridfast.pipeline.context import RequestContext
+    from hybridfast.pipeline.gateway import Gateway
+    from hybridfast.types import EmbeddingRequest
 
     config = load_config(args.config).config
     progress = Progress(total, enabled=not args.no_progress)
     out = sys.stdout.buffer
     async with Gateway(config) as gateway:
-        service = service_for(gateway)
         pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue(IN_FLIGHT)
 
         async def one(chunk: list[tuple[str, Any]], first: int) -> bytes:
@@ -140,7 +140,8 @@ async def _run(args: argparse.Namespace, source: IO[str], total: int | None) -> 
                 dimensions=args.dimensions,
                 priority=BATCH,
             )
-            result = await service.embed(request)
+            ctx = RequestContext(args.model, endpoint="embeddings")
+            result = await gateway.embed_request(request, ctx)
             lines = []
             for offset, ((_, ident), row) in enumerate(zip(chunk, result.vectors, strict=True)):
                 item: dict[str, Any] = {"index": first + offset}
@@ -173,6 +174,5 @@ async def _run(args: argparse.Namespace, source: IO[str], total: int | None) -> 
                 if left is not None:
                     left.cancel()
             out.flush()
-            await service.close()
     progress.finish()
     return 0

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from hybridfast.gateway import CallInfo, Gateway
+    from hybridfast.pipeline.context import RequestContext
+    from hybridfast.pipeline.gateway import Gateway
     from hybridfast.routing import describe_plan
 
     loaded = load_config(args.config)
@@ -63,11 +64,11 @@ async def _run(args: argparse.Namespace) -> int:
             print(describe_plan(gw.plan(request)), file=sys.stdout if args.dry_run else sys.stderr)
             if args.dry_run:
                 return 0
-        info = CallInfo(request.model)
+        info = RequestContext(request.model, stream=request.stream)
         started = time.perf_counter()
         if args.stream:
             parts: list[str] = []
-            events = gw.stream_events(request, info=info)
+            events = gw.stream_events(request, info)
             try:
                 async for batch in events:
                     for event in batch:
@@ -82,7 +83,7 @@ async def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 sys.stdout.write("\n")
         else:
-            answer = await gw.complete(request, info=info)
+            answer = await gw.complete(request, info)
             text = answer.content
             if not args.json:
                 print(text)

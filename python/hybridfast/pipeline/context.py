@@ -48,6 +48,7 @@ class RequestContext:
         "fallbacks",
         "first_byte",
         "input_estimate",
+        "marks",
         "recovered",
         "request_id",
         "response_headers",
@@ -97,6 +98,9 @@ class RequestContext:
         self.response_headers: dict[str, str] = {}
         # Per-request data of hooks, by the hook's own key (a span, a queue ticket, ...).
         self.state: dict[str, Any] = {}
+        # perf_counter marks of the steps (cache_start, cache_end, route_end, settle_start,
+        # settle_end): tracing turns them into spans.
+        self.marks: dict[str, float] = {}
 
     @property
     def deployment_id(self) -> str:

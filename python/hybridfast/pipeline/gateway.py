@@ -1,8 +1,323 @@
-"""`Gateway`: the pipeline's facade (construction, the Python API). Moving here from
-`hybridfast.gateway`; import it from this module."""
+"""`Gateway`: the pipeline's parts (router, ledger, cache, providers, hooks), opened together,
+and the in-process Python API over them. The server, the `route`/`embed` CLIs and services
+that embed hybridfast all come through it.
+
+    async with Gateway.from_config("hybridfast.yaml") as gw:
+        result = await gw.chat("Hello", model="auto")
+        print(result.text, result.cost_usd)
+        async for event in gw.stream("Tell me a story"):
+            print(event.text or "", end="")
+        vectors = (await gw.embed(["a", "b"], model="minilm")).vectors
+
+The flows themselves are in `pipeline/chat.py` and `pipeline/embeddings.py`; what a request
+carries is a `RequestContext` (`pipeline/context.py`); the seams are `gw.hooks`.
+"""
 
 from __future__ import annotations
 
-from hybridfast.gateway import ChatResult, ChatStream, Gateway
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
-__all__ = ["ChatResult", "ChatStream", "Gateway"]
+import msgspec
+
+from hybridfast.cache import open_cache
+from hybridfast.config import Config, load_config
+from hybridfast.deployments import build_deployments
+from hybridfast.embeddings.pipeline import EmbeddingEngine
+from hybridfast.errors import InvalidRequest
+from hybridfast.ledger import open_ledger
+from hybridfast.pipeline.attempt import Parts
+from hybridfast.pipeline.chat import ChatFlow, ChatSettings, needs_of
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.cost import input_estimate
+from hybridfast.pipeline.embeddings import EmbeddingsFlow
+from hybridfast.pipeline.hooks import Hooks
+from hybridfast.pipeline.validate import check_messages
+from hybridfast.pricing import configure as configure_prices
+from hybridfast.providers import Provider, build_providers
+from hybridfast.routing import build_router
+from hybridfast.types import (
+    ANONYMOUS,
+    Caller,
+    ChatAnswer,
+    ChatRequest,
+    Deployment,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Ledger,
+    RequestFeatures,
+    ResponseCache,
+    RoutePlan,
+    Router,
+    StreamEvent,
+    Usage,
+)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A finished answer from the Python API."""
+
+    answer: ChatAnswer
+    info: RequestContext
+
+    @property
+    def text(self) -> str:
+        return self.answer.content
+
+    @property
+    def cost(self) -> int:
+        """Picodollars."""
+        return self.info.cost
+
+    @property
+    def cost_usd(self) -> str:
+        return self.info.cost_usd
+
+    @property
+    def deployment(self) -> str:
+        return self.info.deployment_id
+
+    @property
+    def usage(self) -> Usage:
+        return self.info.usage
+
+
+class ChatStream:
+    """An answer as it arrives from the Python API: iterate for `StreamEvent`s (`.text`);
+    `info` holds the deployment and, once the stream ended, the exact cost."""
+
+    def __init__(
+        self, events: AsyncGenerator[list[StreamEvent], None], info: RequestContext
+    ) -> None:
+        self._events = events
+        self.info = info
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        try:
+            async for batch in self._events:
+                for event in batch:
+                    if event.text or event.tool_calls or event.finish_reason:
+                        yield event
+        finally:
+            await self._events.aclose()
+
+    async def text(self) -> str:
+        return "".join([e.text async for e in self if e.text])
+
+
+class Gateway:
+    """The parts of the pipeline and the flows over them. Open it (`async with`, or
+    `await open()`) before use; `close()` flushes the ledger and closes upstream connections.
+    Parts given to the constructor are used as they are; the others are built from config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        deployments: Sequence[Deployment] | None = None,
+        router: Router | None = None,
+        ledger: Ledger | None = None,
+        cache: ResponseCache | None = None,
+        providers: dict[str, Provider] | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.config = config
+        if deployments is None:
+            # A LiteLLM price map in config prices deployments too, not just the ledger.
+            configure_prices(config.ledger.prices_file)
+        self.deployments = (
+            list(deployments) if deployments is not None else build_deployments(config)
+        )
+        self.providers: dict[str, Provider] = (
+            providers if providers is not None else build_providers(config)
+        )
+        # The seams where guardrails, rate limits, tracing and the request log attach.
+        self.hooks = hooks if hooks is not None else Hooks()
+        self._given = (router, ledger, cache)
+        self.router: Router
+        self.ledger: Ledger
+        self.cache: ResponseCache
+        self.chat_flow: ChatFlow
+        self.embeddings: EmbeddingsFlow
+        self.engine = EmbeddingEngine(config)  # local embedding models and their batchers
+        self._opened = False
+
+    @classmethod
+    def from_config(cls, source: str | Path | Config | None = None) -> Gateway:
+        """From a YAML file (None: `$HYBRIDFAST_CONFIG`, `./hybridfast.yaml`, else the
+        environment's defaults) or a `Config`."""
+        config = (
+            source
+            if isinstance(source, Config)
+            else load_config(None if source is None else str(source)).config
+        )
+        return cls(config)
+
+    async def open(self) -> Gateway:
+        if self._opened:
+            return self
+        router, ledger, cache = self._given
+        self.router = router if router is not None else build_router(self.config, self.deployments)
+        self.ledger = ledger if ledger is not None else await open_ledger(self.config)
+        self.cache = cache if cache is not None else await open_cache(self.config)
+        parts = Parts(self.router, self.ledger, self.hooks)
+        caching = self.config.cache.exact.enabled or self.config.cache.semantic.enabled
+        self.chat_flow = ChatFlow(
+            parts,
+            self.cache,
+            self.providers,
+            {d.id: d for d in self.deployments},
+            ChatSettings(caching=caching, stream_recovery=self.config.server.stream_recovery),
+        )
+        self.embeddings = EmbeddingsFlow(parts, self.config, self.providers, self.engine)
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        await self.engine.close()  # the embedding batchers, if any request started them
+        for provider in self.providers.values():
+            await provider.close()
+        if self._opened:
+            await self.cache.close()
+            await self.ledger.close()
+            close = getattr(self.router, "close", None)
+            if close is not None:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+        self._opened = False
+
+    async def __aenter__(self) -> Gateway:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the pipeline (the server and the CLIs call these) ------------------------------
+
+    async def complete(
+        self,
+        request: ChatRequest,
+        ctx: RequestContext | Caller | None = None,
+        info: RequestContext | None = None,
+    ) -> ChatAnswer:
+        """A whole answer; `ctx` ends with the deployment, usage and exact cost."""
+        return await self.chat_flow.complete(request, _context(request, ctx, info))
+
+    def stream_events(
+        self,
+        request: ChatRequest,
+        ctx: RequestContext | Caller | None = None,
+        info: RequestContext | None = None,
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """The answer as batches of events (the first once an upstream produced a byte)."""
+        return self.chat_flow.events(request, _context(request, ctx, info))
+
+    async def embed_request(
+        self, request: EmbeddingRequest, ctx: RequestContext, **kwargs: Any
+    ) -> EmbeddingResult:
+        """Embeddings through the same attempt mechanism (`gone=`: whether the client left)."""
+        return await self.embeddings.embed(request, ctx, **kwargs)
+
+    def plan(self, request: ChatRequest, caller: Caller = ANONYMOUS) -> RoutePlan:
+        """The routing decision for `request`, without calling anything (`route --dry-run`)."""
+        ctx = RequestContext(request.model, caller=caller)
+        features = RequestFeatures(
+            request_id=ctx.request_id,
+            input_tokens=input_estimate(request),
+            max_output_tokens=request.max_tokens,
+            stream=request.stream,
+            needs=needs_of(request),
+            tags=caller.tags,
+            budget_remaining=self.ledger.remaining(caller),
+        )
+        return self.router.plan(request.model, features, caller)
+
+    # --- the Python API ------------------------------------------------------------------
+
+    def request(
+        self,
+        prompt: str | list[dict[str, Any]] | ChatRequest,
+        *,
+        model: str = "auto",
+        stream: bool = False,
+        **params: Any,
+    ) -> ChatRequest:
+        """A `ChatRequest` from a prompt or OpenAI-shaped messages and parameters."""
+        if isinstance(prompt, ChatRequest):
+            return msgspec.structs.replace(prompt, stream=stream, **params)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        try:
+            return ChatRequest(
+                model=model, messages=check_messages(messages), stream=stream, **params
+            )
+        except TypeError as exc:
+            raise InvalidRequest(f"unknown parameter: {exc}") from None
+
+    async def chat(
+        self,
+        prompt: str | list[dict[str, Any]] | ChatRequest,
+        *,
+        model: str = "auto",
+        caller: Caller = ANONYMOUS,
+        **params: Any,
+    ) -> ChatResult:
+        """One whole answer through the pipeline."""
+        request = self.request(prompt, model=model, **params)
+        ctx = RequestContext(request.model, caller=caller)
+        return ChatResult(await self.complete(request, ctx), ctx)
+
+    def stream(
+        self,
+        prompt: str | list[dict[str, Any]] | ChatRequest,
+        *,
+        model: str = "auto",
+        caller: Caller = ANONYMOUS,
+        **params: Any,
+    ) -> ChatStream:
+        """An answer as it arrives: `async for event in gw.stream(...)`."""
+        request = self.request(prompt, model=model, stream=True, **params)
+        ctx = RequestContext(request.model, caller=caller, stream=True)
+        return ChatStream(self.stream_events(request, ctx), ctx)
+
+    async def embed(
+        self,
+        inputs: str | list[str],
+        *,
+        model: str,
+        caller: Caller = ANONYMOUS,
+        dimensions: int | None = None,
+    ) -> EmbeddingResult:
+        """Embeddings of one text or a list (`.vectors`: one float32 row per input)."""
+        request = EmbeddingRequest(
+            model=model,
+            inputs=[inputs] if isinstance(inputs, str) else list(inputs),
+            dimensions=dimensions,
+        )
+        ctx = RequestContext(model, caller=caller, endpoint="embeddings")
+        return await self.embed_request(request, ctx)
+
+
+def _context(
+    request: ChatRequest, ctx: RequestContext | Caller | None, info: RequestContext | None
+) -> RequestContext:
+    """The request's context; the older call form `(request, caller, info)` still works."""
+    if isinstance(ctx, RequestContext):
+        return ctx
+    found = info if info is not None else RequestContext(request.model, stream=request.stream)
+    if isinstance(ctx, Caller):
+        found.caller = ctx
+    return found

@@ -1,43 +1,42 @@
-"""The Anthropic Messages API on both sides: a client's request into the gateway's own
-(OpenAI-shaped) form and answers back, and the gateway's form into an upstream request.
-
-Usage semantics differ: Anthropic's `input_tokens` excludes the cache-read and cache-write
-parts; the gateway's `Usage.input_tokens` is the whole prompt. The conversions here are the
-only place that knows.
+"""The Anthropic Messages API as clients speak it: a client's request into the gateway's own
+(OpenAI-shaped) form, and answers, streams and errors back. The upstream side (the gateway's
+form into an Anthropic body, usage and stop reasons) is `providers/anthropic_wire.py`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from hybridfast.errors import GatewayError, InvalidRequest
+from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.common import (
     check_number,
     check_stop,
     parse_cache_control,
     read_json_object,
 )
+from hybridfast.providers.anthropic_wire import (
+    FINISH_TO_STOP,
+    STOP_TO_FINISH,
+    text_of,
+    to_upstream,
+    usage_from_anthropic,
+)
 from hybridfast.types import ChatAnswer, ChatRequest, Usage
 
-STOP_TO_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-    "model_context_window_exceeded": "length",
-}
-FINISH_TO_STOP = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-    "function_call": "tool_use",
-}
+# Re-exported: the upstream side lives with the providers, the client side here.
+__all__ = [
+    "ANTHROPIC_MESSAGES",
+    "STOP_TO_FINISH",
+    "AnthropicMessages",
+    "StreamEncoder",
+    "to_upstream",
+    "usage_from_anthropic",
+]
 
 _KNOWN = frozenset(
     {
@@ -72,22 +71,12 @@ def _image_part(block: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return ""
-
-
 def messages_from_anthropic(system: Any, messages: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if system:
         if not isinstance(system, str | list):
             raise InvalidRequest("`system` must be a string or a list of text blocks")
-        out.append({"role": "system", "content": _text_of(system)})
+        out.append({"role": "system", "content": text_of(system)})
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise InvalidRequest(f"messages[{i}] must be an object")
@@ -129,7 +118,7 @@ def messages_from_anthropic(system: Any, messages: list[Any]) -> list[dict[str, 
                     {
                         "role": "tool",
                         "tool_call_id": block.get("tool_use_id"),
-                        "content": _text_of(block.get("content")),
+                        "content": text_of(block.get("content")),
                     }
                 )
             elif kind in ("thinking", "redacted_thinking"):
@@ -221,141 +210,6 @@ def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
 
 
 # --- gateway form → upstream request ---------------------------------------------------
-
-
-def _content_blocks(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
-        elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
-            if url.startswith("data:") and ";base64," in url:
-                media, data = url[5:].split(";base64,", 1)
-                blocks.append(
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": media, "data": data},
-                    }
-                )
-            else:
-                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
-    return blocks
-
-
-def to_upstream(
-    request: ChatRequest, model: str, default_max_tokens: int, stream: bool
-) -> dict[str, Any]:
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        # Anthropic wants alternating roles: consecutive same-role turns are merged.
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-
-    for m in request.messages:
-        role = m.get("role")
-        if role in ("system", "developer"):
-            system.append(_text_of(m.get("content")))
-        elif role == "tool":
-            add(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": m.get("tool_call_id", ""),
-                        "content": _text_of(m.get("content")),
-                    }
-                ],
-            )
-        elif role == "assistant":
-            blocks = _content_blocks(m.get("content"))
-            for call in m.get("tool_calls") or ():
-                fn = call.get("function") or {}
-                try:
-                    args = orjson.loads(fn.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    args = {}
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id"),
-                        "name": fn.get("name"),
-                        "input": args,
-                    }
-                )
-            add("assistant", blocks)
-        else:
-            add("user", _content_blocks(m.get("content")))
-    # A final assistant turn is a prefix to continue; Anthropic refuses trailing whitespace.
-    if messages and messages[-1]["role"] == "assistant":
-        last = messages[-1]["content"]
-        if last and last[-1].get("type") == "text":
-            last[-1]["text"] = last[-1]["text"].rstrip()
-            if not last[-1]["text"]:
-                last.pop()
-        if not last:
-            messages.pop()
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": request.max_tokens or default_max_tokens,
-    }
-    if system:
-        body["system"] = "\n\n".join(s for s in system if s)
-    if request.temperature is not None:
-        body["temperature"] = min(1.0, request.temperature)
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = request.stop
-    if request.extra.get("top_k") is not None:
-        body["top_k"] = request.extra["top_k"]
-    if request.tools:
-        body["tools"] = [
-            {
-                "name": (t.get("function") or {}).get("name", ""),
-                "description": (t.get("function") or {}).get("description", ""),
-                "input_schema": (t.get("function") or {}).get("parameters") or {"type": "object"},
-            }
-            for t in request.tools
-        ]
-        choice = request.tool_choice
-        if choice == "required":
-            body["tool_choice"] = {"type": "any"}
-        elif choice == "none":
-            body["tool_choice"] = {"type": "none"}
-        elif isinstance(choice, dict):
-            body["tool_choice"] = {
-                "type": "tool",
-                "name": (choice.get("function") or {}).get("name", ""),
-            }
-    if request.user:
-        body["metadata"] = {"user_id": request.user}
-    if stream:
-        body["stream"] = True
-    return body
-
-
-def usage_from_anthropic(u: dict[str, Any] | None) -> Usage | None:
-    if not u or "input_tokens" not in u:
-        return None
-    read = u.get("cache_read_input_tokens") or 0
-    written = u.get("cache_creation_input_tokens") or 0
-    return Usage(
-        input_tokens=(u.get("input_tokens") or 0) + read + written,
-        output_tokens=u.get("output_tokens") or 0,
-        cached_input_tokens=read,
-        cache_write_tokens=written,
-    )
 
 
 # --- gateway answer → client -----------------------------------------------------------
@@ -496,9 +350,10 @@ class StreamEncoder:
                 self.finish = ev.finish_reason
         return out
 
-    def end(self, usage: Usage, meta: dict[str, Any], include_usage: bool) -> bytes:
+    def end(self, ctx: RequestContext) -> bytes:
         out = self._close()
-        u = _usage_json(usage)
+        u = _usage_json(ctx.usage)
+        meta = ctx.meta()
         out += _event(
             b"message_delta",
             {
@@ -546,3 +401,24 @@ def error_body(err: GatewayError) -> bytes:
 
 def created() -> int:
     return int(time.time())
+
+
+class AnthropicMessages:
+    """The Anthropic Messages API (`POST /v1/messages`) as a `ClientProtocol`."""
+
+    name = "anthropic"
+
+    def parse_request(self, raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+        return parse_request(raw, headers)
+
+    def encode_answer(self, answer: ChatAnswer, ctx: RequestContext) -> bytes:
+        return answer_body(answer, ctx.request_id, ctx.route, ctx.meta())
+
+    def stream_encoder(self, request: ChatRequest, ctx: RequestContext) -> StreamEncoder:
+        return StreamEncoder(ctx.request_id, request.model, ctx.input_estimate)
+
+    def encode_error(self, err: GatewayError) -> bytes:
+        return error_body(err)
+
+
+ANTHROPIC_MESSAGES = AnthropicMessages()

@@ -5,11 +5,14 @@ upstreams that speak the same API."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from hybridfast.errors import GatewayError, InvalidRequest
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.validate import check_messages
 from hybridfast.protocols.common import (
     check_int,
     check_number,
@@ -19,7 +22,6 @@ from hybridfast.protocols.common import (
 )
 from hybridfast.types import ChatAnswer, ChatRequest, Usage
 
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _KNOWN = frozenset(
     {
         "model",
@@ -39,26 +41,6 @@ _KNOWN = frozenset(
         "cache",
     }
 )
-
-
-def check_messages(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("`messages` must be a non-empty list")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object")
-        if m.get("role") not in _ROLES:
-            raise InvalidRequest(
-                f"messages[{i}].role must be one of system, developer, user, assistant, tool"
-            )
-        content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(f"messages[{i}].content must be a string or a list of parts")
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise InvalidRequest(f"messages[{i}].content[{j}] must be a typed part")
-    return messages
 
 
 def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
@@ -194,7 +176,8 @@ class StreamEncoder:
                 self.finish = ev.finish_reason
         return out
 
-    def end(self, usage: Usage, meta: dict[str, Any], include_usage: bool) -> bytes:
+    def end(self, ctx: RequestContext) -> bytes:
+        usage, meta = ctx.usage, ctx.meta()
         finish = orjson.dumps(self.finish or "stop")
         if self.include_usage:
             out = self._head + b"{}" + b',"logprobs":null,"finish_reason":' + finish + b"}]}\n\n"
@@ -247,3 +230,24 @@ def error_json(err: GatewayError) -> dict[str, Any]:
 
 def error_body(err: GatewayError) -> bytes:
     return orjson.dumps(error_json(err))
+
+
+class OpenAIChat:
+    """The OpenAI Chat Completions API (`POST /v1/chat/completions`) as a `ClientProtocol`."""
+
+    name = "openai"
+
+    def parse_request(self, raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+        return parse_request(raw, headers)
+
+    def encode_answer(self, answer: ChatAnswer, ctx: RequestContext) -> bytes:
+        return answer_body(answer, ctx.request_id, ctx.route, ctx.meta())
+
+    def stream_encoder(self, request: ChatRequest, ctx: RequestContext) -> StreamEncoder:
+        return StreamEncoder(ctx.request_id, request.model, request.include_usage)
+
+    def encode_error(self, err: GatewayError) -> bytes:
+        return error_body(err)
+
+
+OPENAI_CHAT = OpenAIChat()

@@ -11,7 +11,7 @@ import orjson
 
 from hybridfast.config import ProviderConfig
 from hybridfast.passthrough import native_body
-from hybridfast.protocols.anthropic import STOP_TO_FINISH, to_upstream, usage_from_anthropic
+from hybridfast.providers.anthropic_wire import STOP_TO_FINISH, to_upstream, usage_from_anthropic
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 

@@ -19,8 +19,11 @@ import aiohttp
 import orjson
 
 from hybridfast.config import ProviderConfig
+from hybridfast.errors import InvalidRequest
 from hybridfast.providers.http import AiohttpClient, FastClient, HttpClient, UpstreamResponse
-from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
+from hybridfast.types import ChatAnswer, ChatRequest, Deployment, StreamEvent, Usage
+
+__all__ = ["Provider", "ProviderError", "StreamEvent", "stream_lines"]
 
 # Statuses worth another attempt (here or on the next deployment).
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -53,31 +56,6 @@ class ProviderError(Exception):
     @property
     def retryable(self) -> bool:
         return not self.client_fault and (self.status is None or self.status in RETRYABLE)
-
-
-class StreamEvent:
-    """One step of an answer, whatever the wire format: a piece of text, tool-call pieces,
-    the finish reason (OpenAI vocabulary: stop, length, tool_calls, content_filter), usage."""
-
-    __slots__ = ("finish_reason", "text", "tool_calls", "usage")
-
-    def __init__(
-        self,
-        text: str | None = None,
-        *,
-        tool_calls: list[dict[str, Any]] | None = None,
-        finish_reason: str | None = None,
-        usage: Usage | None = None,
-    ) -> None:
-        # tool_calls: [{"index": i, "id": str|None, "name": str|None, "arguments": str}]
-        self.text = text
-        self.tool_calls = tool_calls
-        self.finish_reason = finish_reason
-        self.usage = usage
-
-    def __repr__(self) -> str:
-        parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]
-        return f"StreamEvent({', '.join(parts)})"
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -169,8 +147,6 @@ class Provider(ABC):
         *,
         dimensions: int | None,
     ) -> tuple[list[list[float]], Usage]:
-        from hybridfast.errors import InvalidRequest
-
         raise InvalidRequest(f"provider {self.name!r} ({self.kind}) does not serve embeddings")
 
     # --- HTTP with retries --------------------------------------------------------------

@@ -7,6 +7,8 @@ the pipeline or the app factory.
   off in config) returns without registering anything.
 - `ROUTES`: `aiohttp.web.RouteTableDef`s of extra endpoints (admin pages, feedback, ...). They
   sit behind the app's auth and error middleware; `/admin/...` paths need the master key.
+- `MIDDLEWARES`: factories `make(config) -> aiohttp middleware`, outermost first; they run
+  outside the error middleware (they see every request, edge errors included).
 - `CHAT_ENDPOINTS`: `(path, protocol)` pairs: a chat-like API served by the one chat handler
   through a `ClientProtocol` adapter (`hybridfast.protocols.base`).
 
@@ -16,9 +18,11 @@ Keep each tuple sorted by module name: several people add lines at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
+from hybridfast.config import Config
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.security import ratelimit_hooks
@@ -26,4 +30,5 @@ from hybridfast.server import openapi
 
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (ratelimit_hooks.install,)
 ROUTES: tuple[web.RouteTableDef, ...] = (openapi.routes,)
+MIDDLEWARES: tuple[Callable[[Config], Any], ...] = ()
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = ()

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from hybridfast.errors import GatewayError, InvalidRequest
+from hybridfast.server.state import gateway_key
 
 routes = web.RouteTableDef()
 
@@ -27,8 +28,6 @@ _HEX_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _cache(request: web.Request) -> Any:
-    from hybridfast.server.app import gateway_key
-
     cache = request.app[gateway_key].cache
     if not hasattr(cache, "invalidate"):
         raise GatewayError(

@@ -21,13 +21,12 @@ from hybridfast.errors import GatewayError, InvalidRequest
 from hybridfast.ledger import budgets as budget_mod
 from hybridfast.ledger import report
 from hybridfast.ledger.service import NativeLedger
+from hybridfast.server.state import gateway_key
 
 routes = web.RouteTableDef()
 
 
 def _ledger(request: web.Request) -> NativeLedger:
-    from hybridfast.server.app import gateway_key
-
     ledger = request.app[gateway_key].ledger
     if not isinstance(ledger, NativeLedger):
         raise GatewayError(

@@ -1,0 +1,303 @@
+"""The one attempt mechanism, and the one ledger line per request.
+
+`DeploymentAttempt` is an async context manager around one call to one deployment. Entering
+holds the budget (the worst case) and tells the router a call started; leaving — however it
+leaves: an answer, an upstream error, bad data from the upstream, the client going away —
+tells the router the verdict (or that there is none), releases or keeps the hold, counts the
+error, and runs the attempt hooks. Chat, streams and embeddings all call deployments through
+it, so no exit path can leave a hold reserved or an in-flight slot raised.
+
+`RequestScope` is the same for a whole request: whatever way the request ends, it records
+what the client is told on the context (status, error), writes the request's one ledger line
+(`RequestBooks`: one hold settled with the whole cost, the others released), and runs the
+`after_answer` hooks.
+
+    async with RequestScope(parts, ctx, request) as scope:
+        ...validate, route (scope.books.on_books = True once routed)...
+        async with DeploymentAttempt(parts, ctx, scope.books, deployment, index, worst) as a:
+            ... call the upstream; a.waited(s), a.output_started(now), a.done(usage)
+        scope.answer = answer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from hybridfast import metrics
+from hybridfast._core import HybridfastError
+from hybridfast.errors import GatewayError, to_gateway_error
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.cost import BadUsage, add_usage, charge, checked_usage
+from hybridfast.pipeline.hooks import (
+    Attempt,
+    AttemptOutcome,
+    Hooks,
+    PipelineAnswer,
+    PipelineRequest,
+)
+from hybridfast.providers.base import ProviderError
+from hybridfast.types import Deployment, Ledger, LedgerRecord, Reservation, Router, Usage
+
+log = logging.getLogger("hybridfast.pipeline")
+_perf = time.perf_counter
+
+
+@dataclass(slots=True)
+class Parts:
+    """What an attempt talks to (the gateway's router, ledger and hooks)."""
+
+    router: Router
+    ledger: Ledger
+    hooks: Hooks
+
+
+def outcome_of(exc: BaseException) -> AttemptOutcome:
+    """How an attempt that raised `exc` ended, for the router, the books and the hooks."""
+    if isinstance(exc, ProviderError):
+        return "refused" if exc.client_fault else "failed"
+    if isinstance(exc, GatewayError) and 400 <= exc.status < 500:
+        return "refused"  # the request cannot be sent this way (an adapter said so)
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
+        return "cancelled"
+    return "failed"  # bad upstream data (usage, shapes) or an adapter bug: try the next one
+
+
+class RequestBooks:
+    """The holds and spending of one request, and its one ledger line."""
+
+    __slots__ = ("ctx", "held", "ledger", "on_books", "spent", "spent_cost")
+
+    def __init__(self, ledger: Ledger, ctx: RequestContext) -> None:
+        self.ledger = ledger
+        self.ctx = ctx
+        self.held: list[Reservation] = []  # holds of attempts that spent something
+        self.spent = Usage()
+        self.spent_cost = 0
+        # False until the request reached routing: a request refused before it (bad input, a
+        # hook's refusal) changes nothing, not even the ledger.
+        self.on_books = False
+
+    def keep(self, reservation: Reservation, usage: Usage, cost: int) -> None:
+        """An attempt spent `cost`: its hold is settled (or released) with the request."""
+        self.held.append(reservation)
+        self.spent = add_usage(self.spent, usage)
+        self.spent_cost += cost
+
+    async def close(self) -> None:
+        """Writes the request's line (status, usage and cost from the context) against the
+        first hold, and releases the others. A cache hit or a failure with nothing held
+        settles without a hold: no round trip to reserve zero."""
+        if not self.on_books:
+            for reservation in self.held:
+                await self.ledger.release(reservation)
+            return
+        ctx = self.ctx
+        if self.held:
+            ctx.usage, ctx.cost = self.spent, self.spent_cost
+        ctx.ended = _perf()
+        dep = ctx.deployment
+        record = LedgerRecord(
+            request_id=ctx.request_id,
+            caller=ctx.caller,
+            route=ctx.route,
+            deployment=dep.id if dep is not None else None,
+            provider=dep.provider if dep is not None else None,
+            model=dep.model if dep is not None else None,
+            usage=ctx.usage,
+            cost=ctx.cost,
+            latency_ms=(ctx.ended - ctx.started) * 1000,
+            ttft_ms=None if ctx.ttft_s is None else ctx.ttft_s * 1000,
+            status=ctx.status,
+            cache=ctx.cache,
+            fallbacks=ctx.fallbacks,
+            saved_cost=ctx.saved_cost,
+        )
+        first = self.held[0] if self.held else Reservation(request_id=ctx.request_id, amount=0)
+        try:
+            await self.ledger.settle(first, record)
+        finally:
+            for reservation in self.held[1:]:
+                await self.ledger.release(reservation)
+
+
+class RequestScope:
+    """One request from its admission to its last byte (see the module docstring)."""
+
+    __slots__ = ("answer", "books", "ctx", "parts", "request")
+
+    def __init__(
+        self,
+        parts: Parts,
+        ctx: RequestContext,
+        request: PipelineRequest,
+    ) -> None:
+        self.parts = parts
+        self.ctx = ctx
+        self.request = request  # as the hooks leave it
+        self.answer: PipelineAnswer | None = None
+        self.books = RequestBooks(parts.ledger, ctx)
+
+    async def __aenter__(self) -> RequestScope:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        error = told(self.ctx, exc) if exc is not None else None
+        try:
+            await self.books.close()
+        finally:
+            if self.parts.hooks.has("after_answer"):
+                await self.parts.hooks.run_after_answer(self.ctx, self.request, self.answer)
+        if error is not None and error is not exc:
+            raise error from None  # a core error, or a bug: the client gets its GatewayError
+
+
+def told(ctx: RequestContext, exc: BaseException) -> GatewayError | None:
+    """Puts what the client is told about `exc` on the context (status, error); returns the
+    `GatewayError` to raise (None: the client went away, there is nobody to tell)."""
+    if not isinstance(exc, Exception) or isinstance(exc, asyncio.CancelledError):
+        ctx.status = 499  # the client went away (GeneratorExit, cancellation)
+        return None
+    if not isinstance(exc, HybridfastError):
+        log.error("request %s failed", ctx.request_id, exc_info=exc)
+    error = to_gateway_error(exc)
+    ctx.error = error
+    ctx.status = error.status
+    metrics.ERRORS.inc((ctx.deployment_id, str(error.status), error.code))
+    return error
+
+
+class DeploymentAttempt:
+    """One call to one deployment (see the module docstring). The caller reports progress:
+    `waited(seconds)` for time spent waiting on the upstream, `output_started()` at the first
+    byte of output, `done(usage, output_text)` when the answer is complete, and
+    `partial_usage` for what a cut-off call produced."""
+
+    __slots__ = (
+        "books",
+        "ctx",
+        "deployment",
+        "info",
+        "partial_usage",
+        "parts",
+        "produced",
+        "reservation",
+        "usage",
+        "worst_case",
+    )
+
+    def __init__(
+        self,
+        parts: Parts,
+        ctx: RequestContext,
+        books: RequestBooks,
+        deployment: Deployment,
+        index: int,
+        worst_case: int,
+    ) -> None:
+        self.parts = parts
+        self.ctx = ctx
+        self.books = books
+        self.deployment = deployment
+        self.worst_case = worst_case
+        self.info = Attempt(deployment=deployment, index=index)
+        self.reservation: Reservation | None = None
+        self.produced = False  # output reached the client: this attempt cannot be undone
+        self.usage: Usage | None = None  # set by done()
+        self.partial_usage: Usage | None = None  # what a cut-off call is charged for
+
+    async def __aenter__(self) -> DeploymentAttempt:
+        # BudgetExceeded propagates from here: nothing is held, nothing started.
+        self.reservation = await self.parts.ledger.reserve(
+            self.ctx.caller, self.deployment, self.ctx.request_id, self.worst_case
+        )
+        self.parts.router.started(self.deployment.id)
+        self.info.started = _perf()
+        if self.parts.hooks.has("attempt_start"):
+            await self.parts.hooks.run_attempt("attempt_start", self.ctx, self.info)
+        return self
+
+    def waited(self, seconds: float) -> None:
+        self.ctx.upstream_s += seconds
+
+    def output_started(self, now: float) -> None:
+        if self.produced:
+            return
+        self.produced = True
+        ctx = self.ctx
+        ctx.deployment = self.deployment
+        ctx.deployments.append(self.deployment.id)
+        if ctx.first_byte is None:
+            ctx.first_byte = now
+
+    def done(self, usage: Usage) -> None:
+        """The answer is complete; raises `BadUsage` when its counts cannot be billed (the
+        attempt then fails like any upstream error)."""
+        self.usage = checked_usage(usage)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        info, dep, router = self.info, self.deployment, self.parts.router
+        info.ended = _perf()
+        elapsed = info.ended - info.started
+        if exc is None and self.usage is None:
+            exc = BadUsage("the call ended without an answer")  # a caller bug; fail safe
+        if exc is None:
+            assert self.usage is not None
+            info.outcome, info.usage = "ok", self.usage
+            info.cost = charge(dep, self.usage, elapsed)
+            router.finished(
+                dep.id,
+                ok=True,
+                latency_s=elapsed,
+                ttft_s=self._ttft(),
+                output_tokens=self.usage.output_tokens,
+            )
+        else:
+            info.outcome = outcome_of(exc)
+            info.error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, ProviderError):
+                info.upstream_status = exc.status
+            self._verdict(info.outcome, elapsed)
+            if self.produced and self.partial_usage is not None:
+                info.usage = self.partial_usage
+                info.cost = charge(dep, self.partial_usage, elapsed)
+            if info.outcome != "cancelled":
+                metrics.ERRORS.inc((dep.id, str(info.upstream_status or 0), "ERR_UPSTREAM"))
+                log.info("request %s: %s: %s", self.ctx.request_id, dep.id, info.error)
+        assert self.reservation is not None
+        if info.outcome == "ok" or self.produced:
+            self.books.keep(self.reservation, info.usage or Usage(), info.cost)
+        else:
+            await self.parts.ledger.release(self.reservation)
+        if self.parts.hooks.has("attempt_end"):
+            await self.parts.hooks.run_attempt("attempt_end", self.ctx, info)
+
+    def _verdict(self, outcome: AttemptOutcome, elapsed: float) -> None:
+        """Failures of the deployment count against it; a refused request or a client that
+        left says nothing about it and only stops counting as in flight."""
+        dep_id = self.deployment.id
+        if outcome == "failed" or (outcome == "refused" and self.produced):
+            self.parts.router.finished(
+                dep_id, ok=False, latency_s=elapsed, ttft_s=None, output_tokens=0
+            )
+        else:
+            self.parts.router.abandoned(dep_id)
+
+    def _ttft(self) -> float | None:
+        first = self.ctx.first_byte
+        if not self.ctx.stream or first is None or first < self.info.started:
+            return None
+        return first - self.info.started

@@ -1,0 +1,376 @@
+"""The chat pipeline, read top to bottom — every chat-like request (OpenAI chat, Anthropic
+messages, Responses, completions; streaming or not) comes through `ChatFlow.events`:
+
+    admit     validate, then the `before_route` hooks (guardrails, rate limits, templates)
+    lookup    the response cache (a hit is replayed: as a real stream when one was asked for)
+    route     the router's plan: deployments in the order to try them
+    attempts  the one fallback loop: for each deployment, one `DeploymentAttempt` (hold →
+              call → stream → settle or release); a stream that breaks mid-way is continued
+              on the next deployment with the partial answer as an assistant prefix
+    store     the finished answer into the cache
+    finally   the request's one ledger line, metrics, the `after_answer` hooks
+
+A non-streaming call is a stream of one batch: the same loop, the same attempt. `complete`
+collects it into a `ChatAnswer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+
+from hybridfast.errors import (
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequest,
+    ProviderUnavailable,
+    to_gateway_error,
+)
+from hybridfast.pipeline.attempt import (
+    DeploymentAttempt,
+    Parts,
+    RequestBooks,
+    RequestScope,
+    outcome_of,
+)
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.cost import (
+    MAX_TOKENS_PER_CALL,
+    BadUsage,
+    estimated_usage,
+    input_estimate,
+    worst_case,
+)
+from hybridfast.pipeline.recovery import Assembly, as_batch, continuation, replay_events
+from hybridfast.providers.base import Provider, ProviderError
+from hybridfast.types import (
+    CacheHit,
+    ChatAnswer,
+    ChatRequest,
+    Deployment,
+    RequestFeatures,
+    ResponseCache,
+    RoutePlan,
+    StreamEvent,
+    Usage,
+)
+
+log = logging.getLogger("hybridfast.pipeline")
+_perf = time.perf_counter
+
+
+@dataclass(slots=True)
+class ChatSettings:
+    caching: bool  # either cache is on: there is something to look up or store
+    stream_recovery: bool  # continue a broken stream on the next deployment
+
+
+class _Outcome:
+    """Where `complete` finds the answer once the events are consumed."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self) -> None:
+        self.answer: ChatAnswer | None = None
+
+
+class ChatFlow:
+    """The chat pipeline over one gateway's parts."""
+
+    def __init__(
+        self,
+        parts: Parts,
+        cache: ResponseCache,
+        providers: Mapping[str, Provider],
+        deployments: Mapping[str, Deployment],
+        settings: ChatSettings,
+    ) -> None:
+        self.parts = parts
+        self.cache = cache
+        self.providers = providers
+        self.deployments = deployments  # by id
+        self.settings = settings
+
+    async def complete(self, request: ChatRequest, ctx: RequestContext) -> ChatAnswer:
+        """A whole answer: the same flow, its one batch collected."""
+        outcome = _Outcome()
+        events = self.events(request, ctx, outcome)
+        try:
+            async for _ in events:
+                pass
+        finally:
+            await events.aclose()
+        assert outcome.answer is not None
+        return outcome.answer
+
+    async def events(
+        self, request: ChatRequest, ctx: RequestContext, outcome: _Outcome | None = None
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """The answer as batches of events. The first batch comes once an upstream produced
+        a byte (or the cache answered); a failure before it raises a `GatewayError`. When it
+        ends, `ctx` holds the exact usage and cost and the ledger line is written."""
+        async with RequestScope(self.parts, ctx, request) as scope:
+            request = scope.request = await self.admit(request, ctx)
+            hit = await self.lookup(request, ctx)
+            if hit is not None:
+                scope.books.on_books = True
+                scope.answer = hit.answer
+                if outcome is not None:
+                    outcome.answer = hit.answer
+                for event in replay_events(hit.answer, ctx.stream):
+                    yield [event]
+                return
+            plan = self.route(request, ctx, scope.books)
+            assembly = Assembly()
+            attempts = self.attempts(request, ctx, plan, scope.books, assembly)
+            try:
+                async for batch in attempts:
+                    yield batch
+            finally:
+                await attempts.aclose()  # closes the upstream call now, not at GC
+            answer = assembly.answer(
+                usage=scope.books.spent,
+                model=ctx.deployment.model if ctx.deployment is not None else "",
+                deployment=ctx.deployment_id,
+                cost=scope.books.spent_cost,
+            )
+            scope.answer = answer
+            if outcome is not None:
+                outcome.answer = answer
+            await self.store(request, ctx, answer)
+
+    # --- the steps, in order ----------------------------------------------------------
+
+    async def admit(self, request: ChatRequest, ctx: RequestContext) -> ChatRequest:
+        """validate → before_route hooks; nothing is held or written yet."""
+        if not request.messages:
+            raise InvalidRequest("`messages` must be a non-empty list")
+        if request.max_tokens is not None and request.max_tokens >= MAX_TOKENS_PER_CALL:
+            raise InvalidRequest(f"`max_tokens` must be below {MAX_TOKENS_PER_CALL}")
+        if self.parts.hooks.has("before_route"):
+            changed = await self.parts.hooks.run_before_route(ctx, request)
+            if not isinstance(changed, ChatRequest):
+                raise TypeError("a before_route hook returned a non-chat request for chat")
+            request = changed
+        ctx.route = request.model
+        ctx.stream = request.stream
+        ctx.input_estimate = input_estimate(request)
+        return request
+
+    async def lookup(self, request: ChatRequest, ctx: RequestContext) -> CacheHit | None:
+        if not self.settings.caching or request.cache_control != "default":
+            ctx.cache = "bypass"
+            return None
+        hit = await self.cache.lookup(request, ctx.caller)
+        if hit is None:
+            if self.cache.bypass(request):  # e.g. sampled: neither looked up nor kept
+                ctx.cache = "bypass"
+            return None
+        ctx.cache = hit.kind
+        ctx.similarity = hit.similarity
+        ctx.deployment = self.deployments.get(hit.answer.deployment)
+        ctx.usage = hit.answer.usage
+        ctx.saved_cost = hit.answer.cost
+        ctx.first_byte = _perf()
+        return hit
+
+    def route(self, request: ChatRequest, ctx: RequestContext, books: RequestBooks) -> RoutePlan:
+        features = RequestFeatures(
+            request_id=ctx.request_id,
+            input_tokens=ctx.input_estimate,
+            max_output_tokens=request.max_tokens,
+            stream=request.stream,
+            needs=needs_of(request),
+            tags=ctx.caller.tags,
+            budget_remaining=self.parts.ledger.remaining(ctx.caller),
+        )
+        try:
+            plan = self.parts.router.plan(request.model, features, ctx.caller)
+        except Exception as exc:
+            error = to_gateway_error(exc)
+            books.on_books = isinstance(error, BudgetExceeded)  # spend policy: on the books
+            raise error from None
+        books.on_books = True
+        ctx.arm = plan.arm
+        return plan
+
+    async def attempts(
+        self,
+        request: ChatRequest,
+        ctx: RequestContext,
+        plan: RoutePlan,
+        books: RequestBooks,
+        assembly: Assembly,
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """The one fallback loop over the plan."""
+        last: ProviderError | None = None
+        over_budget: GatewayError | None = None
+        count = len(plan.deployments)
+        for index, dep in enumerate(plan.deployments):
+            provider = self.providers.get(dep.provider)
+            if provider is None:
+                continue
+            sent = assembly.text()
+            attempt_request = continuation(request, sent, dep.kind) if sent else request
+            # Retry in place only on the last candidate: before it, falling back is faster.
+            retries = provider.config.max_retries if index == count - 1 else 0
+            attempt = DeploymentAttempt(
+                self.parts, ctx, books, dep, index, worst_case(dep, request, ctx.input_estimate)
+            )
+            try:
+                async with attempt:
+                    call = self.call(provider, attempt, attempt_request, retries, assembly)
+                    try:
+                        async for batch in call:
+                            yield batch
+                    finally:
+                        await call.aclose()
+                return
+            except Exception as exc:
+                if attempt.reservation is None:  # the hold was refused: nothing was called
+                    error = to_gateway_error(exc)
+                    if not isinstance(error, BudgetExceeded):
+                        raise error from None  # a counter that is down fails closed
+                    over_budget = error  # this deployment is over budget: try the next
+                    continue
+                if outcome_of(exc) == "refused" and not sent and not attempt.produced:
+                    # The request's fault: no other deployment will like it better.
+                    raise refusal(exc) from None
+                last = as_provider_error(exc, dep)
+                if attempt.produced:  # a break mid-way
+                    assembly.finish = None
+                    if not self.settings.stream_recovery or assembly.calls or index == count - 1:
+                        break
+                    ctx.recovered = True
+                ctx.fallbacks += 1
+        raise self.nobody_answered(ctx, last, over_budget, assembly)
+
+    async def call(
+        self,
+        provider: Provider,
+        attempt: DeploymentAttempt,
+        request: ChatRequest,
+        retries: int,
+        assembly: Assembly,
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """One upstream call as batches; reports progress and the final usage to `attempt`."""
+        dep, ctx = attempt.deployment, attempt.ctx
+        since = len(assembly.texts)
+        if not request.stream:
+            t0 = _perf()
+            whole = await provider.chat(dep, request, retries=retries)
+            now = _perf()
+            attempt.waited(now - t0)
+            usage = whole.usage
+            if usage.estimated:
+                text = whole.content + "".join(c["function"]["arguments"] for c in whole.tool_calls)
+                usage = estimated_usage(dep, ctx.input_estimate, text)
+            # Checked before anything is kept or handed on: bad counts fail this attempt,
+            # and the next deployment answers.
+            attempt.done(usage)
+            batch = as_batch(whole)
+            assembly.add(batch)
+            attempt.output_started(now)
+            yield batch
+            return
+        events = provider.stream(dep, request, retries=retries)
+        reported: Usage | None = None
+        attempt.partial_usage = None
+        try:
+            while True:
+                waited = _perf()
+                try:
+                    batch = await anext(events)
+                except StopAsyncIteration:
+                    break
+                now = _perf()
+                attempt.waited(now - waited)
+                reported = assembly.add(batch) or reported
+                attempt.output_started(now)
+                attempt.partial_usage = reported or estimated_usage(
+                    dep, ctx.input_estimate, assembly.output_text(since)
+                )
+                yield batch
+            if assembly.finish is None:
+                raise ProviderError(f"{provider.name}: the stream ended without finishing")
+        finally:
+            await events.aclose()
+        estimate = estimated_usage(dep, ctx.input_estimate, assembly.output_text(since))
+        try:
+            attempt.done(reported or estimate)
+        except BadUsage as exc:
+            # The client has the whole answer already: bill the gateway's own count.
+            log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
+            attempt.done(estimate)
+
+    async def store(self, request: ChatRequest, ctx: RequestContext, answer: ChatAnswer) -> None:
+        if self.settings.caching and request.cache_control != "no-store":
+            await self.cache.store(request, ctx.caller, answer)
+
+    def nobody_answered(
+        self,
+        ctx: RequestContext,
+        last: ProviderError | None,
+        over_budget: GatewayError | None,
+        assembly: Assembly,
+    ) -> GatewayError:
+        if over_budget is not None and last is None:
+            return over_budget
+        if assembly.texts:
+            return ProviderUnavailable(
+                "the stream broke off and could not be continued"
+                + ("" if self.settings.stream_recovery else " (server.stream_recovery is off)"),
+                status=502,
+            )
+        return unavailable(last, ctx.route)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def needs_of(request: ChatRequest) -> frozenset[str]:
+    needs = []
+    if request.tools:
+        needs.append("tools")
+    if request.response_format is not None:
+        needs.append("json")
+    for m in request.messages:
+        content = m.get("content")
+        if isinstance(content, list) and any(p.get("type") == "image_url" for p in content):
+            needs.append("vision")
+            break
+    return frozenset(needs)
+
+
+def refusal(exc: Exception) -> GatewayError:
+    if isinstance(exc, ProviderError):
+        return InvalidRequest(exc.message, status=exc.status or 400)
+    return to_gateway_error(exc)
+
+
+def as_provider_error(exc: Exception, dep: Deployment) -> ProviderError:
+    if isinstance(exc, ProviderError):
+        return exc
+    if not isinstance(exc, BadUsage | GatewayError):
+        log.warning("%s: the answer could not be used", dep.id, exc_info=True)
+    return ProviderError(f"{dep.id}: the upstream's answer could not be used ({exc})")
+
+
+def unavailable(last: ProviderError | None, route: str) -> ProviderUnavailable:
+    """The error of a request no deployment answered, with the last upstream's status."""
+    if last is None:
+        return ProviderUnavailable(f"no deployment of {route!r} could be called")
+    status = last.status
+    headers = {}
+    if status == 429 and last.retry_after is not None:
+        headers["Retry-After"] = str(int(last.retry_after + 0.999))
+    http_status = status if status is not None and (status == 429 or status >= 500) else 502
+    if status is None and "timed out" in last.message:
+        http_status = 504
+    return ProviderUnavailable(
+        f"every deployment of {route!r} failed; the last: {last.message}",
+        status=http_status,
+        headers=headers,
+    )

@@ -1,0 +1,91 @@
+"""`GET /healthz` (the process answers), `GET /readyz` (the gateway opened), `GET /v1/models`,
+`GET /metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hybridfast.embeddings import builtin_models
+from hybridfast.metrics import REGISTRY
+from hybridfast.server.state import gateway_key, opening_key
+
+_JSON = "application/json"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app.get(gateway_key)
+    opening = request.app.get(opening_key)
+    if gateway is None or opening is None or not opening.done():
+        return web.Response(status=503, body=b'{"status":"starting"}', content_type=_JSON)
+    if opening.cancelled() or opening.exception() is not None:
+        return web.Response(status=503, body=b'{"status":"failed"}', content_type=_JSON)
+    body: dict[str, Any] = {
+        "status": "ready",
+        "deployments": len(gateway.deployments),
+        "providers": sorted(gateway.providers),
+    }
+    health = getattr(gateway.router, "health", None)
+    if callable(health):
+        with contextlib.suppress(Exception):
+            body["router"] = health()
+    return web.Response(body=orjson.dumps(body, default=str), content_type=_JSON)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models — groups, routes and deployments, in OpenAI's list shape."""
+    gateway = request.app[gateway_key]
+    groups: dict[str, list[str]] = {}
+    for d in gateway.deployments:
+        groups.setdefault(d.name, []).append(d.id)
+    created = int(time.time())
+    data: list[dict[str, Any]] = [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "hybridfast",
+            "x_hybridfast": {"kind": "group", "deployments": ids},
+        }
+        for name, ids in groups.items()
+    ]
+    data += [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "hybridfast",
+            "x_hybridfast": {
+                "kind": "route",
+                "strategy": route.strategy,
+                "candidates": route.candidates,
+            },
+        }
+        for name, route in gateway.config.routes.items()
+    ]
+    data += [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "hybridfast",
+            "x_hybridfast": {"kind": "builtin", "capabilities": ["embeddings"]},
+        }
+        for name in builtin_models(gateway.config)
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

@@ -1,0 +1,124 @@
+"""The one gateway middleware: waits for the gateway to open, authenticates, and turns every
+error into the client protocol's own error shape with a stable code (and the request's
+`x-hybridfast-*` headers). Handlers raise `GatewayError`s and read top to bottom."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hybridfast.config import Config
+from hybridfast.errors import GatewayError, RequestTooLarge, Unauthorized, to_gateway_error
+from hybridfast.protocols.anthropic import ANTHROPIC_MESSAGES
+from hybridfast.protocols.base import ClientProtocol
+from hybridfast.protocols.openai import OPENAI_CHAT
+from hybridfast.server.auth import callers_by_key, presented_key
+from hybridfast.server.state import CALLER, CONTEXT, error_protocols_key, opening_key
+
+log = logging.getLogger("hybridfast.server")
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_JSON = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def use_protocol(app: web.Application, prefix: str, protocol: ClientProtocol) -> None:
+    """Errors on paths starting with `prefix` are rendered in `protocol`'s shape."""
+    table = app.setdefault(error_protocols_key, [])
+    table.append((prefix, protocol))
+    table.sort(key=lambda entry: len(entry[0]), reverse=True)
+
+
+def protocol_for(request: web.Request) -> ClientProtocol:
+    for prefix, protocol in request.app.get(error_protocols_key, ()):
+        if request.path.startswith(prefix):
+            return protocol
+    return OPENAI_CHAT
+
+
+def install_default_protocols(app: web.Application) -> None:
+    use_protocol(app, "/v1/messages", ANTHROPIC_MESSAGES)
+
+
+def error_response(request: web.Request, err: GatewayError) -> web.Response:
+    ctx = request.get(CONTEXT)
+    headers = dict(err.headers)
+    if ctx is not None:
+        ctx.status = err.status
+        headers.update(ctx.headers())
+    return web.Response(
+        status=err.status,
+        body=protocol_for(request).encode_error(err),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def http_error(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 413:
+        return RequestTooLarge(exc.text or "the request body is too large")
+    if exc.status == 404:
+        return GatewayError(
+            "no such endpoint", code="ERR_NOT_FOUND", status=404, hint="see GET /v1/models"
+        )
+    if exc.status == 405:
+        return GatewayError("method not allowed", code="ERR_METHOD_NOT_ALLOWED", status=405)
+    return GatewayError(exc.reason, code="ERR_HTTP", status=exc.status)
+
+
+async def _wait_until_open(request: web.Request) -> None:
+    opening = request.app[opening_key]
+    if not opening.done():
+        await asyncio.shield(opening)
+    elif opening.exception() is not None:
+        raise GatewayError(
+            "the gateway failed to start",
+            code="ERR_NOT_READY",
+            status=503,
+            hint="the gateway log says why",
+        )
+
+
+def make_middleware(config: Config) -> Any:
+    callers = callers_by_key(config)
+    master = config.server.master_key
+    need_auth = bool(callers)
+
+    @web.middleware
+    async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.path not in OPEN_PATHS:
+                await _wait_until_open(request)
+                if need_auth:
+                    key = presented_key(request)
+                    caller = callers.get(key) if key else None
+                    if caller is None:
+                        raise Unauthorized("missing or unknown API key")
+                    if request.path.startswith("/admin") and key != master:
+                        raise GatewayError(
+                            "the admin API needs the master key",
+                            code="ERR_FORBIDDEN",
+                            status=403,
+                            hint="send server.master_key as the bearer token",
+                        )
+                    request[CALLER] = caller
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(request, http_error(exc))
+        except ConnectionResetError:
+            return web.Response(status=499)  # the client went away; nobody is left to answer
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, GatewayError) and not hasattr(exc, "code"):
+                log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(request, to_gateway_error(exc))
+
+    return gateway_middleware
