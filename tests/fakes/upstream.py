@@ -69,6 +69,9 @@ class Switches:
     tool_call: dict[str, Any] | None = None
     dimensions: int = 8
     model: str | None = None  # the model name reported back (default: the one asked for)
+    # With `tool_call` set: answer `reply` once the conversation ends with a tool result (an
+    # agent's loop: call the tool, then answer with what it returned).
+    answer_tool_results: bool = False
 
 
 def split_reply(text: str, n: int) -> list[str]:
@@ -109,6 +112,17 @@ def prompt_text(body: Any) -> str:
         walk(body.get("messages"))
         walk(body.get("input"))
     return " ".join(parts)
+
+
+def _ends_with_tool_result(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
 
 
 def fake_embedding(text: str, dims: int) -> list[float]:
@@ -330,10 +344,11 @@ class FakeUpstream:
             return self._openai_error(400)
         s = self.switches
         await self._pause(s.first_byte_s)
+        tool_call = self._tool_call(body)
         model = self._model(body)
         created = int(time.time())
         cid = f"chatcmpl-{self.calls:08d}"
-        text = "" if s.tool_call else s.reply
+        text = "" if tool_call else s.reply
         prompt, out, cached, _ = self._usage(body, s.reply)
         usage = {
             "prompt_tokens": prompt,
@@ -348,14 +363,14 @@ class FakeUpstream:
             },
         }
         tool_calls = None
-        if s.tool_call:
+        if tool_call:
             tool_calls = [
                 {
                     "id": "call_fake0001",
                     "type": "function",
                     "function": {
-                        "name": s.tool_call["name"],
-                        "arguments": orjson.dumps(s.tool_call.get("arguments", {})).decode(),
+                        "name": tool_call["name"],
+                        "arguments": orjson.dumps(tool_call.get("arguments", {})).decode(),
                     },
                 }
             ]
@@ -500,6 +515,12 @@ class FakeUpstream:
             status=status, body=orjson.dumps(body), headers=headers, content_type="application/json"
         )
 
+    def _tool_call(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        s = self.switches
+        if s.tool_call and s.answer_tool_results and _ends_with_tool_result(body):
+            return None
+        return s.tool_call
+
     def _forced_tool(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """As Anthropic does: a `tool_choice` naming a tool makes the answer that tool's
         call; its input is the reply switch when that is a JSON object."""
@@ -528,7 +549,7 @@ class FakeUpstream:
         await self._pause(s.first_byte_s)
         model = self._model(body)
         mid = f"msg_fake{self.calls:08d}"
-        tool_call = s.tool_call or self._forced_tool(body)
+        tool_call = self._tool_call(body) or self._forced_tool(body)
         prompt, out, cached, written = self._usage(body, s.reply)
         # Anthropic's input_tokens exclude the cache-read and cache-write parts.
         plain_input = max(0, prompt - cached - written)
@@ -718,6 +739,7 @@ class FakeUpstream:
             )
         s = self.switches
         await self._pause(s.first_byte_s)
+        tool_call = self._tool_call(body)
         model = self._model(body)
         prompt, out, _, _ = self._usage(body, s.reply)
 
@@ -725,12 +747,12 @@ class FakeUpstream:
             return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
 
         tool_calls = None
-        if s.tool_call:
+        if tool_call:
             tool_calls = [
                 {
                     "function": {
-                        "name": s.tool_call["name"],
-                        "arguments": s.tool_call.get("arguments", {}),
+                        "name": tool_call["name"],
+                        "arguments": tool_call.get("arguments", {}),
                     }
                 }
             ]
