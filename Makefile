@@ -22,6 +22,7 @@ test: $(PY)  ## README command 2
 lint: $(PY)
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest hybridfast._core --allowlist .ci/stubtest-allowlist.txt
 	cargo fmt --all --check
