@@ -178,7 +178,7 @@ class AnthropicProvider(Provider):
                     err = event.error or {}
                     raise ProviderError(
                         f"{self.name}: the upstream sent an error mid-stream: "
-                        f"{err.get('type', '')}: {str(err.get('message', ''))[:200]}",
+                        f"{err.get('type', '')}: {self.scrub(str(err.get('message', '')))[:200]}",
                         status=529 if err.get("type") == "overloaded_error" else None,
                     )
             if batch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ import orjson
 from hybridfast.config import ProviderConfig
 from hybridfast.errors import InvalidRequest
 from hybridfast.providers.http import AiohttpClient, FastClient, HttpClient, UpstreamResponse
+from hybridfast.redact import scrub_with
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, StreamEvent, Usage
 
 __all__ = ["Provider", "ProviderError", "StreamEvent", "stream_lines"]
@@ -29,8 +29,6 @@ __all__ = ["Provider", "ProviderError", "StreamEvent", "stream_lines"]
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 # Statuses that mean the request itself is wrong: no other deployment will like it better.
 CLIENT_FAULT = frozenset({400, 404, 413, 422})
-# Things shaped like API keys, whole or masked (`sk-proj-abc***wxyz`), in upstream messages.
-_KEYLIKE = re.compile(r"\b(sk|pk|rk|key|gsk|xai)[-_][A-Za-z0-9_\-*]{3,}")
 # A Retry-After longer than this is not waited for: the next deployment is tried instead.
 MAX_RETRY_WAIT_S = 5.0
 
@@ -105,6 +103,8 @@ class Provider(ABC):
                 limit=config.max_connections,
                 connect_s=t.connect_s,
                 read_s=t.first_byte_s,
+                idle_s=t.idle_s,
+                total_s=t.total_s,
             )
         else:
             # One timer per call: `total` covers the whole exchange (a stream's last byte
@@ -154,24 +154,22 @@ class Provider(ABC):
     def error_message(self, status: int, body: bytes) -> str:
         """The upstream's own error message, shortened, with anything key-like masked
         (OpenAI's 401 quotes part of the key it was sent)."""
+        # Scrubbed whole, then shortened: a key cut in half no longer looks like one.
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return self.scrub(body[:200].decode("utf-8", "replace"))
+            return self.scrub(body.decode("utf-8", "replace"))[:200]
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            return self.scrub(str(err.get("message", ""))[:300])
+            return self.scrub(str(err.get("message", "")))[:300]
         if isinstance(err, str):
-            return self.scrub(err[:300])
-        return self.scrub(str(data)[:200])
+            return self.scrub(err)[:300]
+        return self.scrub(str(data))[:200]
 
     def scrub(self, text: str) -> str:
-        key = self.config.api_key
-        if key:
-            text = text.replace(key, "[key]")
-            if len(key) > 8:
-                text = text.replace(key[-4:], "****")
-        return _KEYLIKE.sub("[key]", text)
+        """`text` through the one scrubber (`hybridfast.redact`), this provider's key
+        included even where no config was installed (the Python API, tests)."""
+        return scrub_with(text, [self.config.api_key] if self.config.api_key else [])
 
     async def open(self, path: str, body: dict[str, Any], *, retries: int) -> UpstreamResponse:
         """POSTs `body` and returns a response with a 2xx status (the caller reads and

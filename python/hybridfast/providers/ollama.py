@@ -165,7 +165,7 @@ class OllamaProvider(Provider):
                 if "error" in data:
                     raise ProviderError(
                         f"{self.name}: the upstream sent an error mid-stream: "
-                        f"{str(data['error'])[:200]}"
+                        f"{self.scrub(str(data['error']))[:200]}"
                     )
                 message = data.get("message") or {}
                 text = message.get("content")

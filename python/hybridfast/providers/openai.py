@@ -159,7 +159,8 @@ class OpenAIProvider(Provider):
                         chunk.error.get("message", "") if isinstance(chunk.error, dict) else ""
                     )
                     raise ProviderError(
-                        f"{self.name}: the upstream sent an error mid-stream: {str(message)[:200]}"
+                        f"{self.name}: the upstream sent an error mid-stream: "
+                        f"{self.scrub(str(message))[:200]}"
                     )
                 if chunk.choices:
                     choice = chunk.choices[0]
