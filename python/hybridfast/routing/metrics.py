@@ -16,21 +16,26 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hybridfast.metrics import REGISTRY
 
-if TYPE_CHECKING:
-    from hybridfast.routing import NativeRouter
+
+class LiveRouter(Protocol):
+    """What the scrape reads from a router (`NativeRouter`): every deployment's live
+    state. A protocol, so this module needs nothing from the package above it."""
+
+    def all_stats(self) -> dict[str, dict[str, Any]]: ...
+
 
 _CIRCUIT = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # Deployment health as a state label: one series per state, so a dashboard can show the
 # state by name and alert on `hybridfast_deployment_health{state="unhealthy"} == 1`.
 _HEALTH = {"closed": "healthy", "half-open": "probing", "open": "unhealthy"}
-_ROUTERS: weakref.WeakSet[NativeRouter] = weakref.WeakSet()
+_ROUTERS: weakref.WeakSet[LiveRouter] = weakref.WeakSet()
 
 
 class RouterCollector(Collector):
@@ -98,11 +103,11 @@ class RouterCollector(Collector):
         yield from (circuit, opened, in_flight, error_rate, latency, ttft, tps, health)
 
 
-def track(router: NativeRouter) -> None:
+def track(router: LiveRouter) -> None:
     _ROUTERS.add(router)
 
 
-def untrack(router: NativeRouter) -> None:
+def untrack(router: LiveRouter) -> None:
     _ROUTERS.discard(router)
 
 
