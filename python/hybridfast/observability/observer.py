@@ -157,7 +157,7 @@ class Observer:
         *,
         request_log: RequestLog | None = None,
         live: LiveAggregator | None = None,
-        request_lines: bool = False,
+        request_lines: logs.RequestLines | None = None,
     ) -> None:
         self.request_log = request_log
         self.live = live if live is not None else LiveAggregator()
@@ -170,18 +170,23 @@ class Observer:
         lines = obs.request_lines == "on" or (
             obs.request_lines == "auto" and obs.log_format == "json"
         )
-        return cls(request_log=open_request_log(config), request_lines=lines)
+        return cls(
+            request_log=open_request_log(config),
+            request_lines=logs.RequestLines(obs.log_format) if lines else None,
+        )
 
     def finish(self, record: RequestRecord) -> None:
         observe_metrics(record)
         self.live.add(record)
         if self.request_log is not None:
             self.request_log.add(record)
-        if self.request_lines:
-            logs.log_request(record)
+        if self.request_lines is not None:
+            self.request_lines.add(record)
 
     async def close(self) -> None:
         await self.live.stop()
+        if self.request_lines is not None:
+            self.request_lines.flush()
         if self.request_log is not None:
             # Joins the writer thread after its last batch: not on the event loop.
             await asyncio.to_thread(self.request_log.close)
