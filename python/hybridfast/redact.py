@@ -25,6 +25,10 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, urlsplit
 
+from aiohttp import web_protocol
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse
+
 from hybridfast.config import Config
 
 REDACTED = "[redacted]"
@@ -242,3 +246,39 @@ def config_secrets(config: Config) -> list[str]:
     values += [value for p in config.providers for value in p.headers.values()]
     values += [k.key for k in config.keys]
     return [v for v in values if v]
+
+
+# --- aiohttp's answer to a request it cannot parse ---------------------------------------
+
+_BAD_HTTP_BODY = (
+    b'{"error":{"message":"malformed HTTP request (hint: check the request line and '
+    b'headers)","type":"invalid_request_error","code":"ERR_BAD_HTTP","param":null}}'
+)
+
+
+def install_http_error_scrubbing() -> None:
+    """aiohttp answers a request it cannot parse (a control character in a header, say)
+    with the parser's message, which quotes the offending header line: an
+    `Authorization` header's key goes back out, to the client and through any proxy that
+    logs bodies. This replaces that answer with a fixed JSON error (`ERR_BAD_HTTP`) for
+    every 4xx the parser raises; the log record keeps the details, scrubbed. Idempotent."""
+    handler = web_protocol.RequestHandler
+    original = handler.handle_error
+    if getattr(original, "_hybridfast", False):
+        return
+
+    def handle_error(
+        self: web_protocol.RequestHandler,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        resp = original(self, request, status, exc, message)
+        if 400 <= status < 500 and isinstance(resp, Response):
+            resp.body = _BAD_HTTP_BODY
+            resp.content_type = "application/json"
+        return resp
+
+    handle_error._hybridfast = True  # type: ignore[attr-defined]
+    handler.handle_error = handle_error  # type: ignore[method-assign]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +107,42 @@ def test_log_records_are_scrubbed_whichever_logger_emits_them(
 def test_scrub_with_adds_a_providers_own_key() -> None:
     own = "own-provider-key-" + "Q1w2E3"
     assert own not in redact.scrub_with(f"echo {own}", [own])
+
+
+async def test_aiohttp_does_not_echo_a_malformed_header_with_its_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp's answer to an unparsable request quoted the header line, key included; its
+    log record did too."""
+    redact.install_http_error_scrubbing()
+    redact.install_log_scrubbing()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    secret = "unconfigured-" + "Zr7Yq2Wp5"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + secret.encode()
+                + b"\x01\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.0 400")
+    assert b'"code":"ERR_BAD_HTTP"' in answer
+    assert secret.encode() not in answer
+    assert secret not in caplog.text
