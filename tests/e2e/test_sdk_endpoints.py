@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
+from tests.fakes import DEFAULT_REPLY, FakeUpstream
 from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, start_server
 from tests.fakes.upstream import count_tokens, prompt_text
@@ -124,3 +124,40 @@ def test_count_tokens_bad_input_and_unknown_model(server: RunningServer) -> None
     with pytest.raises(anthropic.NotFoundError) as missing:
         an(server).messages.count_tokens(model="nope", messages=[{"role": "user", "content": "x"}])
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_legacy_completions(
+    server: RunningServer, fakes: dict[str, FakeUpstream], kind: str
+) -> None:
+    client = oa(server)
+    completion = client.completions.create(
+        model=f"via-{kind}", prompt="Once upon a time", max_tokens=30
+    )
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == DEFAULT_REPLY
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == f"m-{kind}"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 9
+    assert "Once upon a time" in str(fakes[kind].requests[-1].body)
+    stream = client.completions.create(
+        model=f"via-{kind}",
+        prompt="Once more",
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == DEFAULT_REPLY
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 9
+
+
+def test_legacy_completions_refuse_what_a_chat_upstream_cannot_do(server: RunningServer) -> None:
+    client = oa(server)
+    with pytest.raises(openai.BadRequestError) as tokens:
+        client.completions.create(model="via-openai", prompt=[1, 2, 3])
+    assert tokens.value.code == "ERR_UNSUPPORTED"
+    with pytest.raises(openai.BadRequestError) as suffix:
+        client.completions.create(model="via-openai", prompt="def f(", suffix="return x")
+    assert suffix.value.code == "ERR_UNSUPPORTED"

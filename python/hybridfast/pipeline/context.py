@@ -134,6 +134,11 @@ class RequestContext:
             "x-hybridfast-cache": self.cache,
             "x-hybridfast-overhead-ms": f"{self.overhead_s() * 1000:.3f}",
         }
+        if self.route:
+            # The body's `model` is the upstream's model; the name the client asked for is here.
+            headers["x-hybridfast-model"] = self.route
+        # What the SDKs read as the request id (`_request_id`): OpenAI's and Anthropic's names.
+        headers["x-request-id"] = headers["request-id"] = self.request_id
         if self.arm is not None:
             headers["x-hybridfast-arm"] = self.arm
         if self.cache == "semantic-hit" and self.similarity is not None:

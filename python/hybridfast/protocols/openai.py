@@ -241,10 +241,12 @@ class OpenAIChat:
         return parse_request(raw, headers)
 
     def encode_answer(self, answer: ChatAnswer, ctx: RequestContext) -> bytes:
-        return answer_body(answer, ctx.request_id, ctx.route, ctx.meta())
+        # The upstream's own model name (the alias is the x-hybridfast-model header).
+        return answer_body(answer, ctx.request_id, answer.model or ctx.route, ctx.meta())
 
     def stream_encoder(self, request: ChatRequest, ctx: RequestContext) -> StreamEncoder:
-        return StreamEncoder(ctx.request_id, request.model, request.include_usage)
+        model = ctx.deployment.model if ctx.deployment is not None else request.model
+        return StreamEncoder(ctx.request_id, model, request.include_usage)
 
     def encode_error(self, err: GatewayError) -> bytes:
         return error_body(err)

@@ -30,11 +30,10 @@ from hybridfast.errors import GatewayError
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.anthropic import ANTHROPIC_MESSAGES
 from hybridfast.protocols.openai import OPENAI_CHAT
-from hybridfast.server import model_endpoints, observability
+from hybridfast.server import observability
 from hybridfast.server import responses as responses_endpoints
 from hybridfast.server.admin import cache as admin_cache
 from hybridfast.server.admin import spend as admin_spend
-from hybridfast.server.auth import caller_for
 from hybridfast.server.chat import add_chat_endpoint
 from hybridfast.server.embeddings import embeddings
 from hybridfast.server.features import CHAT_ENDPOINTS, INSTALLERS, MIDDLEWARES, ROUTES
@@ -97,10 +96,7 @@ def _add_routes(app: web.Application, config: Config) -> None:
         add_chat_endpoint(app, path, protocol)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
-    responses_endpoints.setup(
-        app, config, gateway_key=gateway_key, info_key=CONTEXT, caller_of=caller_for
-    )
-    model_endpoints.setup(app, gateway_key=gateway_key)
+    responses_endpoints.setup(app, config)
     app.router.add_routes(admin_spend.routes)
     app.router.add_routes(admin_cache.routes)
     for routes in ROUTES:

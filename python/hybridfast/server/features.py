@@ -25,10 +25,14 @@ from aiohttp import web
 from hybridfast.config import Config
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
+from hybridfast.protocols.completions import COMPLETIONS
 from hybridfast.security import ratelimit_hooks
-from hybridfast.server import openapi
+from hybridfast.server import model_endpoints, openapi
 
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (ratelimit_hooks.install,)
-ROUTES: tuple[web.RouteTableDef, ...] = (openapi.routes,)
+ROUTES: tuple[web.RouteTableDef, ...] = (model_endpoints.routes, openapi.routes)
 MIDDLEWARES: tuple[Callable[[Config], Any], ...] = ()
-CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = ()
+CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = (
+    ("/v1/completions", COMPLETIONS),
+    ("/completions", COMPLETIONS),
+)

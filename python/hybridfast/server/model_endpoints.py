@@ -30,11 +30,13 @@ from hybridfast.protocols import openai as openai_protocol
 from hybridfast.protocols.common import read_json_object
 from hybridfast.providers.anthropic import AnthropicProvider
 from hybridfast.providers.base import ProviderError
+from hybridfast.server.state import gateway_key
 from hybridfast.types import Deployment
 
 log = logging.getLogger("hybridfast.server")
 
 _JSON = "application/json"
+routes = web.RouteTableDef()
 # When these answers say a model was "created": the gateway's start (it serves them since).
 _STARTED = int(time.time())
 
@@ -66,8 +68,11 @@ def _created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_STARTED))
 
 
-async def retrieve_model(request: web.Request, gateway: Gateway) -> web.Response:
+@routes.get("/v1/models/{model_id:.+}")
+@routes.get("/models/{model_id:.+}")
+async def retrieve_model(request: web.Request) -> web.Response:
     """GET /v1/models/{model_id}."""
+    gateway = request.app[gateway_key]
     model_id = request.match_info["model_id"]
     anthropic = is_anthropic_client(request.headers)
     found = model_kinds(gateway).get(model_id)
@@ -148,8 +153,10 @@ def _check(body: dict[str, Any]) -> str:
     return model
 
 
-async def count_tokens(request: web.Request, gateway: Gateway) -> web.Response:
+@routes.post("/v1/messages/count_tokens")
+async def count_tokens(request: web.Request) -> web.Response:
     """POST /v1/messages/count_tokens."""
+    gateway = request.app[gateway_key]
     body = read_json_object(await request.read())
     model = _check(body)
     candidates = list(deployments_of(gateway, model))
@@ -179,16 +186,4 @@ async def count_tokens(request: web.Request, gateway: Gateway) -> web.Response:
     )
 
 
-def setup(app: web.Application, *, gateway_key: web.AppKey[Gateway]) -> None:
-    async def model(request: web.Request) -> web.StreamResponse:
-        return await retrieve_model(request, request.app[gateway_key])
-
-    async def tokens(request: web.Request) -> web.StreamResponse:
-        return await count_tokens(request, request.app[gateway_key])
-
-    for prefix in ("/v1", ""):
-        app.router.add_get(f"{prefix}/models/{{model_id:.+}}", model)
-    app.router.add_post("/v1/messages/count_tokens", tokens)
-
-
-__all__ = ["count_tokens", "is_anthropic_client", "retrieve_model", "setup"]
+__all__ = ["count_tokens", "is_anthropic_client", "retrieve_model", "routes"]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -22,18 +22,18 @@ from aiohttp import web
 
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
-from hybridfast.errors import GatewayError, InvalidRequest
-from hybridfast.gateway import CallInfo, Gateway, to_gateway_error
+from hybridfast.errors import GatewayError, InvalidRequest, to_gateway_error
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols import responses as protocol
 from hybridfast.responses_store import ResponsesStore, StoredResponse, open_responses_store
-from hybridfast.types import Caller
+from hybridfast.server.auth import caller_for
+from hybridfast.server.state import CONTEXT, gateway_key
 
 log = logging.getLogger("hybridfast.server")
 
 store_key = web.AppKey("responses_store", ResponsesStore)
 _JSON = "application/json"
-
-CallerOf = Callable[[web.Request, str | None], Caller]
 
 
 class ResponseNotFound(GatewayError):
@@ -45,30 +45,20 @@ class ResponseNotFound(GatewayError):
 
 
 class Endpoints:
-    """The handlers, bound to the app's keys for the gateway and per-request state (passed
-    in by the app factory, so this module does not import it)."""
-
-    def __init__(
-        self,
-        gateway_key: web.AppKey[Gateway],
-        info_key: web.RequestKey[CallInfo],
-        caller_of: CallerOf,
-    ) -> None:
-        self.gateway_key = gateway_key
-        self.info_key = info_key
-        self.caller_of = caller_of
+    """The handlers (methods, so the app factory mounts them with the store it opens)."""
 
     # --- create --------------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/responses."""
-        gateway = request.app[self.gateway_key]
-        info = CallInfo()
-        request[self.info_key] = info
+        gateway = request.app[gateway_key]
+        ctx = RequestContext(endpoint="responses")
+        request[CONTEXT] = ctx
         parsed = protocol.parse_request(await request.read(), request.headers)
-        info.route = parsed.model
-        caller = self.caller_of(request, parsed.chat.user)
-        owner = caller.key_name or ""
+        ctx.route = parsed.model
+        ctx.stream = parsed.stream
+        ctx.caller = caller_for(request, parsed.chat.user)
+        owner = ctx.caller.key_name or ""
         store = request.app[store_key]
         history: list[dict[str, Any]] = []
         if parsed.previous_response_id is not None:
@@ -81,31 +71,28 @@ class Endpoints:
             history = previous.conversation
         chat = parsed.to_chat(history)
         if not parsed.stream:
-            answer = await gateway.complete(chat, caller, info)
-            obj = protocol.answer_object(parsed, answer, info.meta())
+            answer = await gateway.complete(chat, ctx)
+            obj = protocol.answer_object(parsed, answer, ctx.meta())
             if parsed.store:
                 await self._keep(store, parsed, owner, obj, parsed.conversation(history, answer))
-            return web.Response(
-                body=orjson.dumps(obj), content_type=_JSON, headers=_headers(info, parsed.model)
-            )
-        return await self._stream(request, gateway, parsed, caller, info, history)
+            return web.Response(body=orjson.dumps(obj), content_type=_JSON, headers=_headers(ctx))
+        return await self._stream(request, gateway, parsed, ctx, history)
 
     async def _stream(
         self,
         request: web.Request,
         gateway: Gateway,
         parsed: protocol.ResponsesRequest,
-        caller: Caller,
-        info: CallInfo,
+        ctx: RequestContext,
         history: list[dict[str, Any]],
     ) -> web.StreamResponse:
-        events = gateway.stream_events(parsed.chat, caller, info)
+        events = gateway.stream_events(parsed.chat, ctx)
         try:
             first = await anext(events)  # errors before the first byte become an error answer
-            model = info.deployment.model if info.deployment is not None else parsed.model
+            model = ctx.deployment.model if ctx.deployment is not None else parsed.model
             encoder = protocol.StreamEncoder(parsed, model)
-            cost_known = info.cache != "miss" and info.cache != "bypass"
-            response = web.StreamResponse(headers=_headers(info, parsed.model, cost_known))
+            cost_known = ctx.cache != "miss" and ctx.cache != "bypass"
+            response = web.StreamResponse(headers=_headers(ctx, cost_known))
             response.content_type = "text/event-stream"
             response.headers["Cache-Control"] = "no-cache"
             await response.prepare(request)
@@ -119,16 +106,18 @@ class Endpoints:
                 raise
             except Exception as exc:
                 if not isinstance(exc, GatewayError | HybridfastError):
-                    log.exception("request %s: the stream failed", info.request_id)
-                await response.write(encoder.error(to_gateway_error(exc)))
+                    log.exception("request %s: the stream failed", ctx.request_id)
+                error = ctx.error if ctx.error is not None else to_gateway_error(exc)
+                ctx.status = error.status
+                await response.write(encoder.error(error))
                 await response.write_eof()
                 return response
-            await response.write(encoder.end(info.usage, info.meta()))
+            await response.write(encoder.end(ctx.usage, ctx.meta()))
             await response.write_eof()
             if parsed.store:
-                obj = encoder.final_object(info.usage, info.meta())
+                obj = encoder.final_object(ctx.usage, ctx.meta())
                 answer = protocol.answer_from_output(encoder.output, encoder.finish)
-                owner = caller.key_name or ""
+                owner = ctx.caller.key_name or ""
                 store = request.app[store_key]
                 await self._keep(store, parsed, owner, obj, parsed.conversation(history, answer))
             return response
@@ -168,7 +157,7 @@ class Endpoints:
 
     async def _find(self, request: web.Request) -> StoredResponse:
         response_id = request.match_info["response_id"]
-        caller = self.caller_of(request, None)
+        caller = caller_for(request, None)
         found = await request.app[store_key].get(response_id, caller.key_name or "")
         if found is None:
             raise ResponseNotFound(f"no stored response {response_id!r}")
@@ -200,28 +189,18 @@ class Endpoints:
     async def delete(self, request: web.Request) -> web.Response:
         """DELETE /v1/responses/{id}."""
         response_id = request.match_info["response_id"]
-        caller = self.caller_of(request, None)
+        caller = caller_for(request, None)
         if not await request.app[store_key].delete(response_id, caller.key_name or ""):
             raise ResponseNotFound(f"no stored response {response_id!r}")
         body = {"id": response_id, "object": "response", "deleted": True}
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
 
-def _headers(info: CallInfo, alias: str, cost_known: bool = True) -> dict[str, str]:
-    headers = info.headers(cost_known=cost_known)
-    headers["x-request-id"] = info.request_id
-    headers["x-hybridfast-model"] = alias
-    return headers
+def _headers(ctx: RequestContext, cost_known: bool = True) -> dict[str, str]:
+    return ctx.headers(cost_known=cost_known)
 
 
-def setup(
-    app: web.Application,
-    config: Config,
-    *,
-    gateway_key: web.AppKey[Gateway],
-    info_key: web.RequestKey[CallInfo],
-    caller_of: CallerOf,
-) -> None:
+def setup(app: web.Application, config: Config) -> None:
     """Adds the endpoints and opens the response store with the app."""
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -234,7 +213,7 @@ def setup(
                 await store.close()
 
     app.cleanup_ctx.append(store_ctx)
-    endpoints = Endpoints(gateway_key, info_key, caller_of)
+    endpoints = Endpoints()
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/responses", endpoints.create)
         app.router.add_get(f"{prefix}/responses/{{response_id}}", endpoints.retrieve)
