@@ -36,6 +36,7 @@ from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import input_estimate
 from hybridfast.pipeline.embeddings import EmbeddingsFlow
 from hybridfast.pipeline.hooks import Hooks
+from hybridfast.pipeline.reconfigure import Retirement, apply_budgets, carry_providers
 from hybridfast.pipeline.validate import check_messages
 from hybridfast.pricing import configure as configure_prices
 from hybridfast.providers import Provider, build_providers
@@ -148,6 +149,7 @@ class Gateway:
         self.chat_flow: ChatFlow
         self.embeddings: EmbeddingsFlow
         self.engine = EmbeddingEngine(config)  # local embedding models and their batchers
+        self._retirement = Retirement()  # providers replaced by `reconfigure`, closed later
         self._opened = False
 
     @classmethod
@@ -168,6 +170,11 @@ class Gateway:
         self.router = router if router is not None else build_router(self.config, self.deployments)
         self.ledger = ledger if ledger is not None else await open_ledger(self.config)
         self.cache = cache if cache is not None else await open_cache(self.config)
+        self._build_flows()
+        self._opened = True
+        return self
+
+    def _build_flows(self) -> None:
         parts = Parts(self.router, self.ledger, self.hooks)
         caching = self.config.cache.exact.enabled or self.config.cache.semantic.enabled
         self.chat_flow = ChatFlow(
@@ -178,11 +185,42 @@ class Gateway:
             ChatSettings(caching=caching, stream_recovery=self.config.server.stream_recovery),
         )
         self.embeddings = EmbeddingsFlow(parts, self.config, self.providers, self.engine)
-        self._opened = True
-        return self
+
+    async def reconfigure(self, config: Config) -> None:
+        """Switches an open gateway to `config` without a restart (zero-config re-discovery,
+        SIGHUP, `POST /admin/config`). The next request routes over the new deployments;
+        requests in flight finish on the flow, router and providers they started with. The
+        ledger, cache, hooks and local embedders are kept, and the config's budgets are applied
+        to the running ledger. Providers whose settings did not change keep their connections;
+        replaced ones are closed once no call can still be using them. A config the router
+        rejects raises `ConfigError` and changes nothing. Live routing state (latency averages,
+        circuit breakers) starts afresh."""
+        if not self._opened:
+            raise RuntimeError("reconfigure() needs an open gateway")
+        configure_prices(config.ledger.prices_file)
+        try:
+            deployments = build_deployments(config)
+            router = build_router(config, deployments)  # the step that can refuse the config
+        except Exception:
+            configure_prices(self.config.ledger.prices_file)
+            raise
+        providers, retired = carry_providers(self.providers, config)
+        old_config, old_router = self.config, self.router
+        self.config, self.deployments, self.router = config, deployments, router
+        self.providers = providers
+        self._build_flows()
+        # (The admission queues and the GPU pool are rebuilt from `deployments` here.)
+        self._retirement.retire(retired)
+        close = getattr(old_router, "close", None)
+        if close is not None:  # stops reporting the old router's metrics
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+        await apply_budgets(self.ledger, old_config, config)
 
     async def close(self) -> None:
         await self.engine.close()  # the embedding batchers, if any request started them
+        await self._retirement.close()
         for provider in self.providers.values():
             await provider.close()
         if self._opened:
