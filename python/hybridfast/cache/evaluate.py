@@ -9,6 +9,10 @@ text of every pair is looked up through the same `search` call `serve` makes.
   when another entry comes back;
 - a non-duplicate pair is a *false hit* when anything comes back.
 
+An entry that is the query itself (same text, ignoring case) or that the file labels a
+duplicate of it in some other pair is a right answer wherever it comes back: a correct hit
+for a duplicate pair, nothing counted for a non-duplicate one.
+
 Rates are over the duplicate pairs (correct, wrong) and over the non-duplicate pairs (false).
 
 Pairs files: JSONL, one `{"a": ..., "b": ..., "duplicate": true|false}` a line; or TSV, one
@@ -145,6 +149,7 @@ def evaluate(index: SemanticIndex, pairs: Sequence[Pair], scope: int = 0) -> Pai
     second text through `SemanticIndex.search`, the call `serve` makes."""
     stored = list(dict.fromkeys(p.a for p in pairs))
     position = {text: i for i, text in enumerate(stored)}
+    links = {frozenset((p.a, p.b)) for p in pairs if p.duplicate}
     for start in range(0, len(stored), _BATCH):
         chunk = stored[start : start + _BATCH]
         vectors = index.embed_many(chunk)
@@ -159,10 +164,16 @@ def evaluate(index: SemanticIndex, pairs: Sequence[Pair], scope: int = 0) -> Pai
             found = index.search(scope, pair.b, np.asarray(vector))
             if found is None:
                 continue
-            if not pair.duplicate:
+            text = found.payload.text
+            right = (
+                (pair.duplicate and found.id == position[pair.a] + 1)
+                or text.strip().casefold() == pair.b.strip().casefold()
+                or frozenset((text, pair.b)) in links
+            )
+            if right:
+                correct += int(pair.duplicate)
+            elif not pair.duplicate:
                 false += 1
-            elif found.id == position[pair.a] + 1:
-                correct += 1
             else:
                 wrong += 1
     duplicates = sum(1 for p in pairs if p.duplicate)

