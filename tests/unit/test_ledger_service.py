@@ -181,7 +181,8 @@ async def test_soft_limit_logs_an_event_and_counts_it(
         assert "key:alice-key/day" in events[0].getMessage()
         assert warnings() == before + 1
         remaining = REGISTRY.get_sample_value(
-            "hybridfast_budget_remaining_usd", {"budget": "key:alice-key/day"}
+            "hybridfast_budget_remaining_usd",
+            {"scope": "key", "name": "alice-key", "window": "day"},
         )
         assert remaining == pytest.approx(0.10)
     finally:

@@ -12,14 +12,14 @@ import weakref
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hybridfast import _core
 from hybridfast._core import PICODOLLARS_PER_USD
 from hybridfast.ledger.budgets import BudgetState
-from hybridfast.metrics import REGISTRY
+from hybridfast.metrics import REGISTRY, Counter
+from hybridfast.types import LedgerRecord
 
 
 class BudgetSource(Protocol):
@@ -35,18 +35,16 @@ SOFT_LIMIT = Counter(
     "hybridfast_budget_soft_limit_warnings",
     "Times a budget crossed its soft limit (once per window).",
     ["budget"],
-    registry=REGISTRY,
 )
 REFUSED = Counter(
     "hybridfast_budget_refusals",
     "Requests refused because a budget could not cover them.",
     ["budget"],
-    registry=REGISTRY,
 )
 WRITE_ERRORS = Counter(
     "hybridfast_ledger_write_errors",
     "Failed writes to the ledger store (entries are kept and retried).",
-    registry=REGISTRY,
+    [],
 )
 
 _KINDS = ("input", "output", "cached_input", "cache_write", "reasoning")
@@ -65,6 +63,24 @@ def totals_for(deployment: str, key: str, team: str) -> list[int]:
     if cell is None:
         cell = _TOTALS[ident] = [0, 0, 0, 0, 0, 0]
     return cell
+
+
+def count_settled(record: LedgerRecord) -> None:
+    """Adds a settled entry to the spend and billed-token counters. A cache hit carries
+    the usage of the answer it replays, but nobody was billed for it again: its tokens
+    are not billed tokens (the gateway's `hybridfast_request_tokens{cache="hit"}` counts
+    them as served)."""
+    caller = record.caller
+    cell = totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
+    cell[0] += record.cost
+    if record.cache == "hit" or record.cache == "semantic-hit":
+        return
+    usage = record.usage
+    cell[1] += usage.input_tokens
+    cell[2] += usage.output_tokens
+    cell[3] += usage.cached_input_tokens
+    cell[4] += usage.cache_write_tokens
+    cell[5] += usage.reasoning_tokens
 
 
 class _BudgetCollector(Collector):
@@ -88,15 +104,23 @@ class _BudgetCollector(Collector):
                 tokens.add_metric([*ident, kind], count)
         yield spend
         yield tokens
+        # A budget is (scope, name, window), each its own label: `name` is "" for the
+        # global budget and for a budget of every key/team/model of its scope.
+        budget_labels = ["scope", "name", "window"]
+        limit = GaugeMetricFamily(
+            "hybridfast_budget_limit_usd",
+            "Each budget's limit per window, in US dollars.",
+            labels=budget_labels,
+        )
         remaining = GaugeMetricFamily(
             "hybridfast_budget_remaining_usd",
             "What is left of each budget in its current window, in US dollars.",
-            labels=["budget"],
+            labels=budget_labels,
         )
         spent = GaugeMetricFamily(
             "hybridfast_budget_spent_usd",
             "What each budget has spent in its current window, in US dollars.",
-            labels=["budget"],
+            labels=budget_labels,
         )
         pending = GaugeMetricFamily(
             "hybridfast_ledger_pending_entries",
@@ -105,11 +129,14 @@ class _BudgetCollector(Collector):
         queued = 0
         for ledger in list(self.ledgers):
             for state in ledger.budget_states():
-                label = state.budget.label
-                remaining.add_metric([label], state.remaining / PICODOLLARS_PER_USD)
-                spent.add_metric([label], state.spent / PICODOLLARS_PER_USD)
+                budget = state.budget
+                labels = [budget.scope, budget.name or "", budget.window]
+                limit.add_metric(labels, budget.limit / PICODOLLARS_PER_USD)
+                remaining.add_metric(labels, state.remaining / PICODOLLARS_PER_USD)
+                spent.add_metric(labels, state.spent / PICODOLLARS_PER_USD)
             queued += ledger.books.pending_len()
         pending.add_metric([], queued)
+        yield limit
         yield remaining
         yield spent
         yield pending

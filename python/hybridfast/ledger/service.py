@@ -149,16 +149,9 @@ class NativeLedger:
     def record(self, reservation: Reservation, record: LedgerRecord) -> int:
         """Books `record` in the core and queues it for the store; returns its sequence
         number (synchronous: for callers that wait on durability themselves)."""
-        caller, usage = record.caller, record.usage
         handle = reservation.handle if isinstance(reservation.handle, int) else 0
         seq, crossed = self.books.settle(handle, record, model_group(record.deployment))
-        cell = metrics.totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
-        cell[0] += record.cost
-        cell[1] += usage.input_tokens
-        cell[2] += usage.output_tokens
-        cell[3] += usage.cached_input_tokens
-        cell[4] += usage.cache_write_tokens
-        cell[5] += usage.reasoning_tokens
+        metrics.count_settled(record)
         if crossed:
             self._soft_limit(crossed)
         return int(seq)
