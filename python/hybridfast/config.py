@@ -69,6 +69,9 @@ class ServerConfig(_Section):
     # Continue a stream that breaks mid-way on the next deployment.
     stream_recovery: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # On SIGTERM: how long requests and streams in flight may take to finish before the
+    # process exits anyway (new connections are refused and /readyz answers 503 meanwhile).
+    drain_timeout_s: Seconds = 30.0
 
 
 class TimeoutConfig(_Section):

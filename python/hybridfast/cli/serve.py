@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import sys
 
-from hybridfast import discovery, redact
+from hybridfast import discovery, redact, supervisor
 from hybridfast.config import Config, load_config
 from hybridfast.errors import ConfigError
 from hybridfast.ledger.verify import startup_check
@@ -34,6 +34,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="log lines as text or one JSON object per line, with one line per request "
         "(default: observability.log_format, text)",
     )
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="gateway processes on the port (SO_REUSEPORT), supervised: a number or 'auto' "
+        "for one per core (default: 1)",
+    )
+    # Set by the supervisor for its workers: bind the port shared with the other workers.
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
 
@@ -69,10 +77,15 @@ def run(args: argparse.Namespace) -> int:
             hint="set server.master_key (e.g. ${HYBRIDFAST_MASTER_KEY}), bind 127.0.0.1, "
             "or pass --insecure",
         )
+    workers = supervisor.resolve_workers(args.workers)
+    if workers > 1:
+        supervisor.check_shared_state(config, workers)
+        argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
+        return supervisor.Supervisor(argv, workers).run()
     config = _with_discovered_models(config, zero_config=loaded.source == "<defaults>")
     from hybridfast.server.app import run_app
 
-    run_app(config, source=loaded.source)
+    run_app(config, source=loaded.source, reuse_port=args.reuse_port)
     print("hybridfast: stopped", file=sys.stderr)
     return 0
 

@@ -23,14 +23,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
 from hybridfast.errors import GatewayError
+from hybridfast.metrics import REGISTRY
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.anthropic import ANTHROPIC_MESSAGES
 from hybridfast.protocols.openai import OPENAI_CHAT
-from hybridfast.server import observability
+from hybridfast.server import observability, ui, workers
 from hybridfast.server import responses as responses_endpoints
 from hybridfast.server.admin import cache as admin_cache
 from hybridfast.server.admin import spend as admin_spend
@@ -39,7 +41,17 @@ from hybridfast.server.embeddings import embeddings
 from hybridfast.server.features import CHAT_ENDPOINTS, INSTALLERS, MIDDLEWARES, ROUTES
 from hybridfast.server.health import healthz, list_models, prometheus, readyz
 from hybridfast.server.middleware import install_default_protocols, make_middleware
-from hybridfast.server.state import CALLER, CONTEXT, config_key, gateway_key, opening_key
+from hybridfast.server.reload import sighup_ctx
+from hybridfast.server.state import (
+    CALLER,
+    CONTEXT,
+    Lifecycle,
+    config_key,
+    config_source_key,
+    gateway_key,
+    lifecycle_key,
+    opening_key,
+)
 
 __all__ = [
     "CALLER",
@@ -76,6 +88,8 @@ def create_app(
         handler_args={"max_field_size": 16384},
     )
     app[config_key] = config
+    app[lifecycle_key] = Lifecycle()
+    app.on_shutdown.append(_start_draining)
     install_default_protocols(app)
     app.cleanup_ctx.append(_gateway_ctx(config, gateway, background_open, failed))
     # Outermost middleware and first to open, last to close: sees every API request.
@@ -101,6 +115,12 @@ def _add_routes(app: web.Application, config: Config) -> None:
     app.router.add_routes(admin_cache.routes)
     for routes in ROUTES:
         app.router.add_routes(routes)
+    ui.setup(app, config.server.master_key)
+
+
+async def _start_draining(app: web.Application) -> None:
+    # Runs once the listener closed (SIGTERM): /readyz says so while requests finish.
+    app[lifecycle_key].draining = True
 
 
 def _gateway_ctx(
@@ -144,7 +164,7 @@ def _gateway_ctx(
     return gateway_ctx
 
 
-def run_app(config: Config, *, source: str) -> None:
+def run_app(config: Config, *, source: str, reuse_port: bool = False) -> None:
     try:
         import uvloop
 
@@ -153,14 +173,21 @@ def run_app(config: Config, *, source: str) -> None:
         pass
     log.info("hybridfast: config from %s", source)
     failed: list[str] = []
+    app = create_app(config, background_open=True, failed=failed)
+    app[config_source_key] = source
+    app.cleanup_ctx.append(sighup_ctx(source, lambda a: a[gateway_key]))
+    app.cleanup_ctx.append(workers.metrics_socket_ctx(lambda: generate_latest(REGISTRY)))
     web.run_app(
-        create_app(config, background_open=True, failed=failed),
+        app,
         host=config.server.host,
         port=config.server.port,
         access_log=None,
         print=lambda msg: log.info(msg.strip()),
         loop=asyncio.new_event_loop(),
         backlog=1024,
+        # SIGTERM: stop listening, let requests and streams in flight finish for this long.
+        shutdown_timeout=config.server.drain_timeout_s,
+        reuse_port=reuse_port or None,
     )
     if failed:
         raise GatewayError(

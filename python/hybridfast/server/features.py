@@ -27,10 +27,21 @@ from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
 from hybridfast.security import ratelimit_hooks
-from hybridfast.server import model_endpoints, openapi
+from hybridfast.server import feedback, model_endpoints, openapi
+from hybridfast.server.admin import config as admin_config
+from hybridfast.server.admin import deployments as admin_deployments
 
-INSTALLERS: tuple[Callable[[Gateway], None], ...] = (ratelimit_hooks.install,)
-ROUTES: tuple[web.RouteTableDef, ...] = (model_endpoints.routes, openapi.routes)
+INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
+    feedback.install,
+    ratelimit_hooks.install,
+)
+ROUTES: tuple[web.RouteTableDef, ...] = (
+    admin_config.routes,
+    admin_deployments.routes,
+    feedback.routes,
+    model_endpoints.routes,
+    openapi.routes,
+)
 MIDDLEWARES: tuple[Callable[[Config], Any], ...] = ()
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = (
     ("/v1/completions", COMPLETIONS),

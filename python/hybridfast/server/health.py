@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hybridfast.embeddings import builtin_models
 from hybridfast.metrics import REGISTRY
-from hybridfast.server.state import gateway_key, opening_key
+from hybridfast.server.state import gateway_key, lifecycle_key, opening_key
+from hybridfast.server.workers import all_workers_metrics
 
 _JSON = "application/json"
 
@@ -29,6 +30,9 @@ async def readyz(request: web.Request) -> web.Response:
         return web.Response(status=503, body=b'{"status":"starting"}', content_type=_JSON)
     if opening.cancelled() or opening.exception() is not None:
         return web.Response(status=503, body=b'{"status":"failed"}', content_type=_JSON)
+    lifecycle = request.app.get(lifecycle_key)
+    if lifecycle is not None and lifecycle.draining:
+        return web.Response(status=503, body=b'{"status":"draining"}', content_type=_JSON)
     body: dict[str, Any] = {
         "status": "ready",
         "deployments": len(gateway.deployments),
@@ -86,6 +90,6 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    # Under `serve --workers N`: every worker's metrics, labelled by worker.
+    body = await all_workers_metrics(generate_latest(REGISTRY))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,6 +18,8 @@ from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.openai import OPENAI_CHAT
 from hybridfast.server.auth import callers_by_key, presented_key
 from hybridfast.server.state import CALLER, CONTEXT, error_protocols_key, opening_key
+from hybridfast.server.ui import dashboard_session
+from hybridfast.types import Caller
 
 log = logging.getLogger("hybridfast.server")
 
@@ -92,9 +94,14 @@ def make_middleware(config: Config) -> Any:
     @web.middleware
     async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if request.path == "/ui" or request.path.startswith("/ui/"):
+                # The dashboard's page and sign-in are public; its data comes from /admin.
+                return await handler(request)
             if request.path not in OPEN_PATHS:
                 await _wait_until_open(request)
-                if need_auth:
+                if request.path.startswith("/admin") and dashboard_session(request):
+                    request[CALLER] = Caller(key_name="master")
+                elif need_auth:
                     key = presented_key(request)
                     caller = callers.get(key) if key else None
                     if caller is None:

@@ -12,15 +12,22 @@ user left alone. `${VAR}` references are not secrets and are shown as they are.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
+import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 from hybridfast.config import Config, parse_config
 from hybridfast.errors import ConfigError, InvalidRequest
+from hybridfast.pipeline.gateway import Gateway
 
 log = logging.getLogger("hybridfast.reload")
 
@@ -94,3 +101,42 @@ def editable_source(source: str) -> Path:
             hint="start serve with --config PATH (or ./hybridfast.yaml) to edit it here",
         )
     return Path(source)
+
+
+async def reload_file(source: str, gateway: Gateway) -> None:
+    """SIGHUP: re-reads the config file; a file that does not pass is refused with a log line
+    and the running config stays."""
+    try:
+        path = editable_source(source)
+        config = check_text(await asyncio.to_thread(path.read_text, encoding="utf-8"), source)
+        await gateway.reconfigure(config)
+    except ConfigError as exc:
+        log.error("reload refused, the running config stays: %s", exc)
+        return
+    except Exception:
+        log.exception("reload failed, the running config stays")
+        return
+    log.warning("reloaded %s", source)
+
+
+def sighup_ctx(source: str, gateway_of: Callable[[web.Application], Gateway]) -> Any:
+    """A cleanup_ctx: SIGHUP reloads the config file while the app runs."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(reload_file(source, gateway_of(app)))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals: Windows
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
+
+    return ctx

@@ -79,8 +79,22 @@ class Sessions:
 
 
 sessions_key = web.AppKey("ui_sessions", Sessions)
-# The master key (or None), set by the app factory: what `/ui/login` accepts.
+# The master key, set by the app factory when one is configured: what `/ui/login` accepts.
 login_key = web.AppKey("ui_login_key", str)
+
+
+def dashboard_session(request: web.Request) -> bool:
+    """Whether the request is an admin request by way of a signed-in dashboard."""
+    sessions = request.app.get(sessions_key)
+    return sessions is not None and sessions.admits(request)
+
+
+def setup(app: web.Application, master_key: str | None) -> None:
+    """Serves the dashboard; sign-in is possible only when a master key is configured."""
+    app[sessions_key] = Sessions()
+    if master_key:
+        app[login_key] = master_key
+    app.router.add_routes(routes)
 
 
 def _asset(name: str) -> bytes:
