@@ -26,18 +26,21 @@ from hybridfast.config import Config
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
-from hybridfast.security import ratelimit_hooks
+from hybridfast.security import keys_service, ratelimit_hooks
 from hybridfast.server import feedback, model_endpoints, openapi
 from hybridfast.server.admin import config as admin_config
 from hybridfast.server.admin import deployments as admin_deployments
+from hybridfast.server.admin import keys as admin_keys
 
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
     feedback.install,
+    keys_service.install,
     ratelimit_hooks.install,
 )
 ROUTES: tuple[web.RouteTableDef, ...] = (
     admin_config.routes,
     admin_deployments.routes,
+    admin_keys.routes,
     feedback.routes,
     model_endpoints.routes,
     openapi.routes,

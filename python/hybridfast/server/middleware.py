@@ -16,8 +16,15 @@ from hybridfast.errors import GatewayError, RequestTooLarge, Unauthorized, to_ga
 from hybridfast.protocols.anthropic import ANTHROPIC_MESSAGES
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.openai import OPENAI_CHAT
+from hybridfast.security.keys_service import resolve_runtime_key
 from hybridfast.server.auth import callers_by_key, presented_key
-from hybridfast.server.state import CALLER, CONTEXT, error_protocols_key, opening_key
+from hybridfast.server.state import (
+    CALLER,
+    CONTEXT,
+    error_protocols_key,
+    gateway_key,
+    opening_key,
+)
 from hybridfast.server.ui import dashboard_session
 from hybridfast.types import Caller
 
@@ -104,6 +111,8 @@ def make_middleware(config: Config) -> Any:
                 elif need_auth:
                     key = presented_key(request)
                     caller = callers.get(key) if key else None
+                    if caller is None and key:  # a virtual key created at run time?
+                        caller = await resolve_runtime_key(request.app[gateway_key], key)
                     if caller is None:
                         raise Unauthorized("missing or unknown API key")
                     if request.path.startswith("/admin") and key != master:
