@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,25 @@ def test_store_expiry_and_grace_without_waiting(tmp_path: Path) -> None:
     db.close()
     assert digests == {hash_key(key), hash_key(new)}
     store.close()
+
+
+@pytest.mark.postgres
+def test_store_on_postgresql() -> None:
+    import psycopg
+
+    schema = f"hf_keys_{uuid.uuid4().hex[:12]}"
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    store = KeyStore.open(LedgerConfig(backend="postgres", dsn=dsn, schema=schema))
+    try:
+        record, key = store.create(KeySpec(name="erin", team="blue", rpm=5), actor="test")
+        assert store.lookup(key) == record
+        _, new = store.rotate("erin", grace_s=0, actor="test")
+        assert store.lookup(key) is None
+        assert store.lookup(new) is not None
+        store.revoke("erin", actor="test")
+        assert store.lookup(new) is None
+        assert [e["action"] for e in store.audit_log()] == ["revoke", "rotate", "create"]
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
