@@ -170,8 +170,13 @@ class Observer:
         lines = obs.request_lines == "on" or (
             obs.request_lines == "auto" and obs.log_format == "json"
         )
+        try:
+            request_log = open_request_log(config)
+        except Exception as exc:  # the ledger's own start says what is wrong with the store
+            log.warning("the request log is off: its store did not open (%s)", exc)
+            request_log = None
         return cls(
-            request_log=open_request_log(config),
+            request_log=request_log,
             request_lines=logs.RequestLines(obs.log_format) if lines else None,
         )
 
