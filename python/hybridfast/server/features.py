@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from hybridfast.config import Config
+from hybridfast.observability import hooks as observability_hooks
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
@@ -33,6 +34,7 @@ from hybridfast.server.admin import deployments as admin_deployments
 from hybridfast.server.admin import keys as admin_keys
 
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
+    observability_hooks.install,
     feedback.install,
     keys_service.install,
     ratelimit_hooks.install,
