@@ -324,13 +324,14 @@ OnChange = Callable[[Config, list[FoundServer]], Awaitable[None]]
 class Rediscovery:
     """Repeats the probes every `interval_s` and calls `on_change(config, found)` with the
     defaults re-applied when the set of servers or their models changed. A server is dropped
-    only after `MISSES_TO_FORGET` probes in a row missed it."""
+    only after `MISSES_TO_FORGET` probes in a row missed it. A change `on_change` fails to
+    apply is tried again on the next round."""
 
     def __init__(
         self,
         base: Config,
         found: Sequence[FoundServer],
-        on_change: OnChange,
+        on_change: OnChange | None = None,
         *,
         env: Mapping[str, str] | None = None,
         interval: float | None = None,
@@ -340,7 +341,7 @@ class Rediscovery:
         self._env = dict(os.environ if env is None else env)
         self._interval = interval_s(self._env) if interval is None else interval
         self._skip = tuple(skip_ports)
-        self._on_change = on_change
+        self.on_change = on_change
         self.current: dict[str, FoundServer] = {f.provider: f for f in found}
         self._misses: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -363,29 +364,33 @@ class Rediscovery:
                 await self.probe_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a broken callback must not end the probing for good
-                log.exception("discovery: applying what changed failed")
+            except Exception as exc:  # e.g. a config the router refuses: keep probing
+                log.warning("discovery: could not apply what changed (%s); trying again", exc)
 
     async def probe_once(self) -> bool:
         """One round of probes; True when it changed what is served."""
         found = {f.provider: f for f in await discover(self._env, skip_ports=self._skip)}
-        changed = False
-        for name in list(self.current):
+        servers = dict(self.current)
+        gone = []
+        for name in list(servers):
             if name in found:
                 self._misses.pop(name, None)
                 continue
             self._misses[name] = self._misses.get(name, 0) + 1
             if self._misses[name] >= MISSES_TO_FORGET:
-                log.info("discovery: %s stopped answering; its models are gone", name)
-                del self.current[name]
-                self._misses.pop(name)
-                changed = True
-        for name, server in found.items():
-            if self.current.get(name) != server:
-                log.info("discovery: found %s", server.label)
-                self.current[name] = server
-                changed = True
-        if changed:
-            servers = list(self.current.values())
-            await self._on_change(apply(self._base, servers), servers)
-        return changed
+                gone.append(name)
+                del servers[name]
+        new = [s for name, s in found.items() if servers.get(name) != s]
+        servers.update((s.provider, s) for s in new)
+        if not gone and not new:
+            return False
+        if self.on_change is not None:
+            await self.on_change(apply(self._base, list(servers.values())), list(servers.values()))
+        # Only once applied: a change that failed is found again next round.
+        for name in gone:
+            log.info("discovery: %s stopped answering; its models are gone", name)
+            self._misses.pop(name, None)
+        for server in new:
+            log.info("discovery: found %s", server.label)
+        self.current = servers
+        return True

@@ -209,6 +209,24 @@ async def test_a_server_appearing_then_disappearing(fake_loop: BackgroundLoop) -
     assert seen == [["fake-model"], []]
 
 
+async def test_a_change_that_fails_to_apply_is_tried_again(fake_openai: FakeUpstream) -> None:
+    env = quiet_env(HYBRIDFAST_DISCOVER_PORTS=str(fake_openai.port))
+    calls: list[list[str]] = []
+
+    async def not_open_yet(config: Config, found: list[FoundServer]) -> None:
+        calls.append(chat_model_names(config))
+        if len(calls) == 1:
+            raise RuntimeError("the gateway is still opening")
+
+    watcher = Rediscovery(Config.from_environment(env), [], not_open_yet, env=env, interval=0)
+    with pytest.raises(RuntimeError):
+        await watcher.probe_once()
+    assert watcher.current == {}
+    assert await watcher.probe_once() is True
+    assert calls == [["fake-model"], ["fake-model"]]
+    assert list(watcher.current) == [f"local-{fake_openai.port}"]
+
+
 def _plan_locality(config: Config, strategy: str) -> list[bool]:
     config.routes["auto"] = RouteConfig(
         strategy=strategy,  # type: ignore[arg-type]

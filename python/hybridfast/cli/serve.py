@@ -82,27 +82,33 @@ def run(args: argparse.Namespace) -> int:
         supervisor.check_shared_state(config, workers)
         argv = sys.argv[sys.argv.index("serve") + 1 :] if "serve" in sys.argv else []
         return supervisor.Supervisor(argv, workers).run()
-    config = _with_discovered_models(config, zero_config=loaded.source == "<defaults>")
+    config, watch = _with_discovered_models(config, zero_config=loaded.source == "<defaults>")
     from hybridfast.server.app import run_app
 
-    run_app(config, source=loaded.source, reuse_port=args.reuse_port)
+    run_app(config, source=loaded.source, reuse_port=args.reuse_port, discovery=watch)
     print("hybridfast: stopped", file=sys.stderr)
     return 0
 
 
-def _with_discovered_models(config: Config, *, zero_config: bool) -> Config:
+def _with_discovered_models(
+    config: Config, *, zero_config: bool
+) -> tuple[Config, discovery.Rediscovery | None]:
     """Without a config file, the local model servers that answer now join the
-    environment's defaults (at most ~1 s of probing). Either way, one line says what chat
-    can use — or that nothing can, and how to fix it."""
+    environment's defaults (at most ~1 s of probing), and a watcher keeps probing for
+    servers that start later. Either way, one line says what chat can use — or that nothing
+    can, and how to fix it."""
     found: list[discovery.FoundServer] = []
+    watch = None
     probed = zero_config and discovery.enabled()
     if probed:
+        base = config
         found = discovery.discover_blocking(skip_ports={config.server.port})
-        config = discovery.apply(config, found)
+        config = discovery.apply(base, found)
+        watch = discovery.Rediscovery(base, found, skip_ports={config.server.port})
     line = discovery.startup_line(config, found, probed=probed)
     level = logging.INFO if discovery.chat_model_names(config) else logging.WARNING
     logging.getLogger("hybridfast").log(level, "hybridfast: %s", line)
-    return config
+    return config, watch
 
 
 def _check_ledger(config: Config) -> None:

@@ -25,6 +25,8 @@ from hybridfast.errors import (
     BudgetExceeded,
     GatewayError,
     InvalidRequest,
+    ModelNotFound,
+    NoChatModels,
     ProviderUnavailable,
     to_gateway_error,
 )
@@ -176,6 +178,9 @@ class ChatFlow:
         ctx.first_byte = _perf()
         return hit
 
+    def has_chat_deployment(self) -> bool:
+        return any("embeddings" not in d.capabilities for d in self.deployments.values())
+
     def route(self, request: ChatRequest, ctx: RequestContext, books: RequestBooks) -> RoutePlan:
         features = RequestFeatures(
             request_id=ctx.request_id,
@@ -190,6 +195,9 @@ class ChatFlow:
             plan = self.parts.router.plan(request.model, features, ctx.caller)
         except Exception as exc:
             error = to_gateway_error(exc)
+            if isinstance(error, ModelNotFound) and not self.has_chat_deployment():
+                # No name could be answered: say how to add a model, not "check the name".
+                error = NoChatModels()
             books.on_books = isinstance(error, BudgetExceeded)  # spend policy: on the books
             raise error from None
         books.on_books = True

@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
+from hybridfast.discovery import Rediscovery
 from hybridfast.errors import GatewayError
 from hybridfast.metrics import REGISTRY
 from hybridfast.pipeline.gateway import Gateway
@@ -41,6 +42,7 @@ from hybridfast.server.embeddings import embeddings
 from hybridfast.server.features import CHAT_ENDPOINTS, INSTALLERS, MIDDLEWARES, ROUTES
 from hybridfast.server.health import healthz, list_models, prometheus, readyz
 from hybridfast.server.middleware import install_default_protocols, make_middleware
+from hybridfast.server.rediscovery import rediscovery_ctx
 from hybridfast.server.reload import sighup_ctx
 from hybridfast.server.state import (
     CALLER,
@@ -164,7 +166,13 @@ def _gateway_ctx(
     return gateway_ctx
 
 
-def run_app(config: Config, *, source: str, reuse_port: bool = False) -> None:
+def run_app(
+    config: Config,
+    *,
+    source: str,
+    reuse_port: bool = False,
+    discovery: Rediscovery | None = None,
+) -> None:
     try:
         import uvloop
 
@@ -177,6 +185,8 @@ def run_app(config: Config, *, source: str, reuse_port: bool = False) -> None:
     app[config_source_key] = source
     app.cleanup_ctx.append(sighup_ctx(source, lambda a: a[gateway_key]))
     app.cleanup_ctx.append(workers.metrics_socket_ctx(lambda: generate_latest(REGISTRY)))
+    if discovery is not None:  # zero-config: local servers that start later join
+        app.cleanup_ctx.append(rediscovery_ctx(discovery))
     web.run_app(
         app,
         host=config.server.host,

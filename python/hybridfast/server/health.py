@@ -33,11 +33,19 @@ async def readyz(request: web.Request) -> web.Response:
     lifecycle = request.app.get(lifecycle_key)
     if lifecycle is not None and lifecycle.draining:
         return web.Response(status=503, body=b'{"status":"draining"}', content_type=_JSON)
+    # Embeddings always have the built-in models; chat needs a deployment that is not
+    # embedding-only. `?need=chat` is the probe for a load balancer sending chat traffic.
+    chat = any("embeddings" not in d.capabilities for d in gateway.deployments)
     body: dict[str, Any] = {
         "status": "ready",
+        "chat": chat,
+        "embeddings": True,
         "deployments": len(gateway.deployments),
         "providers": sorted(gateway.providers),
     }
+    if request.query.get("need") == "chat" and not chat:
+        body["status"] = "no chat model"
+        return web.Response(status=503, body=orjson.dumps(body), content_type=_JSON)
     health = getattr(gateway.router, "health", None)
     if callable(health):
         with contextlib.suppress(Exception):
