@@ -5,6 +5,9 @@ processes sharing one cache through the real Redis."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -16,7 +19,7 @@ import openai
 import pytest
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.server import RunningServer
+from tests.fakes.server import RunningServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +128,65 @@ def test_restart_keeps_the_cache(
     assert ask(second, "Explain the plot of Hamlet", stream=True) == (DEFAULT_REPLY, "hit")
     assert ask(second, "explain the plot of hamlet")[1] == "semantic-hit"
     assert chat_requests(fake_openai) == 1
+
+
+def test_restart_with_the_default_config_answers_from_the_cache(
+    fake_openai: FakeUpstream, serve_gateway: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    # Nothing about the cache in the config: the default ledger file in the working
+    # directory, the snapshot beside it, the default embedder, guards and verifier.
+    text = fake_config(fake_openai).replace("ledger:\n  backend: memory\n", "")
+    assert "cache" not in text
+    assert "ledger" not in text
+    first = serve_gateway(text, workdir=tmp_path)
+    assert ask(first, "Explain the plot of Hamlet")[1] == "miss"
+    assert first.stop() == 0
+    assert (tmp_path / "hybridfast-ledger-cache.json").exists()
+    second = serve_gateway(text, workdir=tmp_path)
+    assert ask(second, "Explain the plot of Hamlet", stream=True) == (DEFAULT_REPLY, "hit")
+    assert ask(second, "Could you explain the plot of Hamlet?")[1] == "semantic-hit"
+    assert chat_requests(fake_openai) == 1
+
+
+def test_cache_cli_finds_the_gateway_through_its_config(
+    fake_openai: FakeUpstream, serve_gateway: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    port = free_port()
+    text = fake_config(fake_openai, server=f"  master_key: {MASTER}\n  port: {port}", extra=KEYS)
+    server = serve_gateway(text, port=port)
+    ask(server, "What is the capital of Australia?")
+    config = tmp_path / "hybridfast.yaml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "HYBRIDFAST_MASTER_KEY"}
+    cli = [sys.executable, "-m", "hybridfast", "cache"]
+    stats = subprocess.run(
+        [*cli, "stats", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["lookups"]["miss"] == 1
+    refused = subprocess.run(
+        [*cli, "stats", "--config", str(config), "--master-key", "sk-not-it"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "ERR_UNAUTHORIZED" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    cleared = subprocess.run(
+        [*cli, "clear", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["invalidated"] >= 1
 
 
 @pytest.mark.redis
