@@ -57,13 +57,15 @@ async def open_cache(config: Config) -> MemoryCache:
             cache.semantic_off_reason,
         )
     else:
+        verifier = semantic.verifier
         log.info(
-            "cache: exact %s, semantic on with embedder %s (threshold %.2f, guards %s) "
+            "cache: exact %s, semantic on with embedder %s (threshold %.2f, guards %s, %s) "
             "(%s backend)",
             "on" if cfg.exact.enabled else "off",
             semantic.embedder.name,
             semantic.threshold,
             ",".join(semantic.guards) or "none",
+            f"verifier at max_error_rate {verifier.max_error_rate}" if verifier else "no verifier",
             cache.backend,
         )
     return cache

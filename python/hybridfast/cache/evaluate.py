@@ -147,26 +147,19 @@ def _text(value: object) -> str:
 def evaluate(index: SemanticIndex, pairs: Sequence[Pair], scope: int = 0) -> PairScores:
     """Stores every pair's first text in `index` (which should be empty) and looks up every
     second text through `SemanticIndex.search`, the call `serve` makes."""
-    stored = list(dict.fromkeys(p.a for p in pairs))
-    position = {text: i for i, text in enumerate(stored)}
+    position = _store_all(index, list(dict.fromkeys(p.a for p in pairs)), scope)
     links = {frozenset((p.a, p.b)) for p in pairs if p.duplicate}
-    for start in range(0, len(stored), _BATCH):
-        chunk = stored[start : start + _BATCH]
-        vectors = index.embed_many(chunk)
-        for offset, (text, vector) in enumerate(zip(chunk, vectors, strict=True)):
-            payload = Payload(text, "eval", "eval", scope, ChatAnswer(content=text))
-            index.add(start + offset + 1, np.asarray(vector), payload, 0, _FOREVER)
     correct = wrong = false = 0
     for start in range(0, len(pairs), _BATCH):
-        chunk = pairs[start : start + _BATCH]
-        vectors = index.embed_many([p.b for p in chunk])
-        for pair, vector in zip(chunk, vectors, strict=True):
+        batch = pairs[start : start + _BATCH]
+        vectors = index.embed_many([p.b for p in batch])
+        for pair, vector in zip(batch, vectors, strict=True):
             found = index.search(scope, pair.b, np.asarray(vector))
             if found is None:
                 continue
             text = found.payload.text
             right = (
-                (pair.duplicate and found.id == position[pair.a] + 1)
+                (pair.duplicate and found.id == position[pair.a])
                 or text.strip().casefold() == pair.b.strip().casefold()
                 or frozenset((text, pair.b)) in links
             )
@@ -178,3 +171,16 @@ def evaluate(index: SemanticIndex, pairs: Sequence[Pair], scope: int = 0) -> Pai
                 wrong += 1
     duplicates = sum(1 for p in pairs if p.duplicate)
     return PairScores(len(pairs), duplicates, len(pairs) - duplicates, correct, wrong, false)
+
+
+def _store_all(index: SemanticIndex, texts: list[str], scope: int) -> dict[str, int]:
+    """Adds each text as an entry whose answer is the text itself; returns text → entry id."""
+    ids: dict[str, int] = {}
+    for start in range(0, len(texts), _BATCH):
+        chunk = texts[start : start + _BATCH]
+        vectors = index.embed_many(chunk)
+        for text, vector in zip(chunk, vectors, strict=True):
+            ids[text] = len(ids) + 1
+            payload = Payload(text, "eval", "eval", scope, ChatAnswer(content=text))
+            index.add(ids[text], np.asarray(vector), payload, 0, _FOREVER)
+    return ids
