@@ -117,8 +117,10 @@ class RequestBooks:
             saved_cost=ctx.saved_cost,
         )
         first = self.held[0] if self.held else Reservation(request_id=ctx.request_id, amount=0)
+        ctx.marks["settle_start"] = ctx.ended
         try:
             await self.ledger.settle(first, record)
+            ctx.marks["settle_end"] = _perf()
         finally:
             for reservation in self.held[1:]:
                 await self.ledger.release(reservation)

@@ -115,7 +115,10 @@ class ChatFlow:
         ends, `ctx` holds the exact usage and cost and the ledger line is written."""
         async with RequestScope(self.parts, ctx, request) as scope:
             request = scope.request = await self.admit(request, ctx)
+            marks = ctx.marks
+            marks["cache_start"] = _perf()
             hit = await self.lookup(request, ctx)
+            marks["cache_end"] = _perf()
             if hit is not None:
                 scope.books.on_books = True
                 scope.answer = hit.answer
@@ -125,6 +128,7 @@ class ChatFlow:
                     yield [event]
                 return
             plan = self.route(request, ctx, scope.books)
+            marks["route_end"] = _perf()
             assembly = Assembly()
             attempts = self.attempts(request, ctx, plan, scope.books, assembly)
             try:

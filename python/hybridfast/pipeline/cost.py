@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybridfast._core import gpu_time_cost
 from hybridfast.pricing import estimate_tokens
 from hybridfast.types import ChatRequest, Deployment, Usage
 
@@ -62,7 +63,7 @@ def worst_case(deployment: Deployment, request: ChatRequest, input_tokens: int) 
     if deployment.gpu_second:
         # GPU time has no token bound: hold for the whole output at a slow generation rate.
         seconds = out / min(deployment.tokens_per_s or SLOW_TOKENS_PER_S, SLOW_TOKENS_PER_S)
-        worst += round(deployment.gpu_second * seconds)
+        worst += gpu_time_cost(deployment.gpu_second, seconds)
     return worst
 
 
@@ -77,7 +78,7 @@ def estimated_usage(deployment: Deployment, input_tokens: int, output_text: str)
 
 def charge(deployment: Deployment, usage: Usage, seconds: float) -> int:
     """Tokens at the deployment's prices, plus the upstream's time for a local GPU priced per
-    GPU-second (exact price × measured time, rounded to the picodollar)."""
+    GPU-second (exact price × measured time, rounded to the picodollar by the core)."""
     tokens = deployment.price.cost(
         usage.input_tokens,
         usage.output_tokens,
@@ -85,7 +86,9 @@ def charge(deployment: Deployment, usage: Usage, seconds: float) -> int:
         usage.cache_write_tokens,
         usage.reasoning_tokens,
     )
-    return int(tokens) + round(deployment.gpu_second * max(seconds, 0.0))
+    if not deployment.gpu_second:
+        return int(tokens)
+    return int(tokens) + gpu_time_cost(deployment.gpu_second, max(seconds, 0.0))
 
 
 def add_usage(a: Usage, b: Usage) -> Usage:
