@@ -24,11 +24,32 @@ NATIVE = "_hybridfast_native"
 GATEWAY_FIELDS = frozenset({"cache", "stream", "stream_options"})
 
 
-def attach(request: ChatRequest, protocol: str, body: dict[str, Any]) -> ChatRequest:
-    """Remembers `body` (as the client sent it) for a `protocol` upstream."""
+def attach(
+    request: ChatRequest,
+    protocol: str,
+    body: dict[str, Any],
+    untranslatable: list[str] | None = None,
+) -> ChatRequest:
+    """Remembers `body` (as the client sent it) for a `protocol` upstream; `untranslatable`
+    names what only such an upstream can serve (documents, server tools...)."""
     kept = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
-    request.extra[NATIVE] = {"protocol": protocol, "body": kept, "messages": request.messages}
+    native: dict[str, Any] = {"protocol": protocol, "body": kept, "messages": request.messages}
+    if untranslatable:
+        native["untranslatable"] = untranslatable
+    request.extra[NATIVE] = native
     return request
+
+
+def untranslatable(request: ChatRequest, upstream_protocol: str) -> str | None:
+    """What an upstream speaking another protocol would lose (None: nothing), as a message
+    for the client."""
+    native = request.extra.get(NATIVE)
+    if not isinstance(native, dict) or native.get("protocol") == upstream_protocol:
+        return None
+    lost = native.get("untranslatable")
+    if not lost:
+        return None
+    return f"{', '.join(lost)} can be served only by a {native['protocol']} upstream"
 
 
 def native_body(request: ChatRequest, protocol: str) -> dict[str, Any] | None:

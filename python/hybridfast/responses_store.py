@@ -246,6 +246,37 @@ class PostgresResponses:
             self._conn = None
 
 
+class LazyResponses:
+    """The configured store, opened on first use: a server whose ledger database cannot be
+    opened reports that once, from the ledger, instead of failing here first."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._store: ResponsesStore | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> ResponsesStore:
+        if self._store is None:
+            async with self._lock:
+                if self._store is None:
+                    self._store = await asyncio.to_thread(open_responses_store, self.config)
+        return self._store
+
+    async def put(self, item: StoredResponse) -> None:
+        await (await self._open()).put(item)
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        return await (await self._open()).get(response_id, owner)
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        return await (await self._open()).delete(response_id, owner)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
 def open_responses_store(config: Config) -> ResponsesStore:
     """The store in the ledger's database, as `ledger.backend` says."""
     retention_s = config.responses.retention_days * 86400.0

@@ -275,7 +275,8 @@ async def test_anthropic_client_over_every_upstream(
         assert delta["x_hybridfast"]["cost_usd"] == format_usd(cost)
     sent = fake.requests[-1].body
     if kind == "anthropic":
-        assert sent["system"] == "Be brief."
+        # Anthropic to Anthropic: the client's system blocks pass through as they were.
+        assert sent["system"] == [{"type": "text", "text": "Be brief."}]
         assert sent["max_tokens"] == 100
     elif kind == "ollama":
         assert sent["messages"][0] == {"role": "system", "content": "Be brief."}

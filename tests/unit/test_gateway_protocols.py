@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from hybridfast.errors import InvalidRequest
 from hybridfast.metrics import Counter, Histogram
+from hybridfast.passthrough import native_body
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.recovery import continuation, split_for_replay
 from hybridfast.protocols import anthropic as ap
@@ -77,8 +78,13 @@ def test_anthropic_request_into_gateway_form() -> None:
     assert req.messages[3] == {"role": "tool", "tool_call_id": "t1", "content": "a cat"}
     assert req.stop == ["END"]
     assert req.user == "u7"
-    assert req.extra == {"top_k": 5}
+    assert req.extra["top_k"] == 5
     assert req.max_tokens == 10
+    # The body itself travels along for an Anthropic upstream (pass-through).
+    native = native_body(req, "anthropic")
+    assert native is not None
+    assert {"type": "text", "text": "Let me check."} in native["messages"][1]["content"]
+    assert native_body(req, "openai") is None
 
 
 @pytest.mark.parametrize(
@@ -86,7 +92,7 @@ def test_anthropic_request_into_gateway_form() -> None:
     [
         {"max_tokens": 0},
         {"max_tokens": True},
-        {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+        {"messages": [{"role": "user", "content": [{"text": "untyped"}]}]},
         {"messages": [{"role": "user", "content": 5}]},
         {"messages": [{"role": "tool", "content": "x"}]},
         {"temperature": 1.5},

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from hybridfast.errors import GatewayError, InvalidRequest
+from hybridfast.passthrough import attach
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.common import (
     check_number,
@@ -71,7 +72,12 @@ def _image_part(block: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def messages_from_anthropic(system: Any, messages: list[Any]) -> list[dict[str, Any]]:
+def messages_from_anthropic(
+    system: Any, messages: list[Any], untranslatable: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The messages in the gateway's form. Blocks it has no form for (documents, server-tool
+    results...) are listed in `untranslatable` when given (they then reach only an Anthropic
+    upstream, in the body passed through), else refused."""
     out: list[dict[str, Any]] = []
     if system:
         if not isinstance(system, str | list):
@@ -123,6 +129,8 @@ def messages_from_anthropic(system: Any, messages: list[Any]) -> list[dict[str, 
                 )
             elif kind in ("thinking", "redacted_thinking"):
                 continue  # reasoning traces do not travel between providers
+            elif untranslatable is not None:
+                untranslatable.append(f"{kind} blocks")
             else:
                 raise InvalidRequest(f"messages[{i}].content[{j}]: unsupported block {kind!r}")
         out.extend(tool_results)
@@ -138,7 +146,9 @@ def messages_from_anthropic(system: Any, messages: list[Any]) -> list[dict[str, 
     return out
 
 
-def tools_from_anthropic(tools: Any) -> list[dict[str, Any]] | None:
+def tools_from_anthropic(
+    tools: Any, untranslatable: list[str] | None = None
+) -> list[dict[str, Any]] | None:
     if tools is None:
         return None
     if not isinstance(tools, list):
@@ -147,6 +157,10 @@ def tools_from_anthropic(tools: Any) -> list[dict[str, Any]] | None:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise InvalidRequest(f"tools[{i}] needs a name")
+        if t.get("type") not in (None, "custom") and untranslatable is not None:
+            # A server tool (web search, code execution...): Anthropic runs it, nobody else.
+            untranslatable.append(f"the {t['type']} server tool")
+            continue
         fn: dict[str, Any] = {
             "name": t["name"],
             "parameters": t.get("input_schema") or {"type": "object"},
@@ -189,24 +203,42 @@ def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
         raise InvalidRequest("`stream` must be a boolean")
     metadata = body.get("metadata") or {}
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
-    extra = {}
-    if body.get("top_k") is not None:
-        extra["top_k"] = body["top_k"]
-    return ChatRequest(
+    extra = _translated_options(body)
+    lossy: list[str] = []
+    chat = ChatRequest(
         model=model,
-        messages=messages_from_anthropic(body.get("system"), messages),
+        messages=messages_from_anthropic(body.get("system"), messages, lossy),
         stream=stream,
         max_tokens=max_tokens,
         temperature=check_number(body, "temperature", 0.0, 1.0),
         top_p=check_number(body, "top_p", 0.0, 1.0),
         stop=check_stop(body.get("stop_sequences"), "stop_sequences"),
-        tools=tools_from_anthropic(body.get("tools")),
+        tools=tools_from_anthropic(body.get("tools"), lossy),
         tool_choice=tool_choice_from_anthropic(body.get("tool_choice")),
         user=user if isinstance(user, str) else None,
         include_usage=True,
         extra=extra,
         cache_control=parse_cache_control(body.get("cache"), headers),
     )
+    # An Anthropic upstream gets the body itself: nothing above is lost on the way.
+    return attach(chat, "anthropic", body, sorted(set(lossy)))
+
+
+def _translated_options(body: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic options other upstreams know under OpenAI names."""
+    extra: dict[str, Any] = {}
+    if body.get("top_k") is not None:
+        extra["top_k"] = body["top_k"]
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens") or 0
+        extra["reasoning_effort"] = (
+            "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+        )
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
+        extra["parallel_tool_calls"] = False
+    return extra
 
 
 # --- gateway form → upstream request ---------------------------------------------------

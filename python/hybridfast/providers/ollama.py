@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from hybridfast.config import ProviderConfig
+from hybridfast.passthrough import untranslatable
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
@@ -91,6 +92,9 @@ class OllamaProvider(Provider):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        lost = untranslatable(request, "ollama")
+        if lost is not None:  # refused, not silently dropped
+            raise ProviderError(f"{self.name}: {lost}", status=400, client_fault=True)
         options: dict[str, Any] = {}
         if request.max_tokens is not None:
             options["num_predict"] = request.max_tokens

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from hybridfast.config import ProviderConfig
-from hybridfast.passthrough import upstream_extra
+from hybridfast.passthrough import untranslatable, upstream_extra
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
@@ -77,6 +77,9 @@ class OpenAIProvider(Provider):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def body(self, deployment: Deployment, request: ChatRequest, stream: bool) -> dict[str, Any]:
+        lost = untranslatable(request, "openai")
+        if lost is not None:  # refused, not silently dropped
+            raise ProviderError(f"{self.name}: {lost}", status=400, client_fault=True)
         body: dict[str, Any] = dict(upstream_extra(request.extra))
         body["model"] = deployment.model
         body["messages"] = request.messages

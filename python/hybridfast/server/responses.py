@@ -26,7 +26,7 @@ from hybridfast.errors import GatewayError, InvalidRequest, to_gateway_error
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols import responses as protocol
-from hybridfast.responses_store import ResponsesStore, StoredResponse, open_responses_store
+from hybridfast.responses_store import LazyResponses, ResponsesStore, StoredResponse
 from hybridfast.server.auth import caller_for
 from hybridfast.server.state import CONTEXT, gateway_key
 
@@ -204,7 +204,7 @@ def setup(app: web.Application, config: Config) -> None:
     """Adds the endpoints and opens the response store with the app."""
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        store = open_responses_store(config)
+        store = LazyResponses(config)
         app[store_key] = store
         try:
             yield
