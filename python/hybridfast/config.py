@@ -422,6 +422,27 @@ class LimitsConfig(_Section):
     rules: list[RateLimitConfig] = msgspec.field(default_factory=list)
 
 
+PiiEntity = Literal["email", "phone", "card", "iban", "key"]
+
+
+class GuardrailConfig(_Section):
+    """One check on requests (and optionally answers). `kind`: pii (emails, phone numbers,
+    card numbers passing Luhn, IBANs passing mod-97, key-shaped strings), prompt_injection
+    (heuristics), or plugin (a `hybridfast.guardrails` entry point or `module:Class`)."""
+
+    name: str
+    kind: Literal["pii", "prompt_injection", "plugin"]
+    # warn: let it through and report; block: refuse with 400; mask: replace what was found.
+    action: Literal["warn", "block", "mask"] = "warn"
+    entities: list[PiiEntity] = msgspec.field(
+        default_factory=lambda: ["email", "phone", "card", "iban", "key"]
+    )
+    # Check answers too (non-streaming answers are masked; streams are reported).
+    answers: bool = False
+    plugin: str | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
@@ -438,6 +459,7 @@ class Config(_Section):
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    guardrails: list[GuardrailConfig] = msgspec.field(default_factory=list)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -796,6 +818,7 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
         seen_keys.add(k.key)
     _check_keys(config, source, lines)
     _check_limits(config, source, lines)
+    _check_guardrails(config, source, lines)
 
 
 def _check_limits(config: Config, source: str, lines: dict[str, int]) -> None:
@@ -813,6 +836,20 @@ def _check_limits(config: Config, source: str, lines: dict[str, int]) -> None:
             first = seen[rule.scope, rule.name]
             raise ConfigError(f"{where}: the same scope as limits.rules[{first}]")
         seen[rule.scope, rule.name] = i
+
+
+def _check_guardrails(config: Config, source: str, lines: dict[str, int]) -> None:
+    names: dict[str, int] = {}
+    for i, g in enumerate(config.guardrails):
+        path = f"guardrails[{i}]"
+        where = f"{source}:{lines.get(path, 1)}: {path}"
+        if g.name in names:
+            raise ConfigError(f"{where}.name: the same name as guardrails[{names[g.name]}]")
+        names[g.name] = i
+        if g.kind == "plugin" and not g.plugin:
+            raise ConfigError(f"{where}.plugin: a plugin guardrail names its plugin")
+        if g.kind == "prompt_injection" and g.action == "mask":
+            raise ConfigError(f"{where}.action: prompt_injection can warn or block, not mask")
 
 
 def _check_keys(config: Config, source: str, lines: dict[str, int]) -> None:

@@ -13,6 +13,7 @@ from hybridfast._core import InvalidArgumentError, RateLimiter
 from hybridfast.config import Config, parse_config
 from hybridfast.errors import ConfigError, RateLimited
 from hybridfast.security.ratelimit import (
+    REFUSED,
     Limit,
     LocalBackend,
     RateLimits,
@@ -72,6 +73,7 @@ async def test_refusal_is_a_429_with_retry_after_and_openai_headers() -> None:
     assert 1 <= int(err.headers["Retry-After"]) <= 30
     assert err.headers["x-ratelimit-remaining-requests"] == "0"
     assert "team:red" in err.message
+    assert REFUSED.values[("team", "requests")] >= 1  # exported as hybridfast_ratelimit_refused
 
 
 async def test_tokens_are_settled_with_actual_usage() -> None:

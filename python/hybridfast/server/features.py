@@ -27,7 +27,7 @@ from hybridfast.observability import hooks as observability_hooks
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
-from hybridfast.security import keys_service, ratelimit_hooks
+from hybridfast.security import guardrails_hooks, keys_service, ratelimit_hooks
 from hybridfast.server import feedback, model_endpoints, openapi
 from hybridfast.server.admin import config as admin_config
 from hybridfast.server.admin import deployments as admin_deployments
@@ -36,6 +36,7 @@ from hybridfast.server.admin import keys as admin_keys
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
     observability_hooks.install,
     feedback.install,
+    guardrails_hooks.install,
     keys_service.install,
     ratelimit_hooks.install,
 )
