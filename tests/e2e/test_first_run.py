@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 from tests.fakes.background import BackgroundLoop
@@ -117,6 +118,14 @@ def test_nothing_configured_gets_a_clear_503_with_a_hint() -> None:
                 model="gtp-4", messages=[{"role": "user", "content": "hi"}]
             )
         assert typo.value.status_code == 503
+        # Anthropic's SDK gets the same, in Anthropic's error shape.
+        claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as messages:
+            claude.messages.create(
+                model="auto", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert messages.value.status_code == 503
+        assert messages.value.response.json()["error"]["code"] == "ERR_NO_CHAT_MODELS"
 
         status, ready = get_json(url + "/readyz")
         assert status == 200
@@ -130,6 +139,9 @@ def test_an_ollama_on_ollama_host_answers(fake_ollama: FakeUpstream) -> None:
         assert run_snippet(url).strip() == DEFAULT_REPLY
         status, ready = get_json(url + "/readyz?need=chat")
         assert (status, ready["chat"]) == (200, True)
+        _, models = get_json(url + "/v1/models")
+        names = {m["id"] for m in models["data"]}  # type: ignore[attr-defined]
+        assert {"llama3.2:latest", "llama3.2", "auto"} <= names
     assert fake_ollama.requests[-1].path == "/api/chat"
     assert fake_ollama.requests[-1].body["model"] == "llama3.2:latest"
 
