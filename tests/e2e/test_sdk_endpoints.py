@@ -5,7 +5,11 @@ legacy `completions`."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import openai
@@ -161,3 +165,25 @@ def test_legacy_completions_refuse_what_a_chat_upstream_cannot_do(server: Runnin
     with pytest.raises(openai.BadRequestError) as suffix:
         client.completions.create(model="via-openai", prompt="def f(", suffix="return x")
     assert suffix.value.code == "ERR_UNSUPPORTED"
+
+
+def _get(url: str, key: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_anthropic_clients_get_their_error_shape_on_every_path(server: RunningServer) -> None:
+    for path in ("/v1/nope", "/v1/models/nope"):
+        status, body = _get(server.url + path, MASTER)
+        assert status == 404
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "not_found_error"
+    status, body = _get(server.url + "/v1/models", "wrong")
+    assert status == 401
+    assert body["error"]["type"] == "authentication_error"

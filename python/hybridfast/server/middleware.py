@@ -47,6 +47,9 @@ def protocol_for(request: web.Request) -> ClientProtocol:
     for prefix, protocol in request.app.get(error_protocols_key, ()):
         if request.path.startswith(prefix):
             return protocol
+    # Paths both APIs share (/v1/models...) or none has: the SDK says which one is calling.
+    if "anthropic-version" in request.headers:
+        return ANTHROPIC_MESSAGES
     return OPENAI_CHAT
 
 
