@@ -155,6 +155,9 @@ VARIANTS = {
     "log_format: json}\n",
     "tracing": "observability: {request_log: {enabled: false}, request_lines: 'off', "
     "tracing: {enabled: true, endpoint: '{otlp}'}}\n",
+    # One trace in twenty, the way a busy service samples.
+    "tracing_sampled": "observability: {request_log: {enabled: false}, request_lines: 'off', "
+    "tracing: {enabled: true, endpoint: '{otlp}', sample_ratio: 0.05}}\n",
 }
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from hybridfast.config import parse_config
 from hybridfast.errors import InvalidRequest
+from hybridfast.observability.observer import open_request_log, requests_path
 from hybridfast.observability.record import RequestRecord
 from hybridfast.observability.request_log import (
     Backend,
@@ -130,3 +132,16 @@ def test_retention_deletes_old_rows(tmp_path: Path) -> None:
 def test_a_cursor_that_was_not_returned_is_a_400() -> None:
     with pytest.raises(InvalidRequest):
         decode_cursor("not-a-cursor!")
+
+
+def test_the_request_log_never_opens_the_ledgers_sqlite_file(tmp_path: Path) -> None:
+    """The ledger's file belongs to the core's SQLite; a second SQLite library on the same
+    file in one process loses committed ledger entries under concurrent writes."""
+    ledger = tmp_path / "books.db"
+    config = parse_config(f"ledger: {{backend: sqlite, path: {ledger}}}\n").config
+    log = open_request_log(config)
+    assert log is not None
+    log.close()
+    assert requests_path(str(ledger)) == tmp_path / "books-requests.db"
+    assert (tmp_path / "books-requests.db").exists()
+    assert not ledger.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from hybridfast import metrics
@@ -129,8 +130,17 @@ def observe_metrics(record: RequestRecord) -> None:
             metrics.TOKENS.inc((dep, "cached_input", cache), record.cached_input_tokens)
 
 
+def requests_path(ledger_path: str) -> Path:
+    """The request log's SQLite file: beside the ledger's, never the same file. The ledger
+    file belongs to the core's own SQLite library; a second SQLite library opening it in
+    the same process breaks its locks (sqlite.org/howtocorrupt.html, 2.2.1)."""
+    path = Path(ledger_path)
+    return path.with_name(f"{path.stem}-requests{path.suffix or '.db'}")
+
+
 def open_request_log(config: Config) -> RequestLog | None:
-    """The request log in the ledger's database, or None when switched off."""
+    """The request log beside the ledger (its own SQLite file, or the ledger's PostgreSQL
+    database), or None when switched off."""
     settings = config.observability.request_log
     if not settings.enabled:
         return None
@@ -139,7 +149,7 @@ def open_request_log(config: Config) -> RequestLog | None:
     if ledger.backend == "postgres" and ledger.dsn:
         backend = PostgresBackend(ledger.dsn, ledger.schema)
     elif ledger.backend == "sqlite":
-        backend = SqliteBackend(ledger.path, synchronous_full=False)
+        backend = SqliteBackend(str(requests_path(ledger.path)), synchronous_full=False)
     else:
         backend = SqliteBackend(None)  # the ledger keeps nothing on disk: neither do we
     return RequestLog(

@@ -1,5 +1,6 @@
-"""The request log: one row per request in the ledger's database (the same SQLite file, or
-the same PostgreSQL database and schema), for the admin API and the dashboard to browse.
+"""The request log: one row per request beside the ledger (a SQLite file next to the
+ledger's — `hybridfast-ledger-requests.db` for `hybridfast-ledger.db` — or the ledger's
+PostgreSQL database and schema), for the admin API and the dashboard to browse.
 
 Rows are queued by the event loop (a deque append) and written by one background thread
 in batches, one transaction per batch (group commit), so a request never waits on the
@@ -177,9 +178,10 @@ class Backend(Protocol):
 
 
 class SqliteBackend:
-    """A SQLite file (the ledger's), or a private in-memory database when the ledger keeps
-    nothing on disk. One connection writes (the writer thread), one reads (admin queries,
-    under a lock); WAL lets them run at the same time."""
+    """A SQLite file of its own (never the ledger's: see `observer.requests_path`), or a
+    private in-memory database when the ledger keeps nothing on disk. One connection
+    writes (the writer thread), one reads (admin queries, under a lock); WAL lets them run
+    at the same time."""
 
     def __init__(self, path: str | None, *, synchronous_full: bool = False) -> None:
         if path is None:

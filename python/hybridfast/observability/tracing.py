@@ -105,7 +105,13 @@ class Tracing:
             sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
         )
         self.provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=self.endpoint), schedule_delay_millis=500)
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=self.endpoint),
+                schedule_delay_millis=500,
+                # Room for a burst of a few thousand requests between exports.
+                max_queue_size=16_384,
+                max_export_batch_size=2048,
+            )
         )
         self.tracer = self.provider.get_tracer("hybridfast")
         self._trace = trace
@@ -132,6 +138,8 @@ class Tracing:
 
     def end_request(self, span: Any, token: Any, record: RequestRecord, ctx: Any) -> None:
         try:
+            if not span.is_recording():  # not sampled: nothing to fill in
+                return
             state = getattr(ctx, "state", None) or {}
             self._marked_children(span, ctx, state)
             span.update_name(f"{_operation(record.endpoint)} {record.route or record.endpoint}")
@@ -168,6 +176,8 @@ class Tracing:
     # --- pipeline hooks -------------------------------------------------------------------
 
     async def attempt_start(self, ctx: Any, attempt: Any) -> None:
+        if not self._trace.get_current_span().is_recording():
+            return  # the request's trace is not sampled
         dep = attempt.deployment
         span = self.tracer.start_span(
             f"{_operation(getattr(ctx, 'endpoint', 'chat'))} {dep.model}",
