@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hybridfast.config import parse_config
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -175,8 +177,6 @@ def test_every_config_key_shown_exists() -> None:
 
 
 def test_the_readme_shows_yaml_that_the_config_loader_accepts() -> None:
-    from hybridfast.config import parse_config
-
     env = {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "HYBRIDFAST_MASTER_KEY": "x"}
     for lang, body in fenced_blocks(README.read_text()):
         if lang == "yaml" and "providers:" in body and "models:" in body:
