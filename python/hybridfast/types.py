@@ -285,11 +285,26 @@ class Ledger(Protocol):
         """Flushes what is pending and closes the store."""
 
 
+class CacheTicket(Protocol):
+    """One request's cache decision, made once (`ResponseCache.ticket`); the cache keeps its
+    keys in it, so the lookup and the store of a request compute them once."""
+
+    lookup: bool  # it may be answered from the cache
+    store: bool  # its answer may be kept
+
+
 class ResponseCache(Protocol):
-    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+    def ticket(self, request: ChatRequest, caller: Caller) -> CacheTicket:
+        """The request's cache decision and keys, for its `lookup` and `store`."""
+
+    async def lookup(
+        self, request: ChatRequest, caller: Caller, ticket: Any = None
+    ) -> CacheHit | None:
         """A stored answer for this request in the caller's scope, if any."""
 
-    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
+    async def store(
+        self, request: ChatRequest, caller: Caller, answer: ChatAnswer, ticket: Any = None
+    ) -> None:
         """Keeps a finished answer (the pipeline calls it only for complete answers)."""
 
     def bypass(self, request: ChatRequest) -> bool:

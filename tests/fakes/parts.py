@@ -4,6 +4,7 @@ the gateway asks of them without depending on any one implementation."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from hybridfast.errors import BudgetExceeded
@@ -76,12 +77,19 @@ class RecordingCache:
     lookups: list[ChatRequest] = field(default_factory=list)
     stored: list[tuple[ChatRequest, Caller, ChatAnswer]] = field(default_factory=list)
 
-    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+    def ticket(self, request: ChatRequest, caller: Caller) -> Any:
+        return SimpleNamespace(lookup=request.cache_control == "default", store=True)
+
+    async def lookup(
+        self, request: ChatRequest, caller: Caller, ticket: Any = None
+    ) -> CacheHit | None:
         self.lookups.append(request)
         last: Any = request.messages[-1].get("content")
         return self.hits.get(last) if isinstance(last, str) else None
 
-    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
+    async def store(
+        self, request: ChatRequest, caller: Caller, answer: ChatAnswer, ticket: Any = None
+    ) -> None:
         self.stored.append((request, caller, answer))
 
     def bypass(self, request: ChatRequest) -> bool:

@@ -15,26 +15,6 @@ from hybridfast.config import Config
 
 log = logging.getLogger("hybridfast.cache")
 
-ResponseCacheImpl = MemoryCache
-
-
-class NoCache:
-    """What `open_cache` returns when both halves are disabled."""
-
-    backend = "none"
-
-    async def lookup(self, request: object, caller: object) -> None:
-        return None
-
-    async def store(self, request: object, caller: object, answer: object) -> None:
-        pass
-
-    def bypass(self, request: object) -> bool:
-        return True
-
-    async def close(self) -> None:
-        pass
-
 
 async def open_cache(config: Config) -> MemoryCache:
     """Builds the cache the config describes, loads its snapshot (memory) or replays the
@@ -71,4 +51,4 @@ async def open_cache(config: Config) -> MemoryCache:
     return cache
 
 
-__all__ = ["MemoryCache", "NoCache", "ResponseCacheImpl", "open_cache"]
+__all__ = ["MemoryCache", "open_cache"]

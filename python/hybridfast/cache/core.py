@@ -82,27 +82,29 @@ class MemoryCache:
 
     # -- the pipeline's protocol ----------------------------------------------------------
 
+    def ticket(self, request: ChatRequest, caller: Caller) -> K.CacheTicket:
+        """The request's cache decision and keys, made once for its lookup and its store."""
+        return K.CacheTicket(request, caller, self.cfg)
+
     def bypass(self, request: ChatRequest) -> bool:
         """True when this request is neither looked up nor stored (header `bypass`)."""
         return not K.policy(request, self.cfg).store
 
-    def decision(self, request: ChatRequest) -> K.Policy:
-        return K.policy(request, self.cfg)
-
-    async def lookup(self, request: ChatRequest, caller: Caller) -> CacheHit | None:
+    async def lookup(
+        self, request: ChatRequest, caller: Caller, ticket: K.CacheTicket | None = None
+    ) -> CacheHit | None:
         started = time.perf_counter()
         result: CacheResult = "miss"
         hit: CacheHit | None = None
+        ticket = ticket if ticket is not None else self.ticket(request, caller)
         try:
-            if not K.policy(request, self.cfg).lookup:
+            if not ticket.lookup:
                 result = "bypass"
                 return None
-            tenant = K.tenant_of(caller, self.cfg.shared)
+            tenant = ticket.tenant
             if self.cfg.exact.enabled:
                 try:
-                    entry = await self._exact_get(
-                        K.exact_key(request, tenant), request.model, tenant
-                    )
+                    entry = await self._exact_get(ticket.key, request.model, tenant)
                 except Exception as exc:  # a shared store that is down is a miss, not an error
                     self._store_failed("lookup", exc)
                     entry = None
@@ -111,10 +113,10 @@ class MemoryCache:
                     hit = CacheHit(answer=entry.answer, kind="hit", similarity=1.0)
                     return hit
             if self.semantic is not None:
-                target = K.semantic_target(request, tenant, self.cfg.semantic.text)
+                target = ticket.target(self.cfg.semantic.text)
                 if target is not None:
                     try:
-                        vector = await self._embed(target.text)
+                        vector = ticket.vector = await self._embed(target.text)
                     except Exception as exc:
                         self._semantic_failed(exc)
                         return None
@@ -133,15 +135,22 @@ class MemoryCache:
             LOOKUPS.labels(result).inc()
             LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
 
-    async def store(self, request: ChatRequest, caller: Caller, answer: ChatAnswer) -> None:
-        if not K.policy(request, self.cfg).store:
+    async def store(
+        self,
+        request: ChatRequest,
+        caller: Caller,
+        answer: ChatAnswer,
+        ticket: K.CacheTicket | None = None,
+    ) -> None:
+        ticket = ticket if ticket is not None else self.ticket(request, caller)
+        if not ticket.store:
             return
         if (
             not answer.content and not answer.tool_calls
         ) or answer.finish_reason in _UNCACHEABLE_FINISH:
             return
-        tenant = K.tenant_of(caller, self.cfg.shared)
-        key = K.exact_key(request, tenant)
+        tenant = ticket.tenant
+        key = ticket.key
         coarse = K.coarse_scope(request.model, tenant)
         self.scopes[coarse] = (request.model, tenant)
         now = time.time()
@@ -152,10 +161,12 @@ class MemoryCache:
             except Exception as exc:
                 self._store_failed("store", exc)
         if self.semantic is not None:
-            target = K.semantic_target(request, tenant, self.cfg.semantic.text)
+            target = ticket.target(self.cfg.semantic.text)
             if target is not None:
                 try:
-                    vector = await self._embed(target.text)
+                    vector = ticket.vector
+                    if vector is None:  # not looked up (no-cache): embed it now
+                        vector = await self._embed(target.text)
                 except Exception as exc:
                     self._semantic_failed(exc)
                     return

@@ -147,3 +147,32 @@ def semantic_target(
     if not text or not text.strip():
         return None
     return SemanticTarget(text, scope)
+
+
+class CacheTicket:
+    """One request's cache decision and keys, computed once per request: whether it may be
+    answered from the cache (`lookup`) and kept (`store`), its tenant, its exact key and its
+    semantic target (each on first use), and the target's vector once embedded."""
+
+    __slots__ = ("_key", "_target", "lookup", "request", "store", "tenant", "vector")
+
+    def __init__(self, request: ChatRequest, caller: Caller, config: CacheConfig) -> None:
+        decided = policy(request, config)
+        self.request = request
+        self.lookup = decided.lookup
+        self.store = decided.store
+        self.tenant = tenant_of(caller, config.shared)
+        self._key: bytes | None = None
+        self._target: SemanticTarget | bool | None = False  # False: not computed yet
+        self.vector: Any = None
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = exact_key(self.request, self.tenant)
+        return self._key
+
+    def target(self, mode: Literal["last_user", "conversation"]) -> SemanticTarget | None:
+        if self._target is False:
+            self._target = semantic_target(self.request, self.tenant, mode)
+        return self._target  # type: ignore[return-value]

@@ -49,6 +49,7 @@ from hybridfast.pipeline.recovery import Assembly, as_batch, continuation, repla
 from hybridfast.providers.base import Provider, ProviderError
 from hybridfast.types import (
     CacheHit,
+    CacheTicket,
     ChatAnswer,
     ChatRequest,
     Deployment,
@@ -117,7 +118,7 @@ class ChatFlow:
             request = scope.request = await self.admit(request, ctx)
             marks = ctx.marks
             marks["cache_start"] = _perf()
-            hit = await self.lookup(request, ctx)
+            hit, ticket = await self.lookup(request, ctx)
             marks["cache_end"] = _perf()
             if hit is not None:
                 scope.books.on_books = True
@@ -145,7 +146,8 @@ class ChatFlow:
             scope.answer = answer
             if outcome is not None:
                 outcome.answer = answer
-            await self.store(request, ctx, answer)
+            if ticket is not None and request.cache_control != "no-store":
+                await self.cache.store(request, ctx.caller, answer, ticket)
 
     # --- the steps, in order ----------------------------------------------------------
 
@@ -165,22 +167,29 @@ class ChatFlow:
         ctx.input_estimate = input_estimate(request)
         return request
 
-    async def lookup(self, request: ChatRequest, ctx: RequestContext) -> CacheHit | None:
-        if not self.settings.caching or request.cache_control != "default":
+    async def lookup(
+        self, request: ChatRequest, ctx: RequestContext
+    ) -> tuple[CacheHit | None, CacheTicket | None]:
+        """The cached answer, if any, and the request's cache ticket (None: caching is off)."""
+        if not self.settings.caching:
             ctx.cache = "bypass"
-            return None
-        hit = await self.cache.lookup(request, ctx.caller)
+            return None, None
+        ticket = self.cache.ticket(request, ctx.caller)
+        if request.cache_control != "default":
+            ctx.cache = "bypass"
+            return None, ticket
+        hit = await self.cache.lookup(request, ctx.caller, ticket)
         if hit is None:
-            if self.cache.bypass(request):  # e.g. sampled: neither looked up nor kept
+            if not ticket.store:  # e.g. sampled: neither looked up nor kept
                 ctx.cache = "bypass"
-            return None
+            return None, ticket
         ctx.cache = hit.kind
         ctx.similarity = hit.similarity
         ctx.deployment = self.deployments.get(hit.answer.deployment)
         ctx.usage = hit.answer.usage
         ctx.saved_cost = hit.answer.cost
         ctx.first_byte = _perf()
-        return hit
+        return hit, ticket
 
     def has_chat_deployment(self) -> bool:
         return any("embeddings" not in d.capabilities for d in self.deployments.values())
@@ -316,10 +325,6 @@ class ChatFlow:
             # The client has the whole answer already: bill the gateway's own count.
             log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
             attempt.done(estimate)
-
-    async def store(self, request: ChatRequest, ctx: RequestContext, answer: ChatAnswer) -> None:
-        if self.settings.caching and request.cache_control != "no-store":
-            await self.cache.store(request, ctx.caller, answer)
 
     def nobody_answered(
         self,
