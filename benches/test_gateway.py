@@ -3,8 +3,9 @@ aiohttp pass-through proxy (bytes forwarded, nothing parsed), all measured in th
 
 Three processes serve: the fake OpenAI upstream (`python -m tests.fakes`, uvloop, zero
 latency, 20-chunk streams), the bare proxy (`benches/gateway_load.py proxy`) and a real
-`python -m hybridfast serve` (default SQLite ledger in a temporary directory, cache off so
-every request goes upstream). The load comes from this process over raw keep-alive
+`python -m hybridfast serve` (the default SQLite ledger, `synchronous: normal`, in a temporary
+directory, cache off so every request goes upstream; the `_sync_full` rows run a second
+gateway with `synchronous: full`). The load comes from this process over raw keep-alive
 HTTP/1.1. Everything shares the same cores, so only ratios within the run are gated
 (`benches/floors/gateway.toml`); absolute figures are in `extra_info` for reading.
 """
@@ -62,8 +63,25 @@ class Stack:
         return max(bare, key=lambda p: p.rps), max(gateway, key=lambda p: p.rps)
 
 
+def _ledger_sync() -> str:
+    """The ledger's `synchronous` line: none, so the bench measures the default a user gets
+    (`normal`), unless HYBRIDFAST_BENCH_SYNC names one."""
+    sync = os.environ.get("HYBRIDFAST_BENCH_SYNC")
+    return f"  synchronous: {sync}\n" if sync else ""
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    yield from _stack(_ledger_sync())
+
+
+@pytest.fixture(scope="module")
+def stack_sync_full() -> Iterator[Stack]:
+    """The same stack with `ledger.synchronous: full`: an fsync per group commit."""
+    yield from _stack("  synchronous: full\n")
+
+
+def _stack(ledger_sync: str) -> Iterator[Stack]:
     with start_fake("openai", chunks=CHUNKS) as fake:
         port = free_port()
         proxy = subprocess.Popen(
@@ -95,8 +113,7 @@ server:
   log_level: warning
 ledger:
   backend: {os.environ.get("HYBRIDFAST_BENCH_LEDGER", "sqlite")}
-  synchronous: {os.environ.get("HYBRIDFAST_BENCH_SYNC", "normal")}
-"""
+{ledger_sync}"""
             with start_server(config) as gateway:
                 yield Stack(
                     fake.url,
@@ -177,6 +194,14 @@ def test_gateway_throughput_16(benchmark: Any, stack: Stack) -> None:
 
 def test_gateway_stream_throughput_16(benchmark: Any, stack: Stack) -> None:
     throughput(benchmark, stack, 16, stream=True)
+
+
+def test_gateway_overhead_1_sync_full(benchmark: Any, stack_sync_full: Stack) -> None:
+    overhead(benchmark, stack_sync_full, stream=False)
+
+
+def test_gateway_throughput_16_sync_full(benchmark: Any, stack_sync_full: Stack) -> None:
+    throughput(benchmark, stack_sync_full, 16, stream=False)
 
 
 def test_gateway_throughput_64(benchmark: Any, stack: Stack) -> None:

@@ -233,9 +233,10 @@ class LedgerConfig(_Section):
     # How long the background writer waits for more entries before checking for shutdown;
     # entries are written as soon as they are queued (group commit), not after this.
     flush_interval_ms: Seconds = 5.0
-    # SQLite: "full" fsyncs every group commit (an acknowledged entry survives a power cut);
-    # "normal" survives the process being killed, not the machine losing power.
-    synchronous: Literal["full", "normal"] = "full"
+    # SQLite: "normal" writes each group commit to the write-ahead log before the answer, so
+    # an answered request survives the process being killed; "full" also fsyncs each commit,
+    # so it survives a power cut or an OS crash too (at the cost of an fsync per commit).
+    synchronous: Literal["full", "normal"] = "normal"
     # PostgreSQL: the schema holding the ledger's tables (created if missing).
     schema: str = "public"
     # Redis counter: key prefix, and how long a crashed instance's holds live before the

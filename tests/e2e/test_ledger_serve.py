@@ -42,15 +42,20 @@ async def _chat(
         return resp.status, resp.headers.get("x-hybridfast-request-id")
 
 
+# The default (`synchronous: normal`: the commit is in the write-ahead log, no fsync) is the
+# guarantee users get without configuring anything; `full` adds an fsync per group commit.
+@pytest.mark.parametrize("synchronous", [None, "full"], ids=["default", "full"])
 async def test_an_answered_request_survives_kill_9(
     fake_openai: FakeUpstream,
     serve_gateway: Callable[..., RunningServer],
     tmp_path: Path,
+    synchronous: str | None,
 ) -> None:
     db = tmp_path / "ledger.db"
-    server = serve_gateway(
-        _with_ledger(fake_config(fake_openai), f"ledger:\n  backend: sqlite\n  path: {db}\n")
-    )
+    ledger_yaml = f"ledger:\n  backend: sqlite\n  path: {db}\n"
+    if synchronous is not None:
+        ledger_yaml += f"  synchronous: {synchronous}\n"
+    server = serve_gateway(_with_ledger(fake_config(fake_openai), ledger_yaml))
     answered: list[str] = []
     stop = asyncio.Event()
     enough = asyncio.Event()

@@ -4,8 +4,9 @@ Each store has a background writer thread (never the event loop) that takes ever
 settled since its last commit and writes them in one transaction: group commit. When the
 commit returns, the writer reports the highest sequence number it holds, and `settle`
 calls waiting on those entries return. So "acknowledged" means "committed": a settle
-that returned survives `kill -9` of the server (and, with SQLite's `synchronous: full`
-or PostgreSQL's default, a power cut).
+that returned survives `kill -9` of the server (the commit is in SQLite's write-ahead log,
+which the OS holds even when the process dies), and, with SQLite's `synchronous: full`
+(an fsync per group commit) or PostgreSQL's default, a power cut.
 
 The SQLite writes happen in the native core with the interpreter released
 (`SqliteJournal.flush`); PostgreSQL's use psycopg's COPY from the writer thread.
@@ -110,7 +111,7 @@ class SqliteStore:
     SQLite library closing the same file drops the first one's locks (and may delete its
     write-ahead log under it)."""
 
-    def __init__(self, path: str, *, synchronous_full: bool = True, read_only: bool = False):
+    def __init__(self, path: str, *, synchronous_full: bool = False, read_only: bool = False):
         self.path = path
         self.journal = _core.SqliteJournal(path, synchronous_full, read_only)
 
