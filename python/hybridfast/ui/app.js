@@ -38,7 +38,10 @@ async function call(path, { method = "GET", body, raw = false } = {}) {
 
 // --- formatting and charts ------------------------------------------------------------
 
-const usd = (x) => (x === null || x === undefined ? "–" : `$${Number(x).toFixed(Math.abs(x) < 1 ? 6 : 2)}`);
+// Estimates (the live feed's float rates) are rounded; ledger amounts arrive as exact decimal
+// strings and are shown as they are.
+const usd = (x) => (x === null || x === undefined ? "–" : `$${Number(x).toFixed(Math.abs(x) < 0.01 ? 6 : 2)}`);
+const exact = (s) => (s === null || s === undefined ? "–" : `$${s}`);
 const num = (x, d = 0) => (x === null || x === undefined ? "–" : Number(x).toLocaleString(undefined, { maximumFractionDigits: d }));
 const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
 const time = (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19);
@@ -129,9 +132,9 @@ pages.spend = async (page) => {
       call(`admin/spend?by=${by.value}&${q}`), call(`admin/spend?by=${range.value === "day" ? "hour" : "day"}&${q}`)]);
     const rows = groups.rows.sort((a, b) => b.cost_picodollars - a.cost_picodollars);
     out.replaceChildren(
-      el("div", { class: "card" }, el("h2", {}, `cost by ${by.value}`), rows.length ? barChart(rows.slice(0, 15), (r) => r[by.value] ?? r.name ?? "–", (r) => Number(r.cost_usd), usd) : el("p", { class: "muted" }, "no spend in this range")),
-      el("div", { class: "card" }, el("h2", {}, "cost over time"), overTime.rows.length ? barChart(overTime.rows, (r) => r.hour ?? r.day ?? r.name, (r) => Number(r.cost_usd), usd) : el("p", { class: "muted" }, "no spend in this range")),
-      el("div", { class: "card" }, table([[by.value, (r) => r[by.value] ?? r.name], ["requests", (r) => num(r.requests), "num"], ["input tokens", (r) => num(r.input_tokens), "num"], ["output tokens", (r) => num(r.output_tokens), "num"], ["cost", (r) => usd(r.cost_usd), "num"]], rows)));
+      el("div", { class: "card" }, el("h2", {}, `cost by ${by.value}`), rows.length ? barChart(rows.slice(0, 15), (r) => r.group ?? "–", (r) => Number(r.cost_usd), usd) : el("p", { class: "muted" }, "no spend in this range")),
+      el("div", { class: "card" }, el("h2", {}, "cost over time"), overTime.rows.length ? barChart(overTime.rows, (r) => (r.period_start ?? "").replace("T", " ").slice(0, 16), (r) => Number(r.cost_usd), usd) : el("p", { class: "muted" }, "no spend in this range")),
+      el("div", { class: "card" }, table([[by.value, (r) => r.group], ["requests", (r) => num(r.requests), "num"], ["cache hits", (r) => num(r.cache_hits), "num"], ["input tokens", (r) => num(r.input_tokens), "num"], ["output tokens", (r) => num(r.output_tokens), "num"], ["cost", (r) => exact(r.cost_usd), "num"], ["saved by the cache", (r) => exact(r.saved_usd), "num"]], rows)));
   };
   const csv = el("button", { class: "secondary", id: "spend-csv", onclick: async () => {
     const since = new Date(Date.now() - days[range.value] * 86400e3).toISOString();
@@ -145,7 +148,7 @@ pages.spend = async (page) => {
 };
 
 pages.requests = async (page) => {
-  const fields = ["model", "key_name", "team", "route", "status", "cache", "code"];
+  const fields = ["model", "key", "team", "route", "deployment", "status", "cache", "code"];
   const inputs = Object.fromEntries(fields.map((f) => [f, el("input", { placeholder: f, "data-filter": f, size: 12 })]));
   const list = el("div", { class: "card" });
   const detail = el("div", { id: "request-detail" });
@@ -161,9 +164,9 @@ pages.requests = async (page) => {
       ["model", (r) => r.model], ["deployment", (r) => r.deployment],
       ["status", (r) => pill(String(r.status), r.status < 400 ? "good" : r.status < 500 ? "warn" : "bad")],
       ["cache", (r) => r.cache], ["tokens", (r) => num(r.input_tokens + r.output_tokens), "num"],
-      ["cost", (r) => usd(r.cost_picos / 1e12), "num"], ["latency ms", (r) => num(r.latency_ms, 1), "num"]],
-      data.rows, (r) => showRequest(detail, r)),
-      el("div", { class: "toolbar" }, el("span", { class: "muted" }, `${data.rows.length} rows`),
+      ["cost", (r) => exact(r.cost_usd), "num"], ["latency ms", (r) => num(r.latency_ms, 1), "num"]],
+      data.data, (r) => showRequest(detail, r)),
+      el("div", { class: "toolbar" }, el("span", { class: "muted" }, `${data.data.length} rows`),
         cursor ? el("button", { class: "secondary", id: "requests-next", onclick: () => load(true) }, "Next page") : ""));
   };
   page.append(el("h1", {}, "Requests"),
@@ -178,7 +181,7 @@ function showRequest(box, r) {
     ["key", r.key_name], ["team", r.team], ["status", r.status], ["code", r.code], ["stream", r.stream ? "yes" : "no"],
     ["cache", r.cache], ["fallbacks", r.fallbacks], ["recovered stream", r.recovered ? "yes" : "no"],
     ["input / output tokens", `${r.input_tokens} / ${r.output_tokens}`], ["cached input tokens", r.cached_input_tokens],
-    ["cost", usd(r.cost_picos / 1e12)], ["latency", `${num(r.latency_ms, 2)} ms`], ["time to first token", r.ttft_ms == null ? "–" : `${num(r.ttft_ms, 2)} ms`],
+    ["cost", exact(r.cost_usd)], ["latency", `${num(r.latency_ms, 2)} ms`], ["time to first token", r.ttft_ms == null ? "–" : `${num(r.ttft_ms, 2)} ms`],
     ["gateway overhead", r.overhead_ms == null ? "–" : `${num(r.overhead_ms, 3)} ms`]];
   box.replaceChildren(el("div", { class: "card", "data-request": r.request_id }, el("h2", {}, `request ${r.request_id}`),
     table([["", (x) => x[0]], ["", (x) => x[1]]], rows)));
@@ -208,8 +211,8 @@ pages.budgets = async (page) => {
     return pill(pct(used), used >= 1 ? "bad" : used >= (b.soft_fraction ?? 0.8) ? "warn" : "good");
   };
   page.append(el("h1", {}, "Budgets & keys"), el("div", { class: "card" }, el("h2", {}, "budgets"), data.budgets.length ? table([
-    ["scope", (b) => b.scope], ["name", (b) => b.name ?? "–"], ["window", (b) => b.window], ["limit", (b) => usd(b.limit_usd), "num"],
-    ["spent", (b) => usd(b.spent_usd), "num"], ["reserved", (b) => usd(b.reserved_usd), "num"], ["remaining", (b) => usd(b.remaining_usd), "num"],
+    ["scope", (b) => b.scope], ["name", (b) => b.name ?? "–"], ["window", (b) => b.window], ["limit", (b) => exact(b.limit_usd), "num"],
+    ["spent", (b) => exact(b.spent_usd), "num"], ["reserved", (b) => exact(b.reserved_usd), "num"], ["remaining", (b) => exact(b.remaining_usd), "num"],
     ["used", bar]], data.budgets) : el("p", { class: "muted" }, "no budgets configured")));
   const keys = await call("admin/keys").catch(() => null);
   if (keys?.keys) page.append(el("div", { class: "card" }, el("h2", {}, "keys"), table([
