@@ -30,6 +30,7 @@ import orjson
 from hybridfast._core import format_usd
 from hybridfast.config import TracingConfig
 from hybridfast.observability.record import RequestRecord
+from hybridfast.providers.http import CALL_HEADERS
 
 log = logging.getLogger("hybridfast.tracing")
 
@@ -194,14 +195,16 @@ class Tracing:
             },
         )
         ctx.state.setdefault(ATTEMPT_SPANS, {})[id(attempt)] = span
-        headers = getattr(attempt, "headers", None)
-        if headers is not None:  # the upstream call continues this trace
-            self._propagator.inject(headers, self._trace.set_span_in_context(span))
+        # The upstream call continues this trace, with this attempt as its parent.
+        headers: dict[str, str] = {}
+        self._propagator.inject(headers, self._trace.set_span_in_context(span))
+        CALL_HEADERS.set(headers)
 
     async def attempt_end(self, ctx: Any, attempt: Any) -> None:
         span = ctx.state.get(ATTEMPT_SPANS, {}).pop(id(attempt), None)
         if span is None:
             return
+        CALL_HEADERS.set(None)
         span.set_attribute("hybridfast.outcome", attempt.outcome)
         if attempt.usage is not None:
             span.set_attributes(_usage_attributes(attempt.usage))

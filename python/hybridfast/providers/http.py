@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -49,6 +50,14 @@ class UpstreamResponse(Protocol):
     def release(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# Headers for the calls the current task makes, besides the client's own (a trace's
+# `traceparent`, set per attempt by the tracing hooks). Empty for nearly every call: one
+# context-variable read.
+CALL_HEADERS: ContextVar[dict[str, str] | None] = ContextVar(
+    "hybridfast_call_headers", default=None
+)
 
 
 class HttpClient(Protocol):
@@ -113,7 +122,8 @@ class AiohttpClient:
         return self._session
 
     async def post(self, url: str, body: bytes) -> UpstreamResponse:
-        return _AiohttpResponse(await self.session.post(url, data=body))
+        extra = CALL_HEADERS.get()
+        return _AiohttpResponse(await self.session.post(url, data=body, headers=extra))
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -320,6 +330,12 @@ class _FastResponse:
             self._client._drop()
 
 
+def _encoded(headers: dict[str, str] | None) -> bytes:
+    if not headers:
+        return b""
+    return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+
+
 class FastClient:
     """Keep-alive HTTP/1.1 over plain TCP to one upstream, at most `limit` connections.
 
@@ -416,6 +432,7 @@ class FastClient:
             + path.encode("latin-1")
             + b" HTTP/1.1\r\n"
             + self._head
+            + _encoded(CALL_HEADERS.get())
             + b"Content-Length: "
             + str(len(body)).encode()
             + b"\r\n\r\n"
