@@ -58,7 +58,7 @@ async def _run(args: argparse.Namespace) -> int:
         params["temperature"] = args.temperature
     if args.no_cache:
         params["cache_control"] = "no-store"
-    async with Gateway(loaded.config) as gw:
+    async with Gateway(loaded.config, discover=loaded.source == "<defaults>") as gw:
         request = gw.request(messages, model=args.model, stream=args.stream, **params)
         if args.dry_run or args.explain:
             print(describe_plan(gw.plan(request)), file=sys.stdout if args.dry_run else sys.stderr)

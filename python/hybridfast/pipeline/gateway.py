@@ -27,6 +27,8 @@ import msgspec
 from hybridfast.cache import open_cache
 from hybridfast.config import Config, load_config
 from hybridfast.deployments import build_deployments
+from hybridfast.discovery import apply as apply_discovered
+from hybridfast.discovery import discover
 from hybridfast.embeddings.pipeline import EmbeddingEngine
 from hybridfast.errors import InvalidRequest
 from hybridfast.ledger import open_ledger
@@ -129,8 +131,11 @@ class Gateway:
         cache: ResponseCache | None = None,
         providers: dict[str, Provider] | None = None,
         hooks: Hooks | None = None,
+        discover: bool = False,
     ) -> None:
         self.config = config
+        # Zero-config (no config file): add the local model servers that answer at open().
+        self._discover = discover and deployments is None and providers is None
         if deployments is None:
             # A LiteLLM price map in config prices deployments too, not just the ledger.
             configure_prices(config.ledger.prices_file)
@@ -156,16 +161,16 @@ class Gateway:
     def from_config(cls, source: str | Path | Config | None = None) -> Gateway:
         """From a YAML file (None: `$HYBRIDFAST_CONFIG`, `./hybridfast.yaml`, else the
         environment's defaults) or a `Config`."""
-        config = (
-            source
-            if isinstance(source, Config)
-            else load_config(None if source is None else str(source)).config
-        )
-        return cls(config)
+        if isinstance(source, Config):
+            return cls(source)
+        loaded = load_config(None if source is None else str(source))
+        return cls(loaded.config, discover=loaded.source == "<defaults>")
 
     async def open(self) -> Gateway:
         if self._opened:
             return self
+        if self._discover:
+            await self._add_discovered_servers()
         router, ledger, cache = self._given
         self.router = router if router is not None else build_router(self.config, self.deployments)
         self.ledger = ledger if ledger is not None else await open_ledger(self.config)
@@ -173,6 +178,16 @@ class Gateway:
         self._build_flows()
         self._opened = True
         return self
+
+    async def _add_discovered_servers(self) -> None:
+        found = await discover()
+        if not found:
+            return
+        for provider in self.providers.values():  # built for the defaults, never opened
+            await provider.close()
+        self.config = apply_discovered(self.config, found)
+        self.deployments = build_deployments(self.config)
+        self.providers = build_providers(self.config)
 
     def _build_flows(self) -> None:
         parts = Parts(self.router, self.ledger, self.hooks)
