@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from benches.plot_gateway import render as render_plot
 
 from hybridfast.config import parse_config
 
@@ -232,3 +234,18 @@ def test_relative_links_resolve(page: Path) -> None:
 
 def test_readme_stays_short() -> None:
     assert len(README.read_text().splitlines()) < 400
+
+
+def test_the_throughput_plot_is_drawn_from_the_committed_run() -> None:
+    images = ROOT / "docs" / "images"
+    results = json.loads((images / "throughput.json").read_text())
+    assert (images / "throughput.svg").read_text() == render_plot(results)
+
+
+def test_the_plot_shows_litellm_when_the_run_measured_it() -> None:
+    results = json.loads((ROOT / "docs" / "images" / "throughput.json").read_text())
+    for bench in results["benchmarks"]:
+        bench["extra_info"]["litellm_rps"] = 100.0
+    svg = render_plot(results)
+    assert "LiteLLM proxy" in svg
+    assert svg.count(">100<") == 4  # one bar per throughput benchmark
