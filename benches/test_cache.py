@@ -257,3 +257,129 @@ def test_cache_e2e_miss(benchmark: Any, gateway: Gateway) -> None:
         return gateway.ask(f"a question never asked before, number {gateway.n}")
 
     assert benchmark.pedantic(miss, rounds=300) == "miss"
+
+
+# --- what the semantic decision adds to a cacheable lookup ---------------------------------
+#
+# In process, at the default config (MiniLM, every guard, the verifier at max_error_rate
+# 0.02) over 1,000 stored questions: a cacheable miss (a question nothing answers) and a
+# semantic hit (a rewording of a stored one), each timed beside the exact-only lookup the
+# request makes anyway and beside embedding the same text alone. The added latency per miss
+# and per hit (p50/p99) goes into `extra_info`; the gate holds the decision (search, guards,
+# verifier) to a small share of the embedding it follows.
+
+TOPICS = [f"{verb} a {thing} in {lang}" for verb, thing, lang, _ in (
+    (v, t, lg, None)
+    for v in ("sort", "reverse", "copy", "merge", "filter", "parse", "hash", "print")
+    for t in ("list", "dictionary", "string", "file", "tuple", "set", "date", "number")
+    for lg in ("Python", "Rust", "Go", "Java", "C", "Ruby", "Kotlin", "Swift")
+)]  # fmt: skip
+
+
+def _minilm_or_skip() -> Any:
+    try:
+        from hybridfast.embeddings.local import load_embedder
+
+        return load_embedder("minilm")
+    except Exception as exc:
+        pytest.skip(f"minilm not installed: {exc}")
+
+
+class SemanticBench:
+    """Two caches over the same 1,000 stored questions: the default config, and the same
+    with the verifier off (the cosine threshold and guards alone)."""
+
+    def __init__(self) -> None:
+        from hybridfast.cache import open_cache
+        from hybridfast.config import parse_config
+        from hybridfast.types import Caller, ChatAnswer, ChatRequest
+
+        self.embedder = _minilm_or_skip()
+        self.loop = asyncio.new_event_loop()
+        self.caller = Caller(key_name="bench")
+        self.request = lambda text: ChatRequest(
+            model="m", messages=[{"role": "user", "content": text}], temperature=0
+        )
+        base = "ledger: {backend: memory}\ncache: {semantic: {embedder: minilm%s}}\n"
+        self.cache = self.loop.run_until_complete(open_cache(parse_config(base % "").config))
+        self.exact_only = self.loop.run_until_complete(
+            open_cache(parse_config(base % ", enabled: false").config)
+        )
+        stored = [f"How do I {t}?" for t in TOPICS[:1000]]
+        for text in stored:
+            self.loop.run_until_complete(
+                self.cache.store(self.request(text), self.caller, ChatAnswer(content="x"))
+            )
+        self.rewordings = itertools.cycle([f"What is the way to {t}?" for t in TOPICS[:1000]])
+        self.fresh = (f"Why does my {i}th attempt to bake bread fail?" for i in itertools.count())
+
+    def lookup(self, cache: Any, text: str) -> Any:
+        return self.loop.run_until_complete(cache.lookup(self.request(text), self.caller))
+
+    def timed(self, fn: Any, texts: Iterator[str], n: int) -> np.ndarray:
+        out = []
+        for _ in range(n):
+            text = next(texts)
+            t = time.perf_counter()
+            fn(text)
+            out.append(time.perf_counter() - t)
+        return np.array(out) * 1e6
+
+
+@pytest.fixture(scope="module")
+def semantic_bench() -> SemanticBench:
+    return SemanticBench()
+
+
+def _added(extra: dict[str, Any], name: str, path_us: np.ndarray, base_us: np.ndarray) -> None:
+    for q in (50, 99):
+        extra[f"{name}_p{q}_us"] = float(np.percentile(path_us, q))
+        extra[f"added_p{q}_us"] = float(np.percentile(path_us, q) - np.percentile(base_us, q))
+
+
+def test_cache_semantic_miss(benchmark: Any, semantic_bench: SemanticBench) -> None:
+    b = semantic_bench
+    miss = b.timed(lambda t: b.lookup(b.cache, t), b.fresh, 100)
+    exact = b.timed(lambda t: b.lookup(b.exact_only, t), b.fresh, 100)
+    _added(benchmark.extra_info, "semantic_miss", miss, exact)
+    assert benchmark.pedantic(lambda: b.lookup(b.cache, next(b.fresh)), rounds=100) is None
+
+
+def test_cache_semantic_hit(benchmark: Any, semantic_bench: SemanticBench) -> None:
+    b = semantic_bench
+    hit = b.timed(lambda t: b.lookup(b.cache, t), b.rewordings, 100)
+    exact = b.timed(lambda t: b.lookup(b.exact_only, t), b.rewordings, 100)
+    _added(benchmark.extra_info, "semantic_hit", hit, exact)
+    found = benchmark.pedantic(lambda: b.lookup(b.cache, next(b.rewordings)), rounds=100)
+    benchmark.extra_info["last_kind"] = found.kind if found is not None else "miss"
+
+
+def test_cache_embed_one_minilm(benchmark: Any, semantic_bench: SemanticBench) -> None:
+    """The embedding a semantic lookup cannot avoid: the reference the lookups are held to."""
+    b = semantic_bench
+    benchmark.pedantic(lambda: b.embedder.embed([next(b.fresh)]), rounds=100)
+
+
+def test_cache_decision_verified(benchmark: Any, semantic_bench: SemanticBench) -> None:
+    """The decision alone (search, guards, verifier) for a rewording, vector given."""
+    index = semantic_bench.cache.semantic
+    assert index is not None
+    assert index.verifier is not None
+    text = "What is the way to sort a list in Python?"
+    vector = semantic_bench.embedder.embed([text])[0]
+    scope = index.index.scopes()[0][0]
+    benchmark(index.search, scope, text, vector)
+
+
+def test_cache_decision_unverified(benchmark: Any, semantic_bench: SemanticBench) -> None:
+    """The same decision with the verifier off (`max_error_rate: null`): its reference."""
+    index = semantic_bench.cache.semantic
+    assert index is not None
+    text = "What is the way to sort a list in Python?"
+    vector = semantic_bench.embedder.embed([text])[0]
+    scope = index.index.scopes()[0][0]
+    verifier, index.verifier = index.verifier, None
+    try:
+        benchmark(index.search, scope, text, vector)
+    finally:
+        index.verifier = verifier
