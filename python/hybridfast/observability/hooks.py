@@ -18,6 +18,8 @@ def install(gateway: Any) -> None:
     hooks = gateway.hooks
     hooks.add("attempt_start", mark_first_attempt, name="observability", order=0)
     if tracing.wanted(gateway.config.observability.tracing):
+        # Last among before_route hooks: the span starts when the request is admitted.
+        hooks.add("before_route", tracing.on_before_route, name="tracing", order=1000)
         hooks.add("attempt_start", tracing.on_attempt_start, name="tracing", order=1)
         hooks.add("attempt_end", tracing.on_attempt_end, name="tracing", order=1)
         hooks.add("after_answer", tracing.on_answer, name="tracing", order=1)

@@ -40,6 +40,8 @@ CURRENT: ContextVar[Tracing | None] = ContextVar("hybridfast_tracing", default=N
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
 ATTEMPT_SPANS = "observability.attempt_spans"
+ROUTE_START = "observability.route_start"  # perf_counter after the before_route hooks
+LAST_ATTEMPT_END = "observability.last_attempt_end"
 FINISH_REASONS = "observability.finish_reasons"
 CONTENT = "observability.content"
 # Pipeline marks (perf_counter seconds, in `ctx.state["marks"]` or `ctx.marks`) that become
@@ -179,6 +181,10 @@ class Tracing:
     async def attempt_start(self, ctx: Any, attempt: Any) -> None:
         if not self._trace.get_current_span().is_recording():
             return  # the request's trace is not sampled
+        route_start = ctx.state.pop(ROUTE_START, None)
+        if route_start is not None and not _has_marks(ctx):
+            # What happened between the request's checks and its first upstream call.
+            self._child("cache lookup and route", route_start, attempt.started, ctx)
         dep = attempt.deployment
         span = self.tracer.start_span(
             f"{_operation(getattr(ctx, 'endpoint', 'chat'))} {dep.model}",
@@ -205,6 +211,8 @@ class Tracing:
         if span is None:
             return
         CALL_HEADERS.set(None)
+        if attempt.ended is not None:
+            ctx.state[LAST_ATTEMPT_END] = attempt.ended
         span.set_attribute("hybridfast.outcome", attempt.outcome)
         if attempt.usage is not None:
             span.set_attributes(_usage_attributes(attempt.usage))
@@ -215,7 +223,25 @@ class Tracing:
             span.set_attribute("error.type", str(attempt.upstream_status or attempt.outcome))
         span.end(end_time=to_unix_ns(attempt.ended) if attempt.ended else None)
 
+    async def before_route(self, ctx: Any) -> None:
+        if self._trace.get_current_span().is_recording():
+            ctx.state[ROUTE_START] = time.perf_counter()
+
+    def _child(self, name: str, start: float, end: float, ctx: Any) -> None:
+        span = self.tracer.start_span(name, kind=self._internal, start_time=to_unix_ns(start))
+        span.set_attribute("hybridfast.cache", ctx.cache)
+        span.end(end_time=to_unix_ns(end))
+
     async def after_answer(self, ctx: Any, request: Any, answer: Any) -> None:
+        if not _has_marks(ctx):
+            now = time.perf_counter()
+            settle_from = ctx.state.pop(LAST_ATTEMPT_END, None)
+            if settle_from is not None:  # from the last upstream byte to the ledger line
+                self._child("ledger settle", settle_from, now, ctx)
+            else:  # no upstream call: a cache hit, or refused before routing ended
+                route_start = ctx.state.pop(ROUTE_START, None)
+                if route_start is not None:
+                    self._child("cache lookup and settle", route_start, now, ctx)
         reason = getattr(answer, "finish_reason", None)
         if reason:
             ctx.state[FINISH_REASONS] = [reason]
@@ -229,6 +255,11 @@ class Tracing:
 
     def shutdown(self) -> None:
         self.provider.shutdown()  # exports what is still queued
+
+
+def _has_marks(ctx: Any) -> bool:
+    """Whether the pipeline marks its own steps (then those spans are made from them)."""
+    return bool(ctx.state.get("marks") or getattr(ctx, "marks", None))
 
 
 def _operation(endpoint: str) -> str:
@@ -289,6 +320,12 @@ def open_tracing(settings: TracingConfig) -> Tracing | None:
 
 
 # --- the pipeline hooks (registered by `hybridfast.observability.hooks.install`) -----------
+
+
+async def on_before_route(ctx: Any, request: Any) -> None:
+    tracing = CURRENT.get()
+    if tracing is not None:
+        await tracing.before_route(ctx)
 
 
 async def on_attempt_start(ctx: Any, attempt: Any) -> None:
