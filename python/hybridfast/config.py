@@ -8,12 +8,14 @@ else built-in defaults built from the environment (`Config.from_environment`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -475,13 +477,16 @@ class Config(_Section):
         env = os.environ if env is None else env
         providers: list[ProviderConfig] = []
         models: list[ModelConfig] = []
-        if env.get("OPENAI_API_KEY"):
+        openai_url = env.get("OPENAI_BASE_URL") or None
+        # A local server in OPENAI_BASE_URL (as LM Studio's and vLLM's guides set it up) is
+        # left to discovery, which asks it for its models: OpenAI's names do not exist there.
+        if env.get("OPENAI_API_KEY") and not (openai_url and is_local_url(openai_url)):
             providers.append(
                 ProviderConfig(
                     name="openai",
                     kind="openai",
                     api_key=env["OPENAI_API_KEY"],
-                    base_url=env.get("OPENAI_BASE_URL") or None,
+                    base_url=openai_url,
                 )
             )
             models += [
@@ -539,6 +544,22 @@ class Config(_Section):
             candidates = sorted({m.name for m in models if "embeddings" not in m.capabilities})
             config.routes["auto"] = RouteConfig(strategy="balanced", candidates=candidates)
         return config
+
+
+def is_local_url(url: str) -> bool:
+    """Whether `url` points at this machine or a private network (where a local model
+    server would run), as opposed to a cloud API."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".local", ".internal", ".lan", ".localhost")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        # A bare name without a dot is a container or LAN host ("ollama", "vllm").
+        return "." not in host
+    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 def ollama_base_url(env: Mapping[str, str]) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -36,7 +35,14 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from hybridfast.config import Config, ModelConfig, ProviderConfig, RouteConfig, ollama_base_url
+from hybridfast.config import (
+    Config,
+    ModelConfig,
+    ProviderConfig,
+    RouteConfig,
+    is_local_url,
+    ollama_base_url,
+)
 
 log = logging.getLogger("hybridfast.discovery")
 
@@ -99,22 +105,6 @@ def interval_s(env: Mapping[str, str] | None = None) -> float:
     except ValueError:
         log.warning("HYBRIDFAST_DISCOVER_INTERVAL_S=%r is not a number; using 10", raw)
         return DEFAULT_INTERVAL_S
-
-
-def is_local_url(url: str) -> bool:
-    """Whether `url` points at this machine or a private network (where a local model
-    server would run), as opposed to a cloud API."""
-    host = (urlsplit(url).hostname or "").lower()
-    if not host:
-        return False
-    if host == "localhost" or host.endswith((".local", ".internal", ".lan", ".localhost")):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        # A bare name without a dot is a container or LAN host ("ollama", "vllm").
-        return "." not in host
-    return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
 def _probes(env: Mapping[str, str], skip: Collection[int]) -> list[_Probe]:

@@ -98,6 +98,19 @@ async def test_local_openai_base_url_replaces_the_clouds_model_names(
     assert config.routes["auto"].candidates == ["fake-model"]
 
 
+def test_a_local_openai_base_url_is_not_the_openai_cloud() -> None:
+    # Even when the server is down at start-up: OpenAI's model names do not exist there.
+    local = Config.from_environment(
+        quiet_env(OPENAI_API_KEY="lm-studio", OPENAI_BASE_URL="http://localhost:1234/v1")
+    )
+    assert "openai" not in {p.name for p in local.providers}
+    assert "auto" not in local.routes
+    cloud = Config.from_environment(
+        quiet_env(OPENAI_API_KEY="k", OPENAI_BASE_URL="https://api.groq.com/openai/v1")
+    )
+    assert cloud.provider("openai").base_url == "https://api.groq.com/openai/v1"  # type: ignore[union-attr]
+
+
 async def test_cloud_keys_and_local_models_share_auto(fake_ollama: FakeUpstream) -> None:
     env = quiet_env(OLLAMA_HOST=fake_ollama.root, ANTHROPIC_API_KEY="k")
     config = apply(Config.from_environment(env), await discover(env))
