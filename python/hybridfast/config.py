@@ -580,6 +580,38 @@ def ollama_base_url(env: Mapping[str, str]) -> str:
 # --- loading ---------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${keyring:NAME}`: a secret from the OS keyring (service "hybridfast"; `hybridfast secrets`).
+_KEYRING = re.compile(r"\$\{keyring:([A-Za-z0-9_.\-/]+)\}")
+# Both in one pass, so a value from one source is never expanded by the other.
+_REFERENCE = re.compile(f"{_KEYRING.pattern}|{_VAR.pattern}")
+KEYRING_SERVICE = "hybridfast"
+
+
+def keyring_secret(name: str, where: str) -> str:
+    """The secret `name` from the OS keyring; a `ConfigError` naming `where` if absent."""
+    try:
+        import keyring
+        import keyring.errors
+    except ImportError:
+        raise ConfigError(
+            f"{where}: ${{keyring:{name}}} needs the keyring package",
+            hint="pip install 'hybridfast[secrets]'",
+        ) from None
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, name)
+    except keyring.errors.KeyringError as exc:
+        raise ConfigError(
+            f"{where}: the OS keyring cannot be read ({type(exc).__name__})",
+            hint="check the keyring backend (`python -m keyring diagnose`)",
+        ) from None
+    if value is None:
+        raise ConfigError(
+            f"{where}: no secret {name!r} in the keyring",
+            hint=f"store it with `hybridfast secrets set {name}`",
+        )
+    return value
+
+
 # Shapes of real API keys, for the "literal secret in the file" warning.
 _SECRET_SHAPE = re.compile(
     r"^(sk-(proj-|ant-)?[A-Za-z0-9_\-]{16,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,}"
@@ -646,7 +678,7 @@ def parse_config(
         originals.append(match.group(0))
         return f"__hybridfast_env_{len(originals) - 1}__"
 
-    text = _VAR.sub(hide, text)
+    text = _REFERENCE.sub(hide, text)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -719,7 +751,15 @@ def _to_python(
         )
     if "__hybridfast_env_" in raw:
         raw = _TOKEN.sub(lambda m: originals[int(m.group(1))], raw)
-        value = _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), raw)
+        where = f"{source}:{lines[path]}: {path}"
+        value = _REFERENCE.sub(
+            lambda m: (
+                keyring_secret(m.group(1), where)
+                if m.group(1)
+                else env.get(m.group(2)) or (m.group(3) or "")
+            ),
+            raw,
+        )
         bare = value.strip()
         if (leaf in _AUTH_SECRETS and (not bare or bare in _NULL_WORDS) and ":-" not in raw) or (
             leaf == "api_key" and bare in _NULL_WORDS

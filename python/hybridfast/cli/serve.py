@@ -12,6 +12,7 @@ from hybridfast.config import Config, load_config
 from hybridfast.errors import ConfigError
 from hybridfast.ledger.verify import startup_check
 from hybridfast.observability import logs
+from hybridfast.security import secrets
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +41,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="gateway processes on the port (SO_REUSEPORT), supervised: a number or 'auto' "
         "for one per core (default: 1)",
     )
+    p.add_argument(
+        "--env-file",
+        help="an encrypted .env (`hybridfast secrets encrypt`) whose variables are set, where "
+        "unset, before the config is read; passphrase from $HYBRIDFAST_ENV_PASSPHRASE or a "
+        "prompt (default: $HYBRIDFAST_ENV_FILE)",
+    )
+    p.add_argument(
+        "--env-key-file", help="the key file of --env-file (default: $HYBRIDFAST_ENV_KEY_FILE)"
+    )
     # Set by the supervisor for its workers: bind the port shared with the other workers.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
@@ -55,6 +65,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    secrets.load_for_serve(args.env_file, args.env_key_file)
     loaded = load_config(args.config)
     config = loaded.config
     if args.host:
