@@ -137,7 +137,8 @@ def test_capabilities_tags_and_locality() -> None:
 
 
 def test_max_concurrency_and_least_busy() -> None:
-    r = make("router: {group_strategy: least-busy}\n")
+    # Without the admission queue, a deployment at max_concurrency is left out at once.
+    r = make("router: {group_strategy: least-busy}\nqueue: {enabled: false}\n")
     r.started("local#0")
     r.started("local#0")
     with pytest.raises(ProviderUnavailable, match="saturated: 2 of 2"):
@@ -145,6 +146,17 @@ def test_max_concurrency_and_least_busy() -> None:
     r.finished("local#0", ok=True, latency_s=1.0, ttft_s=0.1, output_tokens=20)
     assert ids(r, "local") == ["local#0"]
     assert r.stats("local#0")["in_flight"] == 1
+
+
+def test_the_admission_queue_extends_saturation_by_max_queue() -> None:
+    # With the queue (the default), a full deployment still takes `max_queue` waiters.
+    r = make("queue: {max_queue: 1}\n")
+    r.started("local#0")
+    r.started("local#0")
+    assert ids(r, "local") == ["local#0"]  # one waiter fits
+    r.started("local#0")
+    with pytest.raises(ProviderUnavailable, match="saturated: 3 of 2"):
+        r.plan("local", feats(), CALLER)
 
 
 def test_weighted_split_is_deterministic_and_records_the_arm() -> None:
