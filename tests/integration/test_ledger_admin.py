@@ -68,6 +68,19 @@ async def test_admin_spend_budgets_and_the_cli(
     bob_usd = sum(Decimal(c) for c in bob)
     assert alice_usd > 0
 
+    by_team = await _check_spend(client, admin, alice_usd, bob_usd)
+
+    await _change_budgets(client, admin, alice_usd)
+    await client.close()  # the gateway closes its ledger
+
+    # The CLI reads the same store with the same config.
+    _check_cli(tmp_path, capsys, by_team, alice_usd + bob_usd)
+
+
+async def _check_spend(
+    client: Any, admin: dict[str, str], alice_usd: Decimal, bob_usd: Decimal
+) -> dict[str, Decimal]:
+    """`/admin/spend` by team, day and model; returns the spend by team."""
     # Only the master key reaches the admin API.
     resp = await client.get("/admin/spend", headers={"authorization": "Bearer sk-alice"})
     assert resp.status == 403
@@ -90,7 +103,11 @@ async def test_admin_spend_budgets_and_the_cli(
     assert "ERR_INVALID_REQUEST" in await resp.text()
     resp = await client.get("/admin/spend?since=yesterday-ish", headers=admin)
     assert resp.status == 400
+    return by_team
 
+
+async def _change_budgets(client: Any, admin: dict[str, str], alice_usd: Decimal) -> None:
+    """`/admin/budgets`: read, an all-or-nothing change, the refusal it causes, a delete."""
     resp = await client.get("/admin/budgets", headers=admin)
     (research,) = (await resp.json())["budgets"]
     assert research["limit_usd"] == "5"
@@ -126,9 +143,15 @@ async def test_admin_spend_budgets_and_the_cli(
     assert resp.status == 200
     resp = await client.delete("/admin/budgets?scope=key&name=bob&window=day", headers=admin)
     assert resp.status == 404
-    await client.close()  # the gateway closes its ledger
 
-    # The CLI reads the same store with the same config.
+
+def _check_cli(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    by_team: dict[str, Decimal],
+    total_usd: Decimal,
+) -> None:
+    """`ledger report|export|budgets` on the store the server wrote."""
     cfg = str(tmp_path / "hybridfast.yaml")
     assert main(["ledger", "--config", cfg, "report", "--by", "team", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -136,7 +159,7 @@ async def test_admin_spend_budgets_and_the_cli(
     assert main(["ledger", "report", "--by", "model", "--config", cfg]) == 0
     out = capsys.readouterr().out
     assert "chat          5" in out
-    assert f"total: ${format_usd(int((alice_usd + bob_usd) * USD))}" in out
+    assert f"total: ${format_usd(int((total_usd) * USD))}" in out
 
     assert main(["ledger", "--config", cfg, "export"]) == 0
     entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -145,7 +168,7 @@ async def test_admin_spend_budgets_and_the_cli(
     (refused,) = [e for e in entries if e["status"] == 429]
     assert (refused["key_name"], Decimal(refused["cost_usd"])) == ("alice", 0)
     assert {e["key_name"] for e in entries} == {"alice", "bob"}
-    assert sum(Decimal(e["cost_usd"]) for e in entries) == alice_usd + bob_usd
+    assert sum(Decimal(e["cost_usd"]) for e in entries) == total_usd
     csv_path = str(tmp_path / "x.csv")
     assert main(["ledger", "--config", cfg, "export", "--format", "csv", "-o", csv_path]) == 0
     exported = (tmp_path / "x.csv").read_text()
