@@ -44,6 +44,8 @@ def test_auto_puts_the_snapshot_beside_the_sqlite_ledger(tmp_path: Path) -> None
     assert snapshot.resolve_path(parse_config("ledger: {backend: memory}").config) is None
     assert snapshot.resolve_path(parse_config("cache: {snapshot_path: null}").config) is None
     assert snapshot.resolve_path(parse_config("cache: {backend: redis}").config) is None
+    redis_with_path = parse_config(f"cache: {{backend: redis, snapshot_path: {tmp_path}/r}}")
+    assert snapshot.resolve_path(redis_with_path.config) == f"{tmp_path}/r"
     explicit = parse_config(f"cache: {{snapshot_path: {tmp_path / 'c'}}}").config
     assert snapshot.resolve_path(explicit) == str(tmp_path / "c")
 

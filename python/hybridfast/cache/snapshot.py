@@ -46,13 +46,11 @@ def resolve_path(config: Config) -> str | None:
     """`cache.snapshot_path` as a files prefix: `auto` puts the snapshot next to the SQLite
     ledger (`<dir>/<ledger stem>-cache.*`), so the cache survives a restart as the ledger
     does; with a PostgreSQL or in-memory ledger, or the Redis cache backend (which shares
-    its entries through Redis), `auto` means no snapshot. `null`: none."""
+    its entries through Redis), `auto` means no snapshot. A path: there. `null`: none."""
     path = config.cache.snapshot_path
-    if config.cache.backend != "memory":
-        return None
     if path != "auto":
         return path
-    if config.ledger.backend != "sqlite":
+    if config.cache.backend != "memory" or config.ledger.backend != "sqlite":
         return None
     ledger = Path(config.ledger.path)
     return str(ledger.with_name(f"{ledger.stem}-cache"))
