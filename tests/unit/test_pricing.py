@@ -14,7 +14,7 @@ from hybridfast._core import PICODOLLARS_PER_USD, Price
 from hybridfast.config import ModelConfig, PriceConfig
 from hybridfast.deployments import gpu_second_price
 from hybridfast.errors import ConfigError
-from hybridfast.protocols.anthropic import usage_from_anthropic
+from hybridfast.providers.anthropic_wire import usage_from_anthropic
 from hybridfast.providers.ollama import _usage as ollama_usage
 from hybridfast.providers.openai import usage_from_openai
 from hybridfast.types import Usage
