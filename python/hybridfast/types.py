@@ -164,6 +164,10 @@ class ChatAnswer(msgspec.Struct):
     model: str = ""
     deployment: str = ""
     cost: Picodollars = 0
+    # Answer fields the gateway's form has no place for, kept for a client of the upstream's
+    # protocol: {"message": {reasoning_content, annotations...}, "choice": {"logprobs": ...},
+    # "response": {system_fingerprint, service_tier...}} (OpenAI's names).
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class StreamEvent:
@@ -171,7 +175,7 @@ class StreamEvent:
     the finish reason (OpenAI vocabulary: stop, length, tool_calls, content_filter), usage.
     A non-streaming answer is a stream of one batch."""
 
-    __slots__ = ("finish_reason", "text", "tool_calls", "usage")
+    __slots__ = ("extra", "finish_reason", "text", "tool_calls", "usage")
 
     def __init__(
         self,
@@ -180,12 +184,15 @@ class StreamEvent:
         tool_calls: list[dict[str, Any]] | None = None,
         finish_reason: str | None = None,
         usage: Usage | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         # tool_calls: [{"index": i, "id": str|None, "name": str|None, "arguments": str}]
         self.text = text
         self.tool_calls = tool_calls
         self.finish_reason = finish_reason
         self.usage = usage
+        # A piece of `ChatAnswer.extra` (a reasoning delta, logprobs of this piece...).
+        self.extra = extra
 
     def __repr__(self) -> str:
         parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]

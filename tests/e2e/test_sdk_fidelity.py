@@ -195,3 +195,79 @@ def test_openai_answers_report_the_upstream_model_and_request_id(server: Running
         model="via-anthropic", messages=[{"role": "user", "content": "Hi"}], stream=True
     )
     assert {chunk.model for chunk in stream} == {"m-anthropic"}
+
+
+def test_openai_answer_fields_survive(
+    server: RunningServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["openai"].set(reasoning="Think first.")
+    completion = oa(server).chat.completions.create(
+        model="via-openai", messages=[{"role": "user", "content": "Hi"}], logprobs=True
+    )
+    assert fakes["openai"].requests[-1].body["logprobs"] is True
+    choice = completion.choices[0]
+    assert choice.logprobs is not None
+    assert "".join(t.token for t in choice.logprobs.content or ()) == DEFAULT_REPLY
+    assert choice.message.annotations == []
+    assert (choice.message.model_extra or {})["reasoning_content"] == "Think first."
+    assert completion.system_fingerprint == "fp_fake"
+    assert completion.service_tier == "default"
+
+    stream = oa(server).chat.completions.create(
+        model="via-openai",
+        messages=[{"role": "user", "content": "Hi again"}],
+        logprobs=True,
+        stream=True,
+    )
+    chunks = [c for c in stream if c.choices]
+    reasoning = "".join(
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks
+    )
+    assert reasoning == "Think first."
+    tokens = [
+        t.token
+        for c in chunks
+        if c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content or ()
+    ]
+    assert "".join(tokens) == DEFAULT_REPLY
+
+
+def test_reasoning_text_and_thinking_blocks_cross_protocols(
+    server: RunningServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    # An OpenAI-compatible reasoning model, asked by an Anthropic client: thinking blocks.
+    fakes["openai"].set(reasoning="Let me think.")
+    message = an(server).messages.create(
+        model="via-openai", max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert message.content[0].type == "thinking"
+    assert message.content[0].thinking == "Let me think."  # type: ignore[union-attr]
+    assert message.content[1].text == DEFAULT_REPLY  # type: ignore[union-attr]
+    with an(server).messages.stream(
+        model="via-openai", max_tokens=100, messages=[{"role": "user", "content": "Again"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "Let me think."  # type: ignore[union-attr]
+
+    # Anthropic's thinking, asked by an OpenAI client: reasoning_content.
+    fakes["anthropic"].set(reasoning="Pondering.")
+    completion = oa(server).chat.completions.create(
+        model="via-anthropic", messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert (completion.choices[0].message.model_extra or {})["reasoning_content"] == "Pondering."
+    assert completion.choices[0].message.content == DEFAULT_REPLY
+    # And an Anthropic client gets Anthropic's blocks back whole, signature included.
+    again = an(server).messages.create(
+        model="via-anthropic", max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert again.content[0].type == "thinking"
+    assert again.content[0].signature == "sig_fake"  # type: ignore[union-attr]
+    with an(server).messages.stream(
+        model="via-anthropic", max_tokens=100, messages=[{"role": "user", "content": "More"}]
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[0].thinking == "Pondering."  # type: ignore[union-attr]
+    assert streamed.content[0].signature == "sig_fake"  # type: ignore[union-attr]
+    assert streamed.content[1].text == DEFAULT_REPLY  # type: ignore[union-attr]

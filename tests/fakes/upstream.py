@@ -72,6 +72,8 @@ class Switches:
     # With `tool_call` set: answer `reply` once the conversation ends with a tool result (an
     # agent's loop: call the tool, then answer with what it returned).
     answer_tool_results: bool = False
+    # OpenAI-compatible reasoning models (vLLM, DeepSeek): `reasoning_content` before the answer.
+    reasoning: str | None = None
 
 
 def split_reply(text: str, n: int) -> list[str]:
@@ -112,6 +114,11 @@ def prompt_text(body: Any) -> str:
         walk(body.get("messages"))
         walk(body.get("input"))
     return " ".join(parts)
+
+
+def _logprob(token: str) -> dict[str, Any]:
+    """A logprobs entry as OpenAI writes it (a fixed, made-up probability)."""
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
 
 
 def _ends_with_tool_result(body: dict[str, Any]) -> bool:
@@ -384,13 +391,24 @@ class FakeUpstream:
             }
             if tool_calls:
                 message["tool_calls"] = tool_calls
+            if s.reasoning:
+                message["reasoning_content"] = s.reasoning
+            logprobs = None
+            if body.get("logprobs") and not tool_calls:
+                pieces = split_reply(text, s.chunks)
+                logprobs = {"content": [_logprob(p) for p in pieces], "refusal": None}
             answer: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
                 "choices": [
-                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    }
                 ],
                 "service_tier": "default",
                 "system_fingerprint": "fp_fake",
@@ -402,7 +420,9 @@ class FakeUpstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = await self._stream_start(request, "text/event-stream; charset=utf-8")
 
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        def chunk(
+            delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None
+        ) -> bytes:
             c: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion.chunk",
@@ -411,7 +431,12 @@ class FakeUpstream:
                 "service_tier": "default",
                 "system_fingerprint": "fp_fake",
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                    {
+                        "index": 0,
+                        "delta": delta,
+                        "logprobs": logprobs,
+                        "finish_reason": finish_reason,
+                    }
                 ],
             }
             if include_usage:
@@ -420,6 +445,8 @@ class FakeUpstream:
 
         try:
             await resp.write(chunk({"role": "assistant", "content": "", "refusal": None}))
+            for piece in split_reply(s.reasoning or "", 3):
+                await resp.write(chunk({"reasoning_content": piece}))
             if tool_calls:
                 call = tool_calls[0]
                 pieces = split_reply(call["function"]["arguments"], 3)
@@ -441,7 +468,10 @@ class FakeUpstream:
                         self._cut(request)
                         return resp
                     await self._pause(s.per_chunk_s)
-                    await resp.write(chunk({"content": piece}))
+                    lp = {"content": [_logprob(piece)], "refusal": None}
+                    await resp.write(
+                        chunk({"content": piece}, logprobs=lp if body.get("logprobs") else None)
+                    )
             await resp.write(chunk({}, finish))
             if include_usage and not s.no_usage:
                 final = {
@@ -567,6 +597,9 @@ class FakeUpstream:
                 )
             else:
                 content.append({"type": "text", "text": s.reply})
+            if s.reasoning:
+                thought = {"type": "thinking", "thinking": s.reasoning, "signature": "sig_fake"}
+                content.insert(0, thought)
             answer: dict[str, Any] = {
                 "id": mid,
                 "type": "message",
@@ -618,6 +651,9 @@ class FakeUpstream:
                     },
                 )
             )
+            base = 1 if s.reasoning else 0  # the answer's block follows the thinking one
+            if s.reasoning:
+                await resp.write(self._anthropic_thinking(event, s.reasoning))
             if tool_call:
                 block = {
                     "type": "tool_use",
@@ -628,7 +664,7 @@ class FakeUpstream:
                 await resp.write(
                     event(
                         "content_block_start",
-                        {"type": "content_block_start", "index": 0, "content_block": block},
+                        {"type": "content_block_start", "index": base, "content_block": block},
                     )
                 )
                 await resp.write(event("ping", {"type": "ping"}))
@@ -639,7 +675,7 @@ class FakeUpstream:
                             "content_block_delta",
                             {
                                 "type": "content_block_delta",
-                                "index": 0,
+                                "index": base,
                                 "delta": {"type": "input_json_delta", "partial_json": piece},
                             },
                         )
@@ -650,7 +686,7 @@ class FakeUpstream:
                         "content_block_start",
                         {
                             "type": "content_block_start",
-                            "index": 0,
+                            "index": base,
                             "content_block": {"type": "text", "text": ""},
                         },
                     )
@@ -666,13 +702,13 @@ class FakeUpstream:
                             "content_block_delta",
                             {
                                 "type": "content_block_delta",
-                                "index": 0,
+                                "index": base,
                                 "delta": {"type": "text_delta", "text": piece},
                             },
                         )
                     )
             await resp.write(
-                event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                event("content_block_stop", {"type": "content_block_stop", "index": base})
             )
             await resp.write(
                 event(
@@ -690,6 +726,25 @@ class FakeUpstream:
             self.cancelled += 1
             raise
         return resp
+
+    @staticmethod
+    def _anthropic_thinking(event: Any, reasoning: str) -> bytes:
+        """A thinking block at index 0, as extended thinking streams it."""
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        out = event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+        for piece in split_reply(reasoning, 3):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            out += event(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+        delta = {"type": "signature_delta", "signature": "sig_fake"}
+        out += event(
+            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        )
+        return out + event("content_block_stop", {"type": "content_block_stop", "index": 0})
 
     async def _anthropic_count_tokens(self, request: web.Request) -> web.Response:
         body = await self._receive(request)

@@ -69,19 +69,41 @@ def as_batch(answer: ChatAnswer) -> list[StreamEvent]:
             tool_calls=tool_deltas(answer.tool_calls) if answer.tool_calls else None,
             finish_reason=answer.finish_reason,
             usage=None if answer.usage.estimated else answer.usage,
+            extra=answer.extra or None,
         )
     ]
+
+
+def merge_extra(into: dict[str, Any], piece: dict[str, Any]) -> None:
+    """Adds a stream piece's extra fields: text is appended (reasoning deltas), lists are
+    extended (logprobs), objects merged, anything else replaced."""
+    for key, value in piece.items():
+        have = into.get(key)
+        if isinstance(have, str) and isinstance(value, str):
+            into[key] = have + value
+        elif isinstance(have, list) and isinstance(value, list):
+            have.extend(value)
+        elif isinstance(have, dict) and isinstance(value, dict):
+            merge_extra(have, value)
+        elif isinstance(value, dict):
+            into[key] = {}
+            merge_extra(into[key], value)
+        elif isinstance(value, list):
+            into[key] = list(value)
+        else:
+            into[key] = value
 
 
 class Assembly:
     """What the attempts of one request produced so far: text, tool calls, finish reason."""
 
-    __slots__ = ("calls", "finish", "texts")
+    __slots__ = ("calls", "extra", "finish", "texts")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
+        self.extra: dict[str, Any] = {}
 
     def add(self, batch: list[StreamEvent]) -> Usage | None:
         """Takes in one batch; returns the usage it reported, if any."""
@@ -95,6 +117,8 @@ class Assembly:
                 self.finish = event.finish_reason
             if event.usage is not None:
                 usage = event.usage
+            if event.extra:
+                merge_extra(self.extra, event.extra)
         return usage
 
     def _add_tools(self, deltas: list[dict[str, Any]]) -> None:
@@ -129,4 +153,5 @@ class Assembly:
             model=model,
             deployment=deployment,
             cost=cost,
+            extra=self.extra,
         )

@@ -256,8 +256,20 @@ def _usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
+def _thinking_blocks(extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reasoning as thinking blocks: Anthropic's own (with signatures), or an OpenAI-compatible
+    upstream's reasoning text."""
+    if extra.get("thinking_blocks"):
+        return list(extra["thinking_blocks"])
+    reasoning = (extra.get("message") or {}).get("reasoning_content")
+    if not reasoning:
+        return []
+    signature = extra.get("thinking_signature") or ""
+    return [{"type": "thinking", "thinking": reasoning, "signature": signature}]
+
+
 def answer_body(answer: ChatAnswer, request_id: str, model: str, meta: dict[str, Any]) -> bytes:
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = _thinking_blocks(answer.extra)
     if answer.content:
         content.append({"type": "text", "text": answer.content})
     for call in answer.tool_calls:
@@ -338,9 +350,32 @@ class StreamEncoder:
             )
         return b""
 
+    def _thinking(self, extra: dict[str, Any]) -> bytes:
+        out = b""
+        piece = (extra.get("message") or {}).get("reasoning_content")
+        if piece:
+            if self.block_kind != "thinking":
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                out += self._open("thinking", block)
+            delta = {"type": "thinking_delta", "thinking": piece}
+            out += _event(
+                b"content_block_delta",
+                {"type": "content_block_delta", "index": self.block, "delta": delta},
+            )
+        signature = extra.get("thinking_signature")
+        if signature and self.block_kind == "thinking":
+            delta = {"type": "signature_delta", "signature": signature}
+            out += _event(
+                b"content_block_delta",
+                {"type": "content_block_delta", "index": self.block, "delta": delta},
+            )
+        return out
+
     def events(self, events: list[Any]) -> bytes:
         out = b""
         for ev in events:
+            if ev.extra:
+                out += self._thinking(ev.extra)
             if ev.text:
                 if self.block_kind != "text":
                     out += self._open("text", {"type": "text", "text": ""})

@@ -108,21 +108,26 @@ def answer_body(answer: ChatAnswer, request_id: str, model: str, meta: dict[str,
     }
     if answer.tool_calls:
         message["tool_calls"] = answer.tool_calls
+    extra = answer.extra
+    # What an OpenAI-compatible upstream said beyond the gateway's form (reasoning_content,
+    # annotations, logprobs, system_fingerprint, service_tier, its exact model) goes back.
+    message.update(extra.get("message") or {})
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": answer.finish_reason,
+    }
+    choice.update(extra.get("choice") or {})
     return orjson.dumps(
         {
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": answer.finish_reason,
-                }
-            ],
+            "choices": [choice],
             "usage": usage_json(answer.usage),
+            **(extra.get("response") or {}),
             "x_hybridfast": meta,
         }
     )
@@ -157,7 +162,9 @@ class StreamEncoder:
         out = b""
         head, tail, dumps = self._head, self._tail_null, orjson.dumps
         for ev in events:
-            if ev.text:
+            if ev.extra and (ev.extra.get("message") or ev.extra.get("choice")):
+                out += self._rich_chunk(ev)
+            elif ev.text:
                 out += head + b'{"content":' + dumps(ev.text) + b"}" + tail
             if ev.tool_calls:
                 calls = []
@@ -175,6 +182,19 @@ class StreamEncoder:
             if ev.finish_reason:
                 self.finish = ev.finish_reason
         return out
+
+    def _rich_chunk(self, ev: Any) -> bytes:
+        """A chunk with fields beyond text (a reasoning delta, this piece's logprobs)."""
+        delta: dict[str, Any] = {"content": ev.text} if ev.text else {}
+        delta.update(ev.extra.get("message") or {})
+        logprobs = (ev.extra.get("choice") or {}).get("logprobs")
+        return (
+            self._head
+            + orjson.dumps(delta)
+            + b',"logprobs":'
+            + orjson.dumps(logprobs)
+            + b',"finish_reason":null}]}\n\n'
+        )
 
     def end(self, ctx: RequestContext) -> bytes:
         usage, meta = ctx.usage, ctx.meta()

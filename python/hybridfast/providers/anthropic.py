@@ -68,9 +68,12 @@ class AnthropicProvider(Provider):
             raise ProviderError(f"{self.name}: the answer has no content")
         text: list[str] = []
         calls: list[dict[str, Any]] = []
+        thinking: list[dict[str, Any]] = []
         for block in data["content"]:
             if block.get("type") == "text":
                 text.append(block.get("text", ""))
+            elif block.get("type") in ("thinking", "redacted_thinking"):
+                thinking.append(block)
             elif block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
                 text.append(orjson.dumps(block.get("input") or {}).decode())
             elif block.get("type") == "tool_use":
@@ -91,6 +94,7 @@ class AnthropicProvider(Provider):
             tool_calls=calls,
             model=str(data.get("model") or deployment.model),
             deployment=deployment.id,
+            extra=thinking_extra(thinking),
         )
         if usage is not None:
             answer.usage = usage
@@ -117,29 +121,9 @@ class AnthropicProvider(Provider):
                     raise ProviderError(f"{self.name}: a stream event is not valid") from None
                 kind = event.type
                 if kind == "content_block_delta":
-                    delta = event.delta
-                    if delta is None:
-                        continue
-                    if delta.type == "text_delta":
-                        if delta.text:
-                            batch.append(StreamEvent(delta.text))
-                    elif delta.type == "input_json_delta" and event.index in json_blocks:
-                        if delta.partial_json:  # structured output: the JSON is the text
-                            batch.append(StreamEvent(delta.partial_json))
-                    elif delta.type == "input_json_delta":
-                        idx = tool_index.get(event.index, 0)
-                        batch.append(
-                            StreamEvent(
-                                tool_calls=[
-                                    {
-                                        "index": idx,
-                                        "id": None,
-                                        "name": None,
-                                        "arguments": delta.partial_json or "",
-                                    }
-                                ]
-                            )
-                        )
+                    piece = _delta_event(event, tool_index, json_blocks)
+                    if piece is not None:
+                        batch.append(piece)
                 elif kind == "content_block_start":
                     block = event.content_block or {}
                     if block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
@@ -199,6 +183,43 @@ def _finish(stop_reason: str | None, had_calls: bool) -> str:
     return "stop" if finish == "tool_calls" and not had_calls else finish
 
 
+def _delta_event(
+    event: _Event, tool_index: dict[int, int], json_blocks: set[int]
+) -> StreamEvent | None:
+    """A `content_block_delta` as a gateway event (None: nothing to pass on)."""
+    delta = event.delta
+    if delta is None:
+        return None
+    if delta.type == "text_delta":
+        return StreamEvent(delta.text) if delta.text else None
+    if delta.type == "thinking_delta":
+        reasoning = {"message": {"reasoning_content": delta.thinking}}
+        return StreamEvent(extra=reasoning) if delta.thinking else None
+    if delta.type == "signature_delta":
+        signature = {"thinking_signature": delta.signature}
+        return StreamEvent(extra=signature) if delta.signature else None
+    if delta.type != "input_json_delta":
+        return None
+    if event.index in json_blocks:  # structured output: the JSON is the text
+        return StreamEvent(delta.partial_json) if delta.partial_json else None
+    call = {
+        "index": tool_index.get(event.index, 0),
+        "id": None,
+        "name": None,
+        "arguments": delta.partial_json or "",
+    }
+    return StreamEvent(tool_calls=[call])
+
+
+def thinking_extra(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Thinking blocks: as reasoning text for OpenAI clients, and whole (signatures included,
+    which Anthropic wants back in the next turn) for Anthropic clients."""
+    if not blocks:
+        return {}
+    text = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+    return {"message": {"reasoning_content": text}, "thinking_blocks": blocks}
+
+
 def translate_options(body: dict[str, Any], request: ChatRequest) -> None:
     """OpenAI options that Anthropic spells differently: `response_format` (a forced tool
     whose input is the JSON), `parallel_tool_calls`, `reasoning_effort` (a thinking budget)."""
@@ -231,6 +252,8 @@ def translate_options(body: dict[str, Any], request: ChatRequest) -> None:
 class _Delta(msgspec.Struct):
     type: str = ""
     text: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
 

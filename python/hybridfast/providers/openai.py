@@ -32,17 +32,58 @@ class _ToolCallDelta(msgspec.Struct):
 class _Delta(msgspec.Struct):
     content: str | None = None
     tool_calls: list[_ToolCallDelta] | None = None
+    # Reasoning text of vLLM, DeepSeek, Ollama and other OpenAI-compatible servers.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class _Choice(msgspec.Struct):
     delta: _Delta | None = None
     finish_reason: str | None = None
+    logprobs: Any = None
 
 
 class _Chunk(msgspec.Struct):
     choices: list[_Choice] | None = None
     usage: dict[str, Any] | None = None
     error: Any = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+
+
+_CORE_MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "refusal", "function_call"})
+_RESPONSE_FIELDS = ("model", "system_fingerprint", "service_tier")
+
+
+def answer_extra(data: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a Chat Completions answer the gateway's form has no place for."""
+    extra: dict[str, Any] = {}
+    message = choice.get("message") or {}
+    fields = {k: v for k, v in message.items() if k not in _CORE_MESSAGE_FIELDS and v is not None}
+    if fields:
+        extra["message"] = fields
+    if choice.get("logprobs") is not None:
+        extra["choice"] = {"logprobs": choice["logprobs"]}
+    response = {k: data[k] for k in _RESPONSE_FIELDS if data.get(k) is not None}
+    if response:
+        extra["response"] = response
+    return extra
+
+
+def chunk_extra(chunk: _Chunk, choice: _Choice, first: bool) -> dict[str, Any] | None:
+    extra: dict[str, Any] = {}
+    delta = choice.delta
+    reasoning = delta.reasoning_content or delta.reasoning if delta is not None else None
+    if reasoning:
+        extra["message"] = {"reasoning_content": reasoning}
+    if choice.logprobs is not None:
+        extra["choice"] = {"logprobs": choice.logprobs}
+    if first:
+        response = {k: getattr(chunk, k) for k in _RESPONSE_FIELDS if getattr(chunk, k)}
+        if response:
+            extra["response"] = response
+    return extra or None
 
 
 _CHUNK = msgspec.json.Decoder(_Chunk)
@@ -134,6 +175,7 @@ class OpenAIProvider(Provider):
             tool_calls=tool_calls,
             model=str(data.get("model") or deployment.model),
             deployment=deployment.id,
+            extra=answer_extra(data, choice),
         )
         if usage is not None:
             answer.usage = usage
@@ -146,6 +188,7 @@ class OpenAIProvider(Provider):
     ) -> AsyncGenerator[list[StreamEvent], None]:
         body = self.body(deployment, request, True)
         decode = _CHUNK.decode
+        first = True
         async for lines in stream_lines(self, "/chat/completions", body, retries=retries):
             batch: list[StreamEvent] = []
             for line in lines:
@@ -170,7 +213,15 @@ class OpenAIProvider(Provider):
                     delta = choice.delta
                     text = delta.content if delta is not None else None
                     calls = delta.tool_calls if delta is not None else None
-                    if text or calls or choice.finish_reason:
+                    extra = chunk_extra(chunk, choice, first)
+                    # Answer-level fields (model, fingerprint) ride on the first event that
+                    # says something: a chunk of nothing but them is no output yet.
+                    content = extra is not None and ("message" in extra or "choice" in extra)
+                    if text or calls or choice.finish_reason or content:
+                        first = False
+                    else:
+                        extra = None
+                    if text or calls or choice.finish_reason or extra:
                         batch.append(
                             StreamEvent(
                                 text or None,
@@ -188,6 +239,7 @@ class OpenAIProvider(Provider):
                                 if calls
                                 else None,
                                 finish_reason=choice.finish_reason,
+                                extra=extra,
                             )
                         )
                 if chunk.usage:
