@@ -37,6 +37,7 @@ from hybridfast.observability.request_log import (
 
 ROWS = int(os.environ.get("HYBRIDFAST_BENCH_REQUEST_LOG_ROWS", "10000000"))
 SMALL_ROWS = 10_000
+ROUNDS = int(os.environ.get("HYBRIDFAST_BENCH_OBSERVABILITY_ROUNDS", "4"))  # CPU phases each
 BASE_TS = 1_700_000_000_000
 STEP_MS = 3
 
@@ -215,7 +216,7 @@ def _cpu_per_request(servers: dict[str, tuple[str, int]], stream: bool) -> dict[
     loop = uvloop.new_event_loop()
     best: dict[str, Phase] = {}
     try:
-        for _ in range(3):
+        for _ in range(ROUNDS):
             for name, (url, pid) in servers.items():
                 phase = loop.run_until_complete(
                     run_phase(
