@@ -425,6 +425,17 @@ class LimitsConfig(_Section):
     rules: list[RateLimitConfig] = msgspec.field(default_factory=list)
 
 
+class TlsConfig(_Section):
+    """HTTPS for `serve`: the certificate chain and private key, PEM files (both or none).
+    TLS to upstreams needs nothing here: it is always verified against the system's CAs
+    (or `$SSL_CERT_FILE`)."""
+
+    cert: str | None = None
+    key: str | None = None
+    # The oldest TLS version clients may use.
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
 PiiEntity = Literal["email", "phone", "card", "iban", "key"]
 
 
@@ -463,6 +474,7 @@ class Config(_Section):
     observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     guardrails: list[GuardrailConfig] = msgspec.field(default_factory=list)
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -881,6 +893,10 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
     _check_keys(config, source, lines)
     _check_limits(config, source, lines)
     _check_guardrails(config, source, lines)
+    if bool(config.tls.cert) != bool(config.tls.key):
+        raise ConfigError(
+            f"{source}:{lines.get('tls', 1)}: tls: give both cert and key, or neither"
+        )
 
 
 def _check_limits(config: Config, source: str, lines: dict[str, int]) -> None:

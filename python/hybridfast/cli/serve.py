@@ -50,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--env-key-file", help="the key file of --env-file (default: $HYBRIDFAST_ENV_KEY_FILE)"
     )
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (tls.cert)")
+    p.add_argument("--tls-key", help="the PEM private key of --tls-cert (tls.key)")
     # Set by the supervisor for its workers: bind the port shared with the other workers.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
@@ -72,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         config.server.host = args.host
     if args.port is not None:
         config.server.port = args.port
+    if args.tls_cert or args.tls_key:
+        config.tls.cert, config.tls.key = args.tls_cert, args.tls_key
+        if not (args.tls_cert and args.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
     if getattr(args, "log_format", None):
         config.observability.log_format = args.log_format
     logs.configure(config.server.log_level, config.observability.log_format)

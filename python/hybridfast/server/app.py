@@ -33,6 +33,7 @@ from hybridfast.metrics import REGISTRY
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.anthropic import ANTHROPIC_MESSAGES
 from hybridfast.protocols.openai import OPENAI_CHAT
+from hybridfast.security import tls
 from hybridfast.server import observability, ui, workers
 from hybridfast.server import responses as responses_endpoints
 from hybridfast.server.admin import cache as admin_cache
@@ -198,6 +199,7 @@ def run_app(
         # SIGTERM: stop listening, let requests and streams in flight finish for this long.
         shutdown_timeout=config.server.drain_timeout_s,
         reuse_port=reuse_port or None,
+        ssl_context=tls.server_context(config.tls),
     )
     if failed:
         raise GatewayError(
