@@ -74,6 +74,14 @@ class RateLimited(GatewayError):
     hint = "retry after the time given in Retry-After"
 
 
+class QueueFull(RateLimited):
+    """Every deployment that could serve is at its concurrency limit with a full queue (or
+    the wait for a slot outlasted `queue.timeout_s`)."""
+
+    code = "ERR_QUEUE_FULL"
+    hint = "the deployments are busy and their queues full; retry after Retry-After"
+
+
 class Unsupported(GatewayError):
     """The request needs something its deployments are declared not to do (a capability
     missing from their `capabilities:` list, a hosted tool...): no upstream is called."""

@@ -25,10 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from hybridfast.metrics import REGISTRY
 
 log = logging.getLogger("hybridfast.gpus")
 
@@ -146,6 +151,7 @@ class GpuPool:
         self.affinity = dict(affinity)  # provider name -> GPU index
         self.max_temperature_c = max_temperature_c
         self.gpus: dict[int, GpuStatus] = {}
+        _POOLS.add(self)
 
     def refresh(self) -> list[GpuStatus]:
         statuses = read_gpus(self.nvml, self.max_temperature_c)
@@ -245,3 +251,22 @@ def apply_to_router(
     for deployment_id, provider in deployments:
         if provider in pool.affinity:
             set_hardware(deployment_id, None if pool.down(provider) else pool.load_of(provider))
+
+
+# Every live pool's readings, exported at scrape time (one `hybridfast_gpu_*` family each).
+_POOLS: weakref.WeakSet[GpuPool] = weakref.WeakSet()
+
+
+class _GpuCollector:
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for pool in list(_POOLS):
+            for name, doc, labels, value in pool.metrics():
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = GaugeMetricFamily(name, doc, labels=["gpu", "name"])
+                family.add_metric([labels["gpu"], labels["name"]], value)
+        yield from families.values()
+
+
+REGISTRY.register(_GpuCollector())

@@ -1,103 +1,39 @@
-"""Single-flight: identical in-flight requests share one upstream call; failures are not shared."""
+"""Single-flight bookkeeping: one leader per key, followers wake when it finishes."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from hybridfast.pipeline.coalesce import SingleFlight
+from hybridfast.pipeline.coalesce import InFlight
 
 
-async def test_identical_concurrent_calls_make_one_call() -> None:
-    flight: SingleFlight[str] = SingleFlight()
-    calls = 0
-    release = asyncio.Event()
-
-    async def upstream() -> str:
-        nonlocal calls
-        calls += 1
-        await release.wait()
-        return "answer"
-
-    tasks = [asyncio.create_task(flight.run(b"k", upstream)) for _ in range(10)]
+async def test_one_leader_per_key_and_followers_wake_when_it_finishes() -> None:
+    flight = InFlight()
+    leader = flight.lead(b"k")
+    assert leader is not None
+    assert flight.lead(b"k") is None  # someone leads already
+    assert flight.lead(b"other") is not None
+    waiters = [asyncio.create_task(flight.wait(b"k", 5)) for _ in range(3)]
     await asyncio.sleep(0)
-    release.set()
-    results = await asyncio.gather(*tasks)
-    assert calls == 1
-    assert [r for r, _ in results] == ["answer"] * 10
-    assert sum(led for _, led in results) == 1
-    assert len(flight) == 0
+    assert not any(w.done() for w in waiters)
+    flight.finish(b"k", leader)
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert flight.lead(b"k") is not None  # the next identical request leads anew
 
 
-async def test_different_keys_do_not_share() -> None:
-    flight: SingleFlight[bytes] = SingleFlight()
-
-    async def echo(k: bytes) -> bytes:
-        await asyncio.sleep(0)
-        return k
-
-    results = await asyncio.gather(*(flight.run(k, lambda k=k: echo(k)) for k in (b"a", b"b")))
-    assert [r for r, _ in results] == [b"a", b"b"]
+async def test_no_leader_means_no_wait_and_a_slow_leader_times_out() -> None:
+    flight = InFlight()
+    assert await flight.wait(b"k", 5) is False
+    flight.lead(b"k")
+    assert await flight.wait(b"k", 0.01) is False  # the caller goes upstream itself
 
 
-async def test_a_failed_leader_lets_followers_call_on_their_own() -> None:
-    flight: SingleFlight[str] = SingleFlight()
-    calls = 0
-    release = asyncio.Event()
-
-    async def upstream() -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            await release.wait()
-            raise RuntimeError("the leader's own failure")
-        await asyncio.sleep(0.01)  # in flight long enough for the others to join
-        return "answer"
-
-    leader = asyncio.create_task(flight.run(b"k", upstream))
-    await asyncio.sleep(0)
-    followers = [asyncio.create_task(flight.run(b"k", upstream)) for _ in range(3)]
-    await asyncio.sleep(0)
-    release.set()
-    with pytest.raises(RuntimeError):
-        await leader
-    results = await asyncio.gather(*followers)
-    assert [r for r, _ in results] == ["answer"] * 3
-    assert calls == 2  # one follower led the retry, the others shared it
-
-
-async def test_a_cancelled_leader_does_not_cancel_followers() -> None:
-    flight: SingleFlight[str] = SingleFlight()
-    started = asyncio.Event()
-
-    async def upstream() -> str:
-        started.set()
-        await asyncio.sleep(0.01)
-        return "answer"
-
-    leader = asyncio.create_task(flight.run(b"k", upstream))
-    await started.wait()
-    follower = asyncio.create_task(flight.run(b"k", upstream))
-    await asyncio.sleep(0)
-    leader.cancel()  # the leader's client went away
-    with pytest.raises(asyncio.CancelledError):
-        await leader
-    assert await follower == ("answer", True)
-
-
-async def test_a_cancelled_follower_does_not_cancel_the_leader() -> None:
-    flight: SingleFlight[str] = SingleFlight()
-    release = asyncio.Event()
-
-    async def upstream() -> str:
-        await release.wait()
-        return "answer"
-
-    leader = asyncio.create_task(flight.run(b"k", upstream))
-    await asyncio.sleep(0)
-    follower = asyncio.create_task(flight.run(b"k", upstream))
-    await asyncio.sleep(0)
-    follower.cancel()
-    release.set()
-    assert await leader == ("answer", True)
+async def test_a_stale_finish_does_not_remove_a_newer_leader() -> None:
+    flight = InFlight()
+    first = flight.lead(b"k")
+    assert first is not None
+    flight.finish(b"k", first)
+    second = flight.lead(b"k")
+    assert second is not None
+    flight.finish(b"k", first)  # late duplicate finish of the old leader
+    assert flight.lead(b"k") is None  # the newer leader still leads

@@ -18,17 +18,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from hybridfast._core import FairQueue
-from hybridfast.errors import RateLimited
+from hybridfast.errors import QueueFull
 
 # `x-hybridfast-priority` names; numbers 0..MAX_PRIORITY work too (lower starts first).
 PRIORITY_NAMES: Mapping[str, int] = {"interactive": 0, "batch": 9}
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 0
-
-
-class QueueFull(RateLimited):
-    code = "ERR_QUEUE_FULL"
-    hint = "the deployment is at its concurrency limit and its queue is full; retry later"
 
 
 def parse_priority(value: str | None, default: int = DEFAULT_PRIORITY) -> int:

@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
 from hybridfast import metrics
 from hybridfast._core import HybridfastError
 from hybridfast.errors import GatewayError, to_gateway_error
+from hybridfast.pipeline.admission import Admission
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import BadUsage, add_usage, charge, checked_usage
 from hybridfast.pipeline.hooks import (
@@ -53,6 +55,10 @@ class Parts:
     router: Router
     ledger: Ledger
     hooks: Hooks
+    # Waiting for a free slot at deployments with max_concurrency (None: no queueing).
+    admission: Admission | None = None
+    queue_timeout_s: float = 30.0
+    default_priority: int = 0
 
 
 def outcome_of(exc: BaseException) -> AttemptOutcome:
@@ -192,6 +198,7 @@ class DeploymentAttempt:
         "parts",
         "produced",
         "reservation",
+        "slot",
         "usage",
         "worst_case",
     )
@@ -222,10 +229,35 @@ class DeploymentAttempt:
             self.ctx.caller, self.deployment, self.ctx.request_id, self.worst_case
         )
         self.parts.router.started(self.deployment.id)
+        self.slot: AbstractAsyncContextManager[float] | None = None
+        if self.parts.admission is not None:
+            await self._wait_for_a_slot(self.parts.admission)
         self.info.started = _perf()
         if self.parts.hooks.has("attempt_start"):
             await self.parts.hooks.run_attempt("attempt_start", self.ctx, self.info)
         return self
+
+    async def _wait_for_a_slot(self, admission: Admission) -> None:
+        """Waits its turn at a deployment at its concurrency limit (queue.* in config). A full
+        queue or a deadline leaves nothing held: the next deployment is tried."""
+        ctx, parts = self.ctx, self.parts
+        caller = ctx.caller
+        slot = admission.slot(
+            self.deployment.id,
+            tenant=caller.team or caller.key_name or caller.user or "",
+            priority=int(ctx.state.get("priority", parts.default_priority)),
+            timeout_s=parts.queue_timeout_s,
+        )
+        try:
+            waited = await slot.__aenter__()
+        except BaseException:
+            parts.router.abandoned(self.deployment.id)
+            assert self.reservation is not None
+            await parts.ledger.release(self.reservation)
+            self.reservation = None  # nothing held: the fallback loop moves on
+            raise
+        self.slot = slot
+        ctx.queue_s += waited
 
     def waited(self, seconds: float) -> None:
         self.ctx.upstream_s += seconds
@@ -284,6 +316,8 @@ class DeploymentAttempt:
             self.books.keep(self.reservation, info.usage or Usage(), info.cost)
         else:
             await self.parts.ledger.release(self.reservation)
+        if self.slot is not None:
+            await self.slot.__aexit__(None, None, None)  # the next waiter's turn
         if self.parts.hooks.has("attempt_end"):
             await self.parts.hooks.run_attempt("attempt_end", self.ctx, info)
 

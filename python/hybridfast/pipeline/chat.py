@@ -30,6 +30,7 @@ from hybridfast.errors import (
     ProviderUnavailable,
     to_gateway_error,
 )
+from hybridfast.pipeline.admission import QueueFull
 from hybridfast.pipeline.attempt import (
     DeploymentAttempt,
     Parts,
@@ -37,6 +38,7 @@ from hybridfast.pipeline.attempt import (
     RequestScope,
     outcome_of,
 )
+from hybridfast.pipeline.coalesce import InFlight
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import (
     MAX_TOKENS_PER_CALL,
@@ -68,6 +70,8 @@ _perf = time.perf_counter
 class ChatSettings:
     caching: bool  # either cache is on: there is something to look up or store
     stream_recovery: bool  # continue a broken stream on the next deployment
+    coalesce: bool = False  # identical cacheable requests in flight make one upstream call
+    coalesce_wait_s: float = 30.0  # how long a follower waits for its leader
 
 
 class _Outcome:
@@ -95,6 +99,7 @@ class ChatFlow:
         self.providers = providers
         self.deployments = deployments  # by id
         self.settings = settings
+        self.in_flight = InFlight()
 
     async def complete(self, request: ChatRequest, ctx: RequestContext) -> ChatAnswer:
         """A whole answer: the same flow, its one batch collected."""
@@ -119,6 +124,9 @@ class ChatFlow:
             marks = ctx.marks
             marks["cache_start"] = _perf()
             hit, ticket = await self.lookup(request, ctx)
+            key = coalescing_key(ticket) if hit is None and self.settings.coalesce else None
+            if key is not None and await self.in_flight.wait(key, self.settings.coalesce_wait_s):
+                hit, ticket = await self.lookup(request, ctx)  # the leader's answer, now cached
             marks["cache_end"] = _perf()
             if hit is not None:
                 scope.books.on_books = True
@@ -128,26 +136,32 @@ class ChatFlow:
                 for event in replay_events(hit.answer, ctx.stream):
                     yield [event]
                 return
-            plan = self.route(request, ctx, scope.books)
-            marks["route_end"] = _perf()
-            assembly = Assembly()
-            attempts = self.attempts(request, ctx, plan, scope.books, assembly)
+            leader = self.in_flight.lead(key) if key is not None else None
             try:
-                async for batch in attempts:
-                    yield batch
+                plan = self.route(request, ctx, scope.books)
+                marks["route_end"] = _perf()
+                assembly = Assembly()
+                attempts = self.attempts(request, ctx, plan, scope.books, assembly)
+                try:
+                    async for batch in attempts:
+                        yield batch
+                finally:
+                    await attempts.aclose()  # closes the upstream call now, not at GC
+                answer = assembly.answer(
+                    usage=scope.books.spent,
+                    model=ctx.deployment.model if ctx.deployment is not None else "",
+                    deployment=ctx.deployment_id,
+                    cost=scope.books.spent_cost,
+                )
+                scope.answer = answer
+                if outcome is not None:
+                    outcome.answer = answer
+                if ticket is not None and request.cache_control != "no-store":
+                    await self.cache.store(request, ctx.caller, answer, ticket)
             finally:
-                await attempts.aclose()  # closes the upstream call now, not at GC
-            answer = assembly.answer(
-                usage=scope.books.spent,
-                model=ctx.deployment.model if ctx.deployment is not None else "",
-                deployment=ctx.deployment_id,
-                cost=scope.books.spent_cost,
-            )
-            scope.answer = answer
-            if outcome is not None:
-                outcome.answer = answer
-            if ticket is not None and request.cache_control != "no-store":
-                await self.cache.store(request, ctx.caller, answer, ticket)
+                if leader is not None:
+                    assert key is not None
+                    self.in_flight.finish(key, leader)  # identical requests waiting look again
 
     # --- the steps, in order ----------------------------------------------------------
 
@@ -250,11 +264,11 @@ class ChatFlow:
                         await call.aclose()
                 return
             except Exception as exc:
-                if attempt.reservation is None:  # the hold was refused: nothing was called
+                if attempt.reservation is None:  # nothing held: nothing was called
                     error = to_gateway_error(exc)
-                    if not isinstance(error, BudgetExceeded):
+                    if not isinstance(error, BudgetExceeded | QueueFull):
                         raise error from None  # a counter that is down fails closed
-                    over_budget = error  # this deployment is over budget: try the next
+                    over_budget = error  # over budget, or its queue is full: try the next
                     continue
                 if outcome_of(exc) == "refused" and not sent and not attempt.produced:
                     # The request's fault: no other deployment will like it better.
@@ -345,6 +359,14 @@ class ChatFlow:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def coalescing_key(ticket: CacheTicket | None) -> bytes | None:
+    """The exact cache key of a request the cache may answer and keep; None otherwise."""
+    if ticket is None or not (ticket.lookup and ticket.store):
+        return None
+    key: bytes | None = getattr(ticket, "key", None)
+    return key
 
 
 def needs_of(request: ChatRequest) -> frozenset[str]:

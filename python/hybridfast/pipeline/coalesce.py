@@ -1,62 +1,54 @@
-"""Single-flight: identical requests in flight at once make one upstream call.
+"""Single-flight: identical cacheable requests in flight at once make one upstream call.
 
-When a request's exact cache key (same tenant scope, same model, same messages and sampling
-parameters — the key the exact cache uses) matches one already on its way upstream, the newcomer
-waits for that answer instead of calling the upstream again. The first caller (the leader) runs
-the whole pipeline; followers get its answer.
+When a request misses the cache and an identical one (the same exact cache key: same tenant
+scope, model, messages and sampling parameters) is already on its way upstream, the newcomer
+waits for that one to finish and then reads its answer from the cache, as an exact hit: one
+upstream call, every caller answered, each with its own ledger line (the followers' lines cost
+nothing and record what the answer saved, as any cache hit does).
 
-A follower never inherits what was the leader's own business: if the leader fails (its budget,
-its deadline, an upstream error) or its client goes away, every follower runs on its own, as if
-it had arrived alone. Only a successful answer is shared.
+Only requests the cache may answer take part (deterministic ones, under the cache's policy):
+two identical requests at temperature 1 expect different answers and both go upstream. A
+follower never inherits the leader's fate: if the leader fails, is refused or its client goes
+away, nothing is cached, and each follower goes upstream on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
 
 
-class _LeaderGone(Exception):
-    """The leader did not produce an answer to share: followers call on their own."""
+class InFlight:
+    """The cacheable requests on their way upstream, by exact cache key."""
 
-
-class SingleFlight(Generic[T]):
-    """One in-flight call per key; callers of the same key share its successful result."""
-
-    __slots__ = ("_inflight",)
+    __slots__ = ("_leaders",)
 
     def __init__(self) -> None:
-        self._inflight: dict[bytes, asyncio.Future[T]] = {}
+        self._leaders: dict[bytes, asyncio.Event] = {}
 
     def __len__(self) -> int:
-        return len(self._inflight)
+        return len(self._leaders)
 
-    async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        """The result and whether this caller made the call (False: it shared another's)."""
-        while True:
-            pending = self._inflight.get(key)
-            if pending is None:
-                return await self._lead(key, call), True
-            try:
-                # shield: a follower that goes away must not cancel the leader's future.
-                return await asyncio.shield(pending), False
-            except _LeaderGone:
-                continue  # lead (or follow a newer leader) ourselves
-
-    async def _lead(self, key: bytes, call: Callable[[], Awaitable[T]]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+    async def wait(self, key: bytes, timeout_s: float) -> bool:
+        """Waits for the leader of `key` to finish; False when there is none (or it took
+        longer than `timeout_s`: the caller goes upstream itself)."""
+        leader = self._leaders.get(key)
+        if leader is None:
+            return False
         try:
-            result = await call()
-        except BaseException:
-            future.set_exception(_LeaderGone())
-            future.exception()  # retrieved: no "never retrieved" warning when nobody followed
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+            await asyncio.wait_for(leader.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def lead(self, key: bytes) -> asyncio.Event | None:
+        """Registers the caller as the leader of `key`; None when another one leads."""
+        if key in self._leaders:
+            return None
+        leader = self._leaders[key] = asyncio.Event()
+        return leader
+
+    def finish(self, key: bytes, leader: asyncio.Event) -> None:
+        """The leader is done (answered, stored or failed): its followers look again."""
+        if self._leaders.get(key) is leader:
+            del self._leaders[key]
+        leader.set()

@@ -49,6 +49,7 @@ class RequestContext:
         "first_byte",
         "input_estimate",
         "marks",
+        "queue_s",
         "recovered",
         "request_id",
         "response_headers",
@@ -81,6 +82,7 @@ class RequestContext:
         self.ended: float | None = None
         self.first_byte: float | None = None  # perf_counter at the first upstream byte
         self.upstream_s = 0.0  # time spent waiting on upstreams
+        self.queue_s = 0.0  # time spent waiting for a free slot at a busy deployment
         self.deployment: Deployment | None = None  # the deployment that (last) answered
         self.deployments: list[str] = []  # every deployment that produced part of the answer
         self.cache: CacheResult = "miss"
@@ -122,8 +124,10 @@ class RequestContext:
         return max(0.0, self.first_byte - self.started)
 
     def overhead_s(self) -> float:
-        """The gateway's own time: elapsed minus the time spent waiting on upstreams."""
-        return max(0.0, (self.ended or _perf()) - self.started - self.upstream_s)
+        """The gateway's own time: elapsed minus the time spent waiting on upstreams and in
+        a deployment's queue."""
+        waited = self.upstream_s + self.queue_s
+        return max(0.0, (self.ended or _perf()) - self.started - waited)
 
     def headers(self, *, cost_known: bool = True) -> dict[str, str]:
         """The `x-hybridfast-*` headers of the answer (and whatever hooks added)."""
@@ -141,6 +145,8 @@ class RequestContext:
         headers["x-request-id"] = headers["request-id"] = self.request_id
         if self.arm is not None:
             headers["x-hybridfast-arm"] = self.arm
+        if self.queue_s:
+            headers["x-hybridfast-queue-ms"] = f"{self.queue_s * 1000:.1f}"
         if self.cache == "semantic-hit" and self.similarity is not None:
             headers["x-hybridfast-cache-similarity"] = f"{self.similarity:.4f}"
         if self.response_headers:

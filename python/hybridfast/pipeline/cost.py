@@ -4,8 +4,6 @@ prices themselves are computed by the core (`Price.cost`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hybridfast._core import gpu_time_cost
 from hybridfast.pricing import estimate_tokens
 from hybridfast.types import ChatRequest, Deployment, Usage
@@ -33,8 +31,14 @@ class BadUsage(ValueError):
 def checked_usage(usage: Usage) -> Usage:
     """`usage` if every count is a plain integer in [0, 2^31); raises `BadUsage` otherwise.
     Upstream JSON decides these types: `12.5`, `"12"`, `-1` and `1e30` all arrive."""
-    for name in _COUNTS:
-        value: Any = getattr(usage, name)
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
+    for name, value in zip(_COUNTS, counts, strict=True):
         if type(value) is not int or not 0 <= value < MAX_TOKENS_PER_CALL:
             raise BadUsage(f"the upstream reported {name} = {value!r}")
     return usage

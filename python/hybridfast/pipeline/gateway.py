@@ -15,6 +15,8 @@ carries is a `RequestContext` (`pipeline/context.py`); the seams are `gw.hooks`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +33,9 @@ from hybridfast.discovery import apply as apply_discovered
 from hybridfast.discovery import discover
 from hybridfast.embeddings.pipeline import EmbeddingEngine
 from hybridfast.errors import InvalidRequest
+from hybridfast.gpus import GpuPool, apply_to_router, load_nvml
 from hybridfast.ledger import open_ledger
+from hybridfast.pipeline.admission import Admission
 from hybridfast.pipeline.attempt import Parts
 from hybridfast.pipeline.chat import ChatFlow, ChatSettings, needs_of
 from hybridfast.pipeline.context import RequestContext
@@ -154,6 +158,17 @@ class Gateway:
         self.chat_flow: ChatFlow
         self.embeddings: EmbeddingsFlow
         self.engine = EmbeddingEngine(config)  # local embedding models and their batchers
+        # Requests wait their turn at deployments with max_concurrency (`queue:` in config).
+        self.admission = Admission(
+            max_queue=config.queue.max_queue, starvation_ms=config.queue.starvation_ms
+        )
+        # The machine's GPUs (NVML, when installed): health and load of local servers.
+        self.gpus = GpuPool(
+            load_nvml() if config.gpus.enabled else None,
+            config.gpus.affinity(),
+            max_temperature_c=config.gpus.max_temperature_c,
+        )
+        self._gpu_watch: asyncio.Task[None] | None = None
         self._retirement = Retirement()  # providers replaced by `reconfigure`, closed later
         self._opened = False
 
@@ -176,8 +191,22 @@ class Gateway:
         self.ledger = ledger if ledger is not None else await open_ledger(self.config)
         self.cache = cache if cache is not None else await open_cache(self.config)
         self._build_flows()
+        if self.gpus.nvml is not None:
+            self._gpu_watch = asyncio.ensure_future(self._watch_gpus())
         self._opened = True
         return self
+
+    async def _watch_gpus(self) -> None:
+        """Reads the GPUs every `gpus.poll_s` and tells the router: a down GPU's servers are
+        left out (failover), a busier GPU's replicas rank lower (balancing)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.gpus.refresh)
+                set_hardware = getattr(self.router, "set_hardware", None)
+                if set_hardware is not None:
+                    pinned = [(d.id, d.provider) for d in self.deployments]
+                    apply_to_router(self.gpus, pinned, set_hardware)
+            await asyncio.sleep(self.config.gpus.poll_s)
 
     async def _add_discovered_servers(self) -> None:
         found = await discover()
@@ -190,14 +219,29 @@ class Gateway:
         self.providers = build_providers(self.config)
 
     def _build_flows(self) -> None:
-        parts = Parts(self.router, self.ledger, self.hooks)
+        queue = self.config.queue
+        self.admission.configure({d.id: d.max_concurrency for d in self.deployments})
+        self.gpus.affinity = self.config.gpus.affinity()
+        parts = Parts(
+            self.router,
+            self.ledger,
+            self.hooks,
+            admission=self.admission if queue.enabled else None,
+            queue_timeout_s=queue.timeout_s,
+            default_priority=queue.default_priority,
+        )
         caching = self.config.cache.exact.enabled or self.config.cache.semantic.enabled
         self.chat_flow = ChatFlow(
             parts,
             self.cache,
             self.providers,
             {d.id: d for d in self.deployments},
-            ChatSettings(caching=caching, stream_recovery=self.config.server.stream_recovery),
+            ChatSettings(
+                caching=caching,
+                stream_recovery=self.config.server.stream_recovery,
+                coalesce=queue.coalesce,
+                coalesce_wait_s=queue.timeout_s,
+            ),
         )
         self.embeddings = EmbeddingsFlow(parts, self.config, self.providers, self.engine)
 
@@ -224,7 +268,6 @@ class Gateway:
         self.config, self.deployments, self.router = config, deployments, router
         self.providers = providers
         self._build_flows()
-        # (The admission queues and the GPU pool are rebuilt from `deployments` here.)
         self._retirement.retire(retired)
         close = getattr(old_router, "close", None)
         if close is not None:  # stops reporting the old router's metrics
@@ -234,6 +277,10 @@ class Gateway:
         await apply_budgets(self.ledger, old_config, config)
 
     async def close(self) -> None:
+        if self._gpu_watch is not None:
+            self._gpu_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gpu_watch
         await self.engine.close()  # the embedding batchers, if any request started them
         await self._retirement.close()
         for provider in self.providers.values():

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -77,19 +77,31 @@ AttemptOutcome = Literal[
 ]
 
 
-@dataclass(slots=True)
 class Attempt:
     """One call to one deployment, as per-attempt hooks see it."""
 
-    deployment: Deployment
-    index: int  # its position in the route plan (0: the first choice)
-    started: float = field(default_factory=time.perf_counter)  # perf_counter seconds
-    ended: float | None = None
-    outcome: AttemptOutcome = "pending"
-    upstream_status: int | None = None  # the upstream's HTTP status when it failed
-    error: str | None = None  # why it failed (no keys: provider messages are scrubbed)
-    usage: Usage | None = None
-    cost: int = 0  # picodollars this attempt cost
+    __slots__ = (
+        "cost",
+        "deployment",
+        "ended",
+        "error",
+        "index",
+        "outcome",
+        "started",
+        "upstream_status",
+        "usage",
+    )
+
+    def __init__(self, deployment: Deployment, index: int) -> None:
+        self.deployment = deployment
+        self.index = index  # its position in the route plan (0: the first choice)
+        self.started = time.perf_counter()  # perf_counter seconds
+        self.ended: float | None = None
+        self.outcome: AttemptOutcome = "pending"
+        self.upstream_status: int | None = None  # the upstream's HTTP status when it failed
+        self.error: str | None = None  # why it failed (no keys: provider messages are scrubbed)
+        self.usage: Usage | None = None
+        self.cost = 0  # picodollars this attempt cost
 
     @property
     def duration_s(self) -> float:

@@ -34,6 +34,7 @@ from hybridfast.errors import (
     ConfigError,
     ModelNotFound,
     ProviderUnavailable,
+    QueueFull,
     Unsupported,
 )
 from hybridfast.routing import metrics as router_metrics
@@ -293,6 +294,10 @@ class NativeRouter:
         """Live state of one deployment (see `RouterCore.stats`)."""
         return self._core.stats(deployment_id)
 
+    def set_hardware(self, deployment_id: str, load: float | None) -> None:
+        """The state of the GPU a deployment runs on: its load (0..1), or None when down."""
+        self._core.set_hardware(deployment_id, load)
+
     def all_stats(self) -> dict[str, dict[str, Any]]:
         return {d.id: self._core.stats(d.id) for d in self.deployments}
 
@@ -348,6 +353,11 @@ def _refusal(name: str, dropped: list[tuple[str, str]], budget: bool) -> Excepti
     reasons = "; ".join(f"{dep}: {why}" for dep, why in dropped)
     if budget:
         return BudgetExceeded(f"no deployment for {name!r} fits the remaining budget ({reasons})")
+    if dropped and all(why.startswith("saturated") for _, why in dropped):
+        # Busy, not broken: a client should come back shortly, not give up.
+        return QueueFull(
+            f"every deployment of {name!r} is busy ({reasons})", headers={"Retry-After": "1"}
+        )
     return ProviderUnavailable(f"no deployment can serve {name!r} now ({reasons})")
 
 

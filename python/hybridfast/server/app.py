@@ -199,6 +199,9 @@ def run_app(
         # SIGTERM: stop listening, let requests and streams in flight finish for this long.
         shutdown_timeout=config.server.drain_timeout_s,
         reuse_port=reuse_port or None,
+        # A client that hangs up cancels its request: it leaves a deployment's queue, its
+        # upstream call is closed, and it is recorded as 499.
+        handler_cancellation=True,
         ssl_context=tls.server_context(config.tls),
     )
     if failed:

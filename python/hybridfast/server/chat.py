@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hybridfast.errors import to_gateway_error
+from hybridfast.pipeline.admission import parse_priority
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.server.auth import caller_for
@@ -61,6 +62,12 @@ async def serve_chat(
     ctx.route = chat.model
     ctx.stream = chat.stream
     ctx.caller = caller_for(request, chat.user)
+    # interactive (0) .. batch (9): the order in which requests wait at a busy deployment.
+    priority = request.headers.get("x-hybridfast-priority")
+    if priority is not None:
+        ctx.state["priority"] = parse_priority(
+            priority, request.app[gateway_key].config.queue.default_priority
+        )
     gateway = request.app[gateway_key]
     if not chat.stream:
         answer = await gateway.complete(chat, ctx)

@@ -46,6 +46,8 @@ async def readyz(request: web.Request) -> web.Response:
     if request.query.get("need") == "chat" and not chat:
         body["status"] = "no chat model"
         return web.Response(status=503, body=orjson.dumps(body), content_type=_JSON)
+    if gateway.gpus.gpus:
+        body["gpus"] = gateway.gpus.summary()
     health = getattr(gateway.router, "health", None)
     if callable(health):
         with contextlib.suppress(Exception):
