@@ -46,9 +46,10 @@ FINISH_REASONS = "observability.finish_reasons"
 CONTENT = "observability.content"
 # Pipeline marks (perf_counter seconds, in `ctx.state["marks"]` or `ctx.marks`) that become
 # child spans: (span name, start mark, end mark).
+# The route decision starts where the cache lookup ended.
 MARKED_SPANS = (
     ("cache lookup", "cache_start", "cache_end"),
-    ("route", "route_start", "route_end"),
+    ("route", "cache_end", "route_end"),
     ("ledger settle", "settle_start", "settle_end"),
 )
 # perf_counter seconds → Unix nanoseconds (span times are wall-clock).
@@ -172,7 +173,7 @@ class Tracing:
                 child = self.tracer.start_span(
                     name, context=parent, kind=self._internal, start_time=to_unix_ns(marks[start])
                 )
-                if name == "cache lookup":
+                if name != "ledger settle":
                     child.set_attribute("hybridfast.cache", ctx.cache)
                 child.end(end_time=to_unix_ns(marks[end]))
 
