@@ -6,6 +6,7 @@ from collections import Counter
 
 from hybridfast._core import Price, parse_usd
 from hybridfast.config import LOCAL_PROVIDER, Config, ModelConfig, PriceConfig
+from hybridfast.pricing import lookup_price
 from hybridfast.types import Deployment
 
 _LOCAL_KINDS = {"ollama"}
@@ -37,8 +38,6 @@ def resolve_price(model: ModelConfig, kind: str) -> Price:
     """The config's price, else the shipped price table's, else free (local models)."""
     if model.price is not None:
         return price_from_config(model.price)
-    from hybridfast.pricing import lookup_price
-
     return lookup_price(kind, model.model) or Price()
 
 
