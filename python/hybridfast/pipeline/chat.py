@@ -28,9 +28,9 @@ from hybridfast.errors import (
     ModelNotFound,
     NoChatModels,
     ProviderUnavailable,
+    QueueFull,
     to_gateway_error,
 )
-from hybridfast.pipeline.admission import QueueFull
 from hybridfast.pipeline.attempt import (
     DeploymentAttempt,
     Parts,
