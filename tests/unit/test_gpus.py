@@ -92,3 +92,16 @@ def test_gpus_command_without_nvml_says_so(
     monkeypatch.chdir(str(tmp_path))
     assert main(["gpus"]) == 0
     assert "no NVML" in capsys.readouterr().out
+
+
+def test_gpu_readings_reach_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from hybridfast.metrics import REGISTRY
+
+    pool = GpuPool(FakeNvml([FakeGpu(utilization=42, temperature=55)]), {})
+    pool.refresh()
+    text = generate_latest(REGISTRY).decode()
+    assert 'hybridfast_gpu_utilization_ratio{gpu="0",name="NVIDIA H200"} 0.42' in text
+    assert 'hybridfast_gpu_temperature_celsius{gpu="0",name="NVIDIA H200"} 55.0' in text
+    assert 'hybridfast_gpu_up{gpu="0",name="NVIDIA H200"} 1.0' in text
