@@ -252,6 +252,14 @@ RECOVERIES = Counter(
 )
 
 
+RATELIMIT_REMAINING = Gauge(
+    "hybridfast_ratelimit_remaining",
+    "What the caller's tightest rate limit had left after its last request, by key name "
+    "and kind (requests, tokens).",
+    ["key", "kind"],
+)
+
+
 class FamiliesCollector:
     def collect(self) -> Iterator[Metric]:
         for metric in _ALL:

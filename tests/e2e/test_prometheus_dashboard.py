@@ -118,6 +118,9 @@ def _config(p0: FakeUpstream, p1: FakeUpstream) -> str:
         "budgets:\n  - {scope: global, limit_usd: 100, window: day}\n"
         "  - {scope: team, name: red, limit_usd: 50, window: month}\n"
         "cache:\n  semantic: {embedder: hashing}\n"
+        "limits:\n  rules:\n"
+        "    - {scope: key, name: alice, rpm: 100000, tpm: 100000000}\n"
+        "    - {scope: key, name: bob, rpm: 100000, tpm: 100000000}\n"
     )
 
 

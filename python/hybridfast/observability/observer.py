@@ -53,6 +53,8 @@ def record_for(
             inter_token_ms = max(0.0, ended - first_byte) * 1000 / (usage.output_tokens - 1)
     state = getattr(ctx, "state", None) or {}
     first_attempt = state.get(FIRST_ATTEMPT)
+    answer_headers = getattr(ctx, "response_headers", None)
+    limits = _ratelimits(answer_headers) if answer_headers else (None, None)
     return RequestRecord(
         ts_ms=int(time.time() * 1000),
         request_id=ctx.request_id,
@@ -82,7 +84,18 @@ def record_for(
         inter_token_ms=inter_token_ms,
         fallbacks=ctx.fallbacks,
         recovered=bool(ctx.recovered),
+        ratelimit_requests=limits[0],
+        ratelimit_tokens=limits[1],
     )
+
+
+def _ratelimits(headers: dict[str, str]) -> tuple[int | None, int | None]:
+    """The rate-limit counters the answer carries (`x-ratelimit-remaining-*`)."""
+    out: list[int | None] = []
+    for kind in ("requests", "tokens"):
+        value = headers.get(f"x-ratelimit-remaining-{kind}")
+        out.append(int(value) if value is not None and value.isdigit() else None)
+    return out[0], out[1]
 
 
 def edge_record(
@@ -122,6 +135,12 @@ def observe_metrics(record: RequestRecord) -> None:
         metrics.FALLBACKS.inc((record.route,), record.fallbacks)
     if record.recovered:
         metrics.RECOVERIES.inc((record.route,))
+    if record.ratelimit_requests is not None:
+        metrics.RATELIMIT_REMAINING.set(
+            (record.key_name or "", "requests"), record.ratelimit_requests
+        )
+    if record.ratelimit_tokens is not None:
+        metrics.RATELIMIT_REMAINING.set((record.key_name or "", "tokens"), record.ratelimit_tokens)
     if record.input_tokens or record.output_tokens:
         cache = record.cache
         metrics.TOKENS.inc((dep, "input", cache), record.input_tokens)

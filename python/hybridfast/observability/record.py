@@ -72,6 +72,9 @@ class RequestRecord(msgspec.Struct, kw_only=True, gc=False):
     inter_token_ms: float | None = None
     fallbacks: int = 0
     recovered: bool = False
+    # What the caller's tightest rate limit had left after this request (when one applies).
+    ratelimit_requests: int | None = None
+    ratelimit_tokens: int | None = None
 
     @property
     def failed(self) -> bool:
