@@ -4,6 +4,7 @@ supervisor that restarts a dead worker and drains them all on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -79,7 +80,7 @@ async def test_two_workers_answer_settle_restart_and_drain(
 
         # A worker killed outright is replaced; the port keeps answering meanwhile.
         victim = min(workers)
-        subprocess.run(["kill", "-9", str(victim)], check=True)
+        os.kill(victim, signal.SIGKILL)
         replaced = wait_for_children(server.process.pid, 2)
         assert victim not in replaced
         second = await drive(server.url, 60)
@@ -101,9 +102,11 @@ def test_workers_refuse_budgets_counted_per_process(
 ) -> None:
     text = sqlite_config(fake_openai, tmp_path / "l.db")
     text += "budgets:\n  - {scope: global, window: total, limit_usd: 1}\n"
-    with pytest.raises(RuntimeError, match="counter: redis"):
-        with start_server(text, args=["--workers", "2"], timeout=10):
-            pass
+    with (
+        pytest.raises(RuntimeError, match="counter: redis"),
+        start_server(text, args=["--workers", "2"], timeout=10),
+    ):
+        pass
 
 
 @pytest.mark.redis

@@ -5,8 +5,9 @@ grouping several requests), a metric name, and a value: a boolean (`true` = 1) o
 The gateway remembers which route and deployment answered each recent request, so feedback on
 a request of a route under experiment updates that experiment's arm at once.
 
-Rows live in a `feedback` table beside the ledger (the same SQLite file, or the same PostgreSQL
-database and schema) and come back out with `GET /admin/feedback` (JSON lines or CSV).
+Rows live in a `feedback` table beside the ledger (a SQLite file next to the ledger's, or the
+ledger's PostgreSQL database and schema) and come back out with `GET /admin/feedback` (JSON
+lines or CSV).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -125,8 +127,16 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def feedback_path(ledger_path: str) -> str:
+    """A SQLite file beside the ledger's, never the ledger's own: the core's SQLite and
+    Python's are two libraries, and two libraries on one file in one process break each
+    other's locks (SQLite's own warning), which can lose acknowledged ledger entries."""
+    path = Path(ledger_path)
+    return str(path.with_name(f"{path.stem}-feedback{path.suffix or '.db'}"))
+
+
 class SqliteStore:
-    """The `feedback` table in a SQLite file (the ledger's), or in memory."""
+    """The `feedback` table in its own SQLite file beside the ledger's, or in memory."""
 
     def __init__(self, path: str | None) -> None:
         self._conn = sqlite3.connect(path or ":memory:", check_same_thread=False, timeout=30)

@@ -27,6 +27,7 @@ from hybridfast.experiments.feedback import (
     Recent,
     SqliteStore,
     Store,
+    feedback_path,
     feedback_row,
     parse_feedback,
 )
@@ -53,7 +54,7 @@ def install(gateway: Gateway) -> None:
     if ledger.backend == "postgres" and ledger.dsn:
         store: Store = PostgresStore(ledger.dsn, ledger.schema)
     else:
-        store = SqliteStore(ledger.path if ledger.backend == "sqlite" else None)
+        store = SqliteStore(feedback_path(ledger.path) if ledger.backend == "sqlite" else None)
     service = _SERVICES[gateway] = FeedbackService(store)
 
     async def remember(
