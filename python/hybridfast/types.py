@@ -211,6 +211,10 @@ class EmbeddingRequest:
     model: str
     inputs: list[str] | list[list[int]]
     tokens: bool = False  # inputs are token id arrays
+    # Whose ids they are: an OpenAI encoding (what OpenAI clients send: LangChain's
+    # OpenAIEmbeddings sends cl100k_base ids whatever the model), or "native" (the local
+    # model's own vocabulary).
+    token_encoding: str = "cl100k_base"
     dimensions: int | None = None
     priority: int = INTERACTIVE
     cache: CacheMode = "default"

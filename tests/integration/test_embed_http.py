@@ -109,14 +109,35 @@ async def test_repeat_texts_come_from_the_exact_cache(gateway: Make) -> None:
 
 async def test_token_array_input(gateway: Make) -> None:
     h = await gateway()
+    # MiniLM's own ids, said so.
     ids = load_embedder("minilm").tokenize(["hello world"])[0][1:-1]  # type: ignore[attr-defined]
-    _, one = await h.embed(model="minilm", input=ids)
-    _, many = await h.embed(model="minilm", input=[ids, ids])
+    _, one = await h.embed(model="minilm", input=ids, token_encoding="native")
+    _, many = await h.embed(model="minilm", input=[ids, ids], token_encoding="native")
     _, text = await h.embed(model="minilm", input="hello world")
     np.testing.assert_allclose(vectors(one)[0], vectors(text)[0], atol=1e-6)
     assert len(many["data"]) == 2
-    await h.embed(400, model="minilm", input=[[999_999]])
+    await h.embed(400, model="minilm", input=[[999_999]], token_encoding="native")
     await h.embed(400, model="hashing", input=[[1, 2]])
+
+
+async def test_openai_token_ids_are_read_as_text_for_minilm(gateway: Make) -> None:
+    """What LangChain's OpenAIEmbeddings sends: cl100k_base ids, whatever the model. Read as
+    MiniLM's own ids they gave wrong vectors (cosine 0.17 against the text)."""
+    import bpe_openai  # type: ignore[import-untyped]
+
+    h = await gateway()
+    text = "The quick brown fox jumps over the lazy dog."
+    ids = bpe_openai.get_encoding("cl100k_base").encode(text)
+    _, from_ids = await h.embed(model="minilm", input=[ids])
+    _, from_text = await h.embed(model="minilm", input=[text])
+    np.testing.assert_allclose(vectors(from_ids)[0], vectors(from_text)[0], atol=1e-6)
+    # The same ids as MiniLM's own vocabulary are another text: no cache entry is shared.
+    hello = bpe_openai.get_encoding("cl100k_base").encode("hello world")
+    _, cl100k = await h.embed(model="minilm", input=[hello])
+    _, native = await h.embed(model="minilm", input=[hello], token_encoding="native")
+    assert not np.allclose(vectors(native)[0], vectors(cl100k)[0], atol=1e-3)
+    await h.embed(400, model="minilm", input=[[2**31 - 1]])
+    await h.embed(400, model="minilm", input="x", token_encoding="latin-1")
 
 
 async def test_hashing_model_and_its_dimensions(gateway: Make) -> None:

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import Counter
 
+from hybridfast import metrics
 from hybridfast._core import Price
 from hybridfast.config import LOCAL_PROVIDER, Config, EmbeddingsConfig
 from hybridfast.embeddings.batcher import DynamicBatcher
 from hybridfast.embeddings.local import LOCAL_MODELS, Embedder, MiniLMEmbedder, load_embedder
 from hybridfast.errors import InvalidRequest, ProviderUnavailable
-from hybridfast.metrics import REGISTRY
 from hybridfast.pricing import estimate_tokens
 from hybridfast.types import (
     BATCH,
@@ -46,15 +45,45 @@ log = logging.getLogger("hybridfast.embeddings")
 Matrix = npt.NDArray[np.float32]
 Inputs = list[str] | list[list[int]]
 
-TEXTS = Counter(
-    "hybridfast_embed_texts_total",
+TEXTS = metrics.Counter(
+    "hybridfast_embed_texts",
     "Texts embedded, by deployment and whether the exact cache answered",
     ["deployment", "cache"],
-    registry=REGISTRY,
 )
 
 # The most dimensions the hashing embedder may be asked for.
 MAX_HASHING_DIMENSIONS = 8192
+
+
+# The encodings token-id input may come in: OpenAI's, or the local model's own ("native").
+TOKEN_ENCODINGS = ("cl100k_base", "o200k_base", "native")
+
+
+def decode_openai_tokens(ids: list[list[int]], encoding: str) -> list[str]:
+    """Token ids of an OpenAI encoding back to text (tiktoken-compatible, offline)."""
+    try:
+        import bpe_openai  # type: ignore[import-untyped]
+    except ImportError:
+        raise InvalidRequest(
+            "token-id input for a local model needs the OpenAI tokenizer to read it",
+            hint="send text, or pip install 'hybridfast[tokens]'",
+        ) from None
+    enc = bpe_openai.get_encoding(encoding)
+    try:
+        return [enc.decode(item) for item in ids]
+    except (KeyError, ValueError) as exc:
+        raise InvalidRequest(
+            f"`input` holds a token id that {encoding} does not have ({exc})",
+            hint="send text, or the ids of the model's own vocabulary with "
+            'token_encoding: "native"',
+        ) from None
+
+
+def _token_encoding(body: dict[str, Any]) -> str:
+    token_encoding = body.get("token_encoding", "cl100k_base")
+    if token_encoding not in TOKEN_ENCODINGS:
+        raise InvalidRequest(f"`token_encoding` must be one of {', '.join(TOKEN_ENCODINGS)}")
+    return str(token_encoding)
 
 
 def parse_request(
@@ -125,6 +154,7 @@ def parse_request(
         model=model,
         inputs=inputs,
         tokens=tokens,
+        token_encoding=_token_encoding(body),
         dimensions=dimensions,
         priority=BATCH if wanted == "batch" else INTERACTIVE,
         cache=cache,
@@ -235,18 +265,23 @@ class EmbeddingEngine:
     ) -> tuple[Matrix, list[int], Usage]:
         name = deployment.model
         embedder = self._local(name, request.dimensions)
-        if request.tokens:
+        texts: list[str]
+        if not request.tokens:
+            texts = inputs  # type: ignore[assignment]
+        else:
             if not isinstance(embedder, MiniLMEmbedder):
                 raise InvalidRequest(f"the local model {name!r} takes text input only")
             ids: list[list[int]] = inputs  # type: ignore[assignment]
-            vectors, counts = await asyncio.to_thread(embedder.embed_ids, ids)
+            if request.token_encoding == "native":
+                vectors, counts = await asyncio.to_thread(embedder.embed_ids, ids)
+                return vectors, [int(c) for c in counts], Usage(input_tokens=int(sum(counts)))
+            # OpenAI-encoded ids are not this model's: back to text, which it tokenizes itself.
+            texts = decode_openai_tokens(ids, request.token_encoding)
+        if self.settings.batching:
+            batcher = self._batcher(name, request.dimensions, embedder)
+            vectors, counts = await batcher.submit(texts, request.priority, gone)
         else:
-            texts: list[str] = inputs  # type: ignore[assignment]
-            if self.settings.batching:
-                batcher = self._batcher(name, request.dimensions, embedder)
-                vectors, counts = await batcher.submit(texts, request.priority, gone)
-            else:
-                vectors, counts = await asyncio.to_thread(embedder.embed_counted, texts)
+            vectors, counts = await asyncio.to_thread(embedder.embed_counted, texts)
         counts = [int(c) for c in counts]
         return vectors, counts, Usage(input_tokens=sum(counts))
 

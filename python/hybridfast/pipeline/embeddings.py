@@ -234,8 +234,8 @@ class EmbeddingsFlow:
                     self.cache.put(keys[i], vectors[j], counts[j])
         else:
             ctx.deployment = dep  # every text from the cache: nothing held, nothing called
-        TEXTS.labels(dep.id, "hit").inc(n - len(missing))
-        TEXTS.labels(dep.id, "miss").inc(len(missing))
+        TEXTS.inc((dep.id, "hit"), n - len(missing))
+        TEXTS.inc((dep.id, "miss"), len(missing))
         ctx.cache = "hit" if not missing else "miss"
         matrix = np.stack(rows) if n else np.empty((0, 0), dtype=np.float32)  # type: ignore[arg-type]
         return EmbeddingResult(
@@ -259,7 +259,13 @@ class EmbeddingsFlow:
             return [], rows, tokens
         shared = self.config.cache.shared
         scope = "" if shared else (caller.team or caller.key_name or caller.user or "")
-        keys = [self.cache.key(scope, dep, request.dimensions, x) for x in request.inputs]
+        # The same ids mean different text in different encodings: the encoding is in the key.
+        items = (
+            [(request.token_encoding, x) for x in request.inputs]
+            if request.tokens
+            else request.inputs
+        )
+        keys = [self.cache.key(scope, dep, request.dimensions, x) for x in items]
         if request.cache == "default":
             for i, key in enumerate(keys):
                 hit = self.cache.get(key)
