@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, Metric
-
+from hybridfast import metrics
 from hybridfast.errors import GatewayError
-from hybridfast.metrics import REGISTRY
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.types import (
     ChatAnswer,
@@ -126,31 +124,16 @@ class _Entry:
     fn: Callable[..., Awaitable[Any]]
 
 
-# Hook failures by (seam, hook name): read by `/metrics`.
-_FAILURES: dict[tuple[str, str], int] = {}
-
-
-class _HookCollector:
-    def collect(self) -> Iterator[Metric]:
-        fam = CounterMetricFamily(
-            "hybridfast_hook_errors",
-            "Hooks that raised (isolated: the request went on without them), by seam and hook.",
-            labels=["seam", "hook"],
-        )
-        for (seam, name), count in _FAILURES.items():
-            fam.add_metric([seam, name], count)
-        yield fam
-
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("hybridfast_hook_errors", "", labels=["seam", "hook"])
-
-
-REGISTRY.register(_HookCollector())
+HOOK_ERRORS = metrics.Counter(
+    "hybridfast_hook_errors",
+    "Hooks that raised (isolated: the request went on without them), by seam and hook.",
+    ["seam", "hook"],
+)
 
 
 def hook_failures() -> dict[tuple[str, str], int]:
     """A copy of the failure counts, by (seam, hook name)."""
-    return dict(_FAILURES)
+    return {(seam, name): int(n) for (seam, name), n in HOOK_ERRORS.values.items()}
 
 
 class Hooks:
@@ -233,8 +216,7 @@ class Hooks:
 
 
 def _failed(seam: str, entry: _Entry, ctx: RequestContext) -> None:
-    key = (seam, entry.name)
-    _FAILURES[key] = _FAILURES.get(key, 0) + 1
+    HOOK_ERRORS.inc((seam, entry.name))
     log.warning(
         "request %s: hook %s at %s failed; going on without it",
         ctx.request_id,
