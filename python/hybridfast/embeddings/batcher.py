@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import Counter, Gauge, Histogram
 
 from hybridfast.errors import RateLimited
-from hybridfast.metrics import REGISTRY
+from hybridfast.metrics import Counter, Gauge, Histogram
 
 Matrix = npt.NDArray[np.float32]
 RunBatch = Callable[[list[str]], tuple[Matrix, Sequence[int]]]
@@ -43,26 +42,22 @@ BATCH_TEXTS = Histogram(
     "hybridfast_embed_batch_texts",
     "Texts per batch the local embedding model ran",
     ["model"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-    registry=REGISTRY,
+    (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 QUEUE_TEXTS = Gauge(
     "hybridfast_embed_queue_texts",
     "Texts waiting for the local embedding model",
     ["model"],
-    registry=REGISTRY,
 )
 CANCELLED = Counter(
-    "hybridfast_embed_cancelled_texts_total",
+    "hybridfast_embed_cancelled_texts",
     "Queued texts dropped because their client went away",
     ["model"],
-    registry=REGISTRY,
 )
 REJECTED = Counter(
-    "hybridfast_embed_rejected_total",
+    "hybridfast_embed_rejected",
     "Embedding requests refused because the batching queue was full",
     ["model"],
-    registry=REGISTRY,
 )
 
 
