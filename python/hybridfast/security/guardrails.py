@@ -64,7 +64,7 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])"
 )
-_KEY = re.compile(
+KEY_SHAPES = re.compile(
     r"\b(?:sk-(?:proj-|ant-(?:api\d\d-)?|hf-)?[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}"
     r"|AIza[0-9A-Za-z_\-]{35}|gh[pousr]_[A-Za-z0-9]{36,}|xox[abposr]-[A-Za-z0-9-]{10,}"
     r"|gsk_[A-Za-z0-9]{20,}|xai-[A-Za-z0-9]{20,})"
@@ -127,7 +127,7 @@ class PiiGuardrail:
         found: list[Finding] = []
         for kind in self.entities:
             if kind == "key":
-                spans = _spans(_KEY, text, kind)
+                spans = _spans(KEY_SHAPES, text, kind)
             elif kind == "email":
                 spans = _spans(_EMAIL, text, kind)
             elif kind == "iban":
