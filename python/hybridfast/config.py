@@ -347,10 +347,14 @@ class EmbeddingsConfig(_Section):
 
 
 class RequestLogConfig(_Section):
-    """One row per request in the ledger's database, for the admin API and dashboard."""
+    """One row per request beside the ledger (its own SQLite file next to the ledger's, or
+    the ledger's PostgreSQL database), for `GET /admin/requests` and the dashboard."""
 
+    # Write every request's row (`GET /admin/requests`).
     enabled: bool = True
+    # Rows older than this many days are deleted.
     retention_days: float = 30.0
+    # How often the background writer commits the rows queued since its last batch.
     flush_interval_ms: float = 200.0
 
 
@@ -358,9 +362,13 @@ class TracingConfig(_Section):
     """OpenTelemetry traces over OTLP/HTTP (the `otel` extra). Also switched on by the
     standard OTEL_TRACES_EXPORTER=otlp / OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT variables."""
 
+    # Export traces (also on with the OTEL_EXPORTER_OTLP_* / OTEL_TRACES_EXPORTER variables).
     enabled: bool = False
-    endpoint: str | None = None  # default: the OTEL_* variables, else http://127.0.0.1:4318
+    # OTLP/HTTP base URL (default: the OTEL_* variables, else http://127.0.0.1:4318).
+    endpoint: str | None = None
+    # The `service.name` of the spans (OTEL_SERVICE_NAME wins).
     service_name: str = "hybridfast"
+    # Share of the traces that start here to record (a sampled incoming traceparent is kept).
     sample_ratio: float = 1.0
     # Prompts and completions go into spans only when this says so.
     record_content: bool = False
@@ -374,6 +382,7 @@ class MetricsConfig(_Section):
 
 
 class ObservabilityConfig(_Section):
+    # Log lines as text or one JSON object per line (`serve --log-format` wins).
     log_format: Literal["text", "json"] = "text"
     # One log line per request: "auto" writes them with the JSON format only.
     request_lines: Literal["auto", "on", "off"] = "auto"
