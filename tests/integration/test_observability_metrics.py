@@ -112,3 +112,29 @@ def test_a_failed_request_is_counted_with_its_code() -> None:
     after = _sample("hybridfast_request_failures_total", {**labels, "code": "ERR_MODEL_NOT_FOUND"})
     assert after == before + 1
     assert metrics.REQUESTS.values[("codes", "none", "404", "ERR_MODEL_NOT_FOUND", "bypass")] >= 1
+
+
+def test_spend_by_key_can_be_switched_off_to_bound_the_series() -> None:
+    caller = Caller(key_name="k-off", team="t-off")
+    record = LedgerRecord(
+        request_id="by-key-off",
+        caller=caller,
+        route="r",
+        deployment="bykey#0",
+        provider="p0",
+        model="m",
+        usage=Usage(input_tokens=5, output_tokens=5),
+        cost=7,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+    )
+    try:
+        ledger_metrics.count_by_key(False)
+        ledger_metrics.count_settled(record)
+    finally:
+        ledger_metrics.count_by_key(True)
+    labels = {"deployment": "bykey#0", "key": "", "team": ""}
+    assert _sample("hybridfast_spend_usd_total", labels) == 7 / 10**12
+    keyed = {"deployment": "bykey#0", "key": "k-off", "team": "t-off"}
+    assert _sample("hybridfast_spend_usd_total", keyed) == 0

@@ -65,13 +65,25 @@ def totals_for(deployment: str, key: str, team: str) -> list[int]:
     return cell
 
 
+_BY_KEY = {"on": True}
+
+
+def count_by_key(on: bool) -> None:
+    """Spend and tokens by key name and team (on), or by deployment only (off: a bound on
+    the series when there are thousands of keys; `observability.metrics.by_key`)."""
+    _BY_KEY["on"] = on
+
+
 def count_settled(record: LedgerRecord) -> None:
     """Adds a settled entry to the spend and billed-token counters. A cache hit carries
     the usage of the answer it replays, but nobody was billed for it again: its tokens
     are not billed tokens (the gateway's `hybridfast_request_tokens{cache="hit"}` counts
     them as served)."""
     caller = record.caller
-    cell = totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
+    if _BY_KEY["on"]:
+        cell = totals_for(record.deployment or "", caller.key_name or "", caller.team or "")
+    else:
+        cell = totals_for(record.deployment or "", "", "")
     cell[0] += record.cost
     if record.cache == "hit" or record.cache == "semantic-hit":
         return

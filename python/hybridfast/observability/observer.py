@@ -16,6 +16,7 @@ from typing import Any
 
 from hybridfast import metrics
 from hybridfast.config import Config
+from hybridfast.ledger import metrics as ledger_metrics
 from hybridfast.observability import logs
 from hybridfast.observability.live import LiveAggregator
 from hybridfast.observability.record import RequestRecord
@@ -196,6 +197,7 @@ class Observer:
     def from_config(cls, config: Config) -> Observer:
         obs = config.observability
         metrics.set_max_series(obs.metrics.max_series)
+        ledger_metrics.count_by_key(obs.metrics.by_key)
         lines = obs.request_lines == "on" or (
             obs.request_lines == "auto" and obs.log_format == "json"
         )
