@@ -42,7 +42,10 @@ def server(fakes: dict[str, FakeUpstream]) -> Iterator[RunningServer]:
     text = fake_config(o, a, ol, server=f"  master_key: {MASTER}")
     for i, kind in enumerate(KINDS):
         text = text.replace(
-            "models:\n", f"models:\n  - {{name: via-{kind}, provider: p{i}, model: m-{kind}}}\n", 1
+            "models:\n",
+            f"models:\n  - {{name: via-{kind}, provider: p{i}, model: m-{kind}, "
+            "price: {input_per_mtok: 1, output_per_mtok: 2}}\n",
+            1,
         )
     with start_server(text) as running:
         yield running
@@ -271,3 +274,31 @@ def test_reasoning_text_and_thinking_blocks_cross_protocols(
     assert streamed.content[0].thinking == "Pondering."  # type: ignore[union-attr]
     assert streamed.content[0].signature == "sig_fake"  # type: ignore[union-attr]
     assert streamed.content[1].text == DEFAULT_REPLY  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_n_answers_passed_through_or_fanned_out_and_charged(
+    server: RunningServer, fakes: dict[str, FakeUpstream], kind: str
+) -> None:
+    raw = oa(server).chat.completions.with_raw_response.create(
+        model=f"via-{kind}", messages=[{"role": "user", "content": "Two please"}], n=2
+    )
+    completion = raw.parse()
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert all(c.message.content == DEFAULT_REPLY for c in completion.choices)
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 18  # both answers are paid for
+    # fake_config prices $1/$2 per Mtok in/out: the charge covers both answers' tokens.
+    usage = completion.usage
+    cost = (usage.prompt_tokens * 1 + usage.completion_tokens * 2) / 1e6
+    assert float(raw.headers["x-hybridfast-cost-usd"]) == pytest.approx(cost)
+    if kind == "openai":
+        assert len(fakes[kind].requests) == 1  # the upstream answered n itself
+        assert fakes[kind].requests[0].body["n"] == 2
+    else:
+        assert len(fakes[kind].requests) == 2  # one call per answer
+    with pytest.raises(openai.BadRequestError) as streamed:
+        oa(server).chat.completions.create(
+            model=f"via-{kind}", messages=[{"role": "user", "content": "x"}], n=2, stream=True
+        )
+    assert streamed.value.code == "ERR_UNSUPPORTED"

@@ -413,6 +413,11 @@ class FakeUpstream:
                 "service_tier": "default",
                 "system_fingerprint": "fp_fake",
             }
+            n = body.get("n") or 1
+            if n > 1:  # n answers: the same one n times, each counted
+                answer["choices"] = [{**answer["choices"][0], "index": i} for i in range(n)]
+                usage["completion_tokens"] *= n
+                usage["total_tokens"] = prompt + usage["completion_tokens"]
             if not s.no_usage:
                 answer["usage"] = usage
             return web.Response(body=orjson.dumps(answer), content_type="application/json")

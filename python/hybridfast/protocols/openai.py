@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from hybridfast.errors import GatewayError, InvalidRequest
+from hybridfast.errors import GatewayError, InvalidRequest, Unsupported
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.validate import check_messages
 from hybridfast.protocols.common import (
@@ -20,6 +20,7 @@ from hybridfast.protocols.common import (
     parse_cache_control,
     read_json_object,
 )
+from hybridfast.providers.fanout import MAX_N
 from hybridfast.types import ChatAnswer, ChatRequest, Usage
 
 _KNOWN = frozenset(
@@ -56,8 +57,10 @@ def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
     if not isinstance(stream, bool):
         raise InvalidRequest("`stream` must be a boolean")
     n = body.get("n")
-    if n not in (None, 1):
-        raise InvalidRequest("`n` other than 1 is not supported", hint="send n separate requests")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_N):
+        raise InvalidRequest(f"`n` must be an integer from 1 to {MAX_N}")
+    if stream and n is not None and n > 1:
+        raise Unsupported("`n` above 1 is not supported when streaming", hint="send n requests")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise InvalidRequest("`stream_options` must be an object")
@@ -72,6 +75,8 @@ def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
         raise InvalidRequest("`user` must be a string")
     max_tokens = check_int(body, "max_completion_tokens") or check_int(body, "max_tokens")
     extra = {k: v for k, v in body.items() if k not in _KNOWN}
+    if n is not None and n > 1:
+        extra["n"] = n  # OpenAI-compatible upstreams answer it; the others are called n times
     return ChatRequest(
         model=model,
         messages=messages,
@@ -125,7 +130,7 @@ def answer_body(answer: ChatAnswer, request_id: str, model: str, meta: dict[str,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [choice],
+            "choices": [choice, *(extra.get("choices") or ())],
             "usage": usage_json(answer.usage),
             **(extra.get("response") or {}),
             "x_hybridfast": meta,

@@ -13,6 +13,7 @@ from hybridfast.config import ProviderConfig
 from hybridfast.passthrough import native_body
 from hybridfast.providers.anthropic_wire import STOP_TO_FINISH, to_upstream, usage_from_anthropic
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
+from hybridfast.providers.fanout import fan_out, requested_n
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
 API_VERSION = "2023-06-01"
@@ -61,6 +62,9 @@ class AnthropicProvider(Provider):
     async def chat(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> ChatAnswer:
+        n = requested_n(request)
+        if n > 1:  # one answer per call here: n calls, each charged
+            return await fan_out(lambda r: self.chat(deployment, r, retries=retries), request, n)
         data = await self.post_json(
             "/v1/messages", self.body(deployment, request, False), retries=retries
         )

@@ -10,6 +10,7 @@ import orjson
 from hybridfast.config import ProviderConfig
 from hybridfast.passthrough import untranslatable
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
+from hybridfast.providers.fanout import fan_out, requested_n
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
 
@@ -123,6 +124,9 @@ class OllamaProvider(Provider):
     async def chat(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> ChatAnswer:
+        n = requested_n(request)
+        if n > 1:  # one answer per call here: n calls, each charged
+            return await fan_out(lambda r: self.chat(deployment, r, retries=retries), request, n)
         data = await self.post_json(
             "/api/chat", self.body(deployment, request, False), retries=retries
         )

@@ -177,6 +177,8 @@ class OpenAIProvider(Provider):
             deployment=deployment.id,
             extra=answer_extra(data, choice),
         )
+        if len(data["choices"]) > 1:  # n > 1, answered by the upstream itself
+            answer.extra["choices"] = data["choices"][1:]
         if usage is not None:
             answer.usage = usage
         else:
