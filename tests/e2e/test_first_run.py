@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anthropic
@@ -50,8 +51,17 @@ def run_snippet(url: str) -> str:
     return out.getvalue()
 
 
+@dataclass
+class Serve:
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
 @contextlib.contextmanager
-def zero_config_serve(**env: str) -> Iterator[str]:
+def zero_config_serve(**env: str) -> Iterator[Serve]:
     """`python -m hybridfast serve` with no config file, no keys, no `hybridfast.yaml` in its
     directory, and only the local servers `env` names (the usual ports are not probed, so a
     server running on this machine cannot change the outcome)."""
@@ -81,7 +91,7 @@ def zero_config_serve(**env: str) -> Iterator[str]:
                 break
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        yield url
+        yield Serve(url, log)
     finally:
         process.terminate()
         process.wait(10)
@@ -101,7 +111,12 @@ def nothing_answering() -> str:
 
 
 def test_nothing_configured_gets_a_clear_503_with_a_hint() -> None:
-    with zero_config_serve(OLLAMA_HOST=nothing_answering()) as url:
+    with zero_config_serve(OLLAMA_HOST=nothing_answering()) as serve:
+        url = serve.url
+        # One line at start-up says so, and how to fix it.
+        (line,) = [x for x in serve.log().splitlines() if "no chat model" in x]
+        assert "ERR_NO_CHAT_MODELS" in line
+        assert "OLLAMA_HOST" in line
         with pytest.raises(openai.APIStatusError) as caught:
             run_snippet(url)
         err = caught.value
@@ -135,7 +150,9 @@ def test_nothing_configured_gets_a_clear_503_with_a_hint() -> None:
 
 
 def test_an_ollama_on_ollama_host_answers(fake_ollama: FakeUpstream) -> None:
-    with zero_config_serve(OLLAMA_HOST=fake_ollama.root) as url:
+    with zero_config_serve(OLLAMA_HOST=fake_ollama.root) as serve:
+        url = serve.url
+        assert f"discovery: ollama at {fake_ollama.root} (1 model)" in serve.log()
         assert run_snippet(url).strip() == DEFAULT_REPLY
         status, ready = get_json(url + "/readyz?need=chat")
         assert (status, ready["chat"]) == (200, True)
@@ -150,7 +167,8 @@ def test_an_ollama_started_later_is_found(fake_loop: BackgroundLoop) -> None:
     port = free_port()
     with zero_config_serve(
         OLLAMA_HOST=f"127.0.0.1:{port}", HYBRIDFAST_DISCOVER_INTERVAL_S="0.2"
-    ) as url:
+    ) as serve:
+        url = serve.url
         with pytest.raises(openai.APIStatusError):
             run_snippet(url)
         fake = FakeUpstream("ollama", port=port)
@@ -161,5 +179,6 @@ def test_an_ollama_started_later_is_found(fake_loop: BackgroundLoop) -> None:
                 assert time.monotonic() < deadline, "the new Ollama was never found"
                 time.sleep(0.1)
             assert run_snippet(url).strip() == DEFAULT_REPLY
+            assert "discovery: found ollama at" in serve.log()
         finally:
             fake_loop.run(fake.stop())
