@@ -156,6 +156,8 @@ VARIANTS = {
     "log_format: json}\n",
     "tracing": "observability: {request_log: {enabled: false}, request_lines: 'off', "
     "tracing: {enabled: true, endpoint: '{otlp}'}}\n",
+    "tracing_json": "observability: {request_log: {enabled: false}, request_lines: 'off', "
+    "tracing: {enabled: true, endpoint: '{otlp}', protocol: http/json}}\n",
     # One trace in twenty, the way a busy service samples.
     "tracing_sampled": "observability: {request_log: {enabled: false}, request_lines: 'off', "
     "tracing: {enabled: true, endpoint: '{otlp}', sample_ratio: 0.05}}\n",

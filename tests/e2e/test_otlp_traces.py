@@ -7,7 +7,9 @@ deployment; the caller's `traceparent` is continued and each upstream call carri
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, free_port
 from tests.fakes.upstream import FakeUpstream
 
+json_format = pytest.importorskip("google.protobuf.json_format")
 trace_service_pb2 = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
     reason="the otel extra is not installed",
@@ -34,6 +37,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.encodings: list[str] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -42,7 +46,12 @@ class Receiver:
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         export = trace_service_pb2.ExportTraceServiceRequest()
-        export.ParseFromString(body)
+        if request.content_type == "application/json":
+            self.encodings.append("json")
+            json_format.ParseDict(_ids_as_base64(json.loads(body)), export)
+        else:
+            self.encodings.append("protobuf")
+            export.ParseFromString(body)
         for resource_spans in export.resource_spans:
             service = {a.key: _value(a.value) for a in resource_spans.resource.attributes}.get(
                 "service.name"
@@ -82,6 +91,21 @@ class Receiver:
             await self.runner.cleanup()
 
 
+def _ids_as_base64(value: Any) -> Any:
+    """OTLP/JSON writes trace and span ids in hex; protobuf's JSON mapping of bytes fields
+    reads base64."""
+    if isinstance(value, dict):
+        return {
+            k: base64.b64encode(bytes.fromhex(v)).decode()
+            if k in ("traceId", "spanId", "parentSpanId") and isinstance(v, str)
+            else _ids_as_base64(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_ids_as_base64(v) for v in value]
+    return value
+
+
 def _value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":
@@ -98,14 +122,22 @@ def receiver(fake_loop: BackgroundLoop) -> Iterator[Receiver]:
 
 
 def _serve(
-    serve_gateway: Callable[..., RunningServer], p0: FakeUpstream, p1: FakeUpstream, url: str
+    serve_gateway: Callable[..., RunningServer],
+    p0: FakeUpstream,
+    p1: FakeUpstream,
+    url: str,
+    protocol: str = "http/protobuf",
 ) -> RunningServer:
     # The best quality first: p0 is always tried first, p1 is the fallback.
     config = fake_config(p0, p1).replace(
         "    model: openai-model-0\n", "    model: openai-model-0\n    quality: 0.9\n"
     )
     config += "routes:\n  ordered: {candidates: [chat], strategy: quality}\n"
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "OTEL_SERVICE_NAME": "gateway-under-test"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+        "OTEL_SERVICE_NAME": "gateway-under-test",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": protocol,
+    }
     return serve_gateway(config, env)
 
 
@@ -132,14 +164,16 @@ def _children(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[
     )
 
 
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
 async def test_a_fallback_is_one_trace_with_an_attempt_span_per_deployment(
     fake_openai: FakeUpstream,
     fake_anthropic: FakeUpstream,
     serve_gateway: Callable[..., RunningServer],
     receiver: Receiver,
+    protocol: str,
 ) -> None:
     fake_openai.fail(503, times=1)
-    server = _serve(serve_gateway, fake_openai, fake_anthropic, receiver.url)
+    server = _serve(serve_gateway, fake_openai, fake_anthropic, receiver.url, protocol)
     client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     raw = await client.chat.completions.with_raw_response.create(
         model="ordered",
@@ -193,6 +227,7 @@ async def test_a_fallback_is_one_trace_with_an_attempt_span_per_deployment(
     # Each upstream call carried its attempt span as the parent of whatever it traces.
     sent = fake_anthropic.requests[-1].headers["traceparent"]
     assert sent == f"00-{TRACE_ID}-{answered['span_id']}-01"
+    assert set(receiver.encodings) == {"json" if protocol == "http/json" else "protobuf"}
     # No prompt text, no key.
     text = repr(spans)
     assert "SECRET-PROMPT-TEXT" not in text

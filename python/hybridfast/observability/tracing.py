@@ -29,6 +29,7 @@ import orjson
 
 from hybridfast._core import format_usd
 from hybridfast.config import TracingConfig
+from hybridfast.observability import otlp_json
 from hybridfast.observability.record import RequestRecord
 from hybridfast.providers.http import CALL_HEADERS
 
@@ -86,6 +87,14 @@ def _endpoint(settings: TracingConfig, env: Mapping[str, str]) -> str:
     return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
 
+def _protocol(settings: TracingConfig, env: Mapping[str, str]) -> str:
+    return (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or settings.protocol
+    )
+
+
 class Tracing:
     """The tracer of one server and the pipeline hooks that make its child spans."""
 
@@ -108,9 +117,14 @@ class Tracing:
             resource=Resource.create({"service.name": service}),
             sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
         )
+        exporter: Any
+        if _protocol(settings, env) == "http/json":
+            exporter = otlp_json.JsonSpanExporter(self.endpoint)
+        else:
+            exporter = OTLPSpanExporter(endpoint=self.endpoint)
         self.provider.add_span_processor(
             BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=self.endpoint),
+                exporter,
                 schedule_delay_millis=500,
                 # Room for a burst of a few thousand requests between exports.
                 max_queue_size=16_384,
