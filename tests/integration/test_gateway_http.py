@@ -678,9 +678,10 @@ async def test_upstream_without_usage_is_estimated(
         ),
         (
             "/v1/chat/completions",
-            b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 3}',
+            b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "n": 3, '
+            b'"stream": true}',
             400,
-            "ERR_INVALID_REQUEST",
+            "ERR_UNSUPPORTED",
         ),
         (
             "/v1/chat/completions",
