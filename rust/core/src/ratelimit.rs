@@ -390,6 +390,35 @@ mod tests {
         assert!(matches!(err, Err(CoreError::InvalidArgument(_))));
     }
 
+    proptest::proptest! {
+        /// GCRA's guarantee: over any span of `w` ms, at most `limit` (the burst) plus what
+        /// drained meanwhile (`limit * w / 60000`) requests are admitted.
+        #[test]
+        fn never_more_than_burst_plus_refill(
+            limit in 1u64..200,
+            gaps in proptest::collection::vec(0u64..3_000, 1..400),
+        ) {
+            let rl = RateLimiter::new();
+            rl.configure("s", Limits { rpm: Some(limit), ..Limits::default() }).unwrap();
+            let s = vec!["s".to_owned()];
+            let mut now = 1_000u64;
+            let mut admitted = Vec::new();
+            for gap in gaps {
+                now += gap;
+                if rl.acquire(&s, 0, now).allowed {
+                    admitted.push(now);
+                }
+            }
+            for (i, start) in admitted.iter().enumerate() {
+                for (j, end) in admitted.iter().enumerate().skip(i) {
+                    let span = end - start;
+                    let bound = limit + (limit * span) / PERIOD_MS;
+                    proptest::prop_assert!((j - i + 1) as u64 <= bound);
+                }
+            }
+        }
+    }
+
     #[test]
     fn concurrent_threads_never_overshoot() {
         use std::sync::Arc;
