@@ -169,3 +169,28 @@ def test_langchain_anthropic(server: RunningServer, fakes: dict[str, FakeUpstrea
     assert structured.invoke("Weather in Oslo") == City(city="Oslo", temperature=3)
     sent = fakes["anthropic"].requests[-1].body
     assert json.dumps(sent).count("City") >= 1
+
+
+@pytest.mark.filterwarnings("ignore")  # litellm warns about pydantic and asyncio as it runs
+def test_litellm_sdk_as_a_client(
+    server: RunningServer, fakes: dict[str, FakeUpstream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not in the compat extra: ~250 MB installed (boto3, its own price tables...). Run it
+    # with `pip install litellm`.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
+    litellm = pytest.importorskip("litellm", reason="litellm is not in the compat extra")
+    common = {"api_base": server.url + "/v1", "api_key": MASTER}
+    chat = litellm.completion(
+        model="openai/via-anthropic", messages=[{"role": "user", "content": "Hi"}], **common
+    )
+    assert chat.choices[0].message.content == DEFAULT_REPLY
+    streamed = litellm.completion(
+        model="openai/via-ollama",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        **common,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == DEFAULT_REPLY
+    response = litellm.responses(model="openai/via-openai", input="Hello", **common)
+    assert response.output[0].content[0].text == DEFAULT_REPLY
+    assert fakes["openai"].requests[-1].path.endswith("/chat/completions")
