@@ -366,8 +366,7 @@ class TracingConfig(_Section):
     enabled: bool = False
     # OTLP/HTTP base URL (default: the OTEL_* variables, else http://127.0.0.1:4318).
     endpoint: str | None = None
-    # OTLP/HTTP encoding; http/json costs the gateway far less CPU per span
-    # (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL wins).
+    # OTLP/HTTP encoding (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL wins).
     protocol: Literal["http/protobuf", "http/json"] = "http/protobuf"
     # The `service.name` of the spans (OTEL_SERVICE_NAME wins).
     service_name: str = "hybridfast"

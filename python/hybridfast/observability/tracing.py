@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -105,7 +106,7 @@ class Tracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         env = os.environ if env is None else env
@@ -115,7 +116,8 @@ class Tracing:
         # A provider of our own, not the global one: an embedding application keeps its own.
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": service}),
-            sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+            # Roots are sampled in start_request already; a caller's decision is kept.
+            sampler=ParentBased(ALWAYS_ON),
         )
         exporter: Any
         if _protocol(settings, env) == "http/json":
@@ -132,6 +134,7 @@ class Tracing:
             )
         )
         self.tracer = self.provider.get_tracer("hybridfast")
+        self._ratio = settings.sample_ratio
         self._trace = trace
         self._context = context
         self._propagator = TraceContextTextMapPropagator()
@@ -144,7 +147,12 @@ class Tracing:
 
     def start_request(self, headers: Mapping[str, str], name: str) -> tuple[Any, Any]:
         """Starts the request's span as a child of the caller's `traceparent` (if any) and
-        makes it current; returns (span, token for `end_request`)."""
+        makes it current; returns (span, token for `end_request`), or (None, None) for a
+        request this gateway does not sample."""
+        if "traceparent" not in headers and self._ratio < 1.0 and random.random() >= self._ratio:
+            # Decided before any OpenTelemetry work: an unsampled request costs one draw
+            # (a caller's traceparent is followed, sampled or not, by the SDK's sampler).
+            return None, None
         parent = self._propagator.extract(headers)
         span = self.tracer.start_span(name, context=parent, kind=self._server)
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
