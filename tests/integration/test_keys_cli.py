@@ -30,7 +30,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_lifecycle(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
-        capsys, "keys", "--config", config, "create", "alice", "--team", "red", "--rpm", "10",
+        capsys, "keys", "create", "--config", config, "alice", "--team", "red", "--rpm", "10",
         "--model", "chat", "--meta", "owner=al", "--expires-in", "30",
     )  # fmt: skip
     assert code == 0
@@ -44,22 +44,22 @@ def test_lifecycle(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
         "red", 10, ["chat"], {"owner": "al"},
     )  # fmt: skip
 
-    code, out, _ = run(capsys, "keys", "--config", config, "list")
+    code, out, _ = run(capsys, "keys", "list", "--config", config)
     assert "alice" in out
     assert key not in out
     assert key[-4:] in out
 
-    code, out, _ = run(capsys, "keys", "--config", config, "rotate", "alice", "--grace", "60")
+    code, out, _ = run(capsys, "keys", "rotate", "--config", config, "alice", "--grace", "60")
     new = out.strip()
     assert store.lookup(key) is not None  # grace period
     assert store.lookup(new) is not None
 
-    code, out, _ = run(capsys, "keys", "--config", config, "revoke", "alice")
+    code, out, _ = run(capsys, "keys", "revoke", "--config", config, "alice")
     assert out.strip() == "alice: revoked"
     assert store.lookup(new) is None
     assert store.lookup(key) is None
 
-    code, out, _ = run(capsys, "keys", "--config", config, "--json", "audit")
+    code, out, _ = run(capsys, "keys", "audit", "--config", config, "--json")
     entries = json.loads(out)
     assert [e["action"] for e in entries] == ["revoke", "rotate", "create"]
     assert all(e["actor"].startswith("cli:") for e in entries)
@@ -81,9 +81,9 @@ def test_lifecycle(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_bad_input_is_one_line_and_changes_nothing(
     config: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    code, out, err = run(capsys, "keys", "--config", config, *argv)
+    code, out, err = run(capsys, "keys", *argv, "--config", config)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
-    code, out, _ = run(capsys, "keys", "--config", config, "--json", "audit")
+    code, out, _ = run(capsys, "keys", "audit", "--config", config, "--json")
     assert json.loads(out) == []

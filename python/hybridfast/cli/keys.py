@@ -24,11 +24,13 @@ from hybridfast.security.keys import KeySpec, KeyStore, check_spec
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="create, list, rotate and revoke virtual API keys")
-    p.add_argument("--config", help="YAML config (its ledger section names the database)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    # Every action takes these (`keys list --json`), so they are a parent of each.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config (its ledger section names the database)")
+    common.add_argument("--json", action="store_true", help="print JSON")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    create = actions.add_parser("create", help="create a key (printed once)")
+    create = actions.add_parser("create", help="create a key (printed once)", parents=[common])
     create.add_argument("name", help="the key's name: the tenant budgets and limits use")
     create.add_argument("--user")
     create.add_argument("--team")
@@ -45,16 +47,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.add_argument("--max-parallel", type=int, help="concurrent requests")
     create.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
 
-    listing = actions.add_parser("list", help="list keys (never the keys themselves)")
+    listing = actions.add_parser(
+        "list", help="list keys (never the keys themselves)", parents=[common]
+    )
     listing.add_argument("--all", action="store_true", help="include revoked keys")
-    get = actions.add_parser("get", help="one key's settings")
+    get = actions.add_parser("get", help="one key's settings", parents=[common])
     get.add_argument("name")
-    rotate = actions.add_parser("rotate", help="a new key; the old one works for --grace")
+    rotate = actions.add_parser(
+        "rotate", help="a new key; the old one works for --grace", parents=[common]
+    )
     rotate.add_argument("name")
     rotate.add_argument("--grace", type=float, default=0.0, metavar="SECONDS")
-    revoke = actions.add_parser("revoke", help="revoke a key (401 from then on)")
+    revoke = actions.add_parser("revoke", help="revoke a key (401 from then on)", parents=[common])
     revoke.add_argument("name")
-    audit = actions.add_parser("audit", help="the audit log, newest first")
+    audit = actions.add_parser("audit", help="the audit log, newest first", parents=[common])
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--target", help="only entries about this key")
     p.set_defaults(handler=run)
