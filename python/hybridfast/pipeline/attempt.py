@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -221,7 +222,8 @@ class DeploymentAttempt:
         self.reservation: Reservation | None = None
         self.produced = False  # output reached the client: this attempt cannot be undone
         self.usage: Usage | None = None  # set by done()
-        self.partial_usage: Usage | None = None  # what a cut-off call is charged for
+        # What a cut-off call is charged for (called only then: counting tokens costs).
+        self.partial_usage: Callable[[], Usage] | None = None
 
     async def __aenter__(self) -> DeploymentAttempt:
         # BudgetExceeded propagates from here: nothing is held, nothing started.
@@ -306,8 +308,8 @@ class DeploymentAttempt:
                 info.upstream_status = exc.status
             self._verdict(info.outcome, elapsed)
             if self.produced and self.partial_usage is not None:
-                info.usage = self.partial_usage
-                info.cost = charge(dep, self.partial_usage, elapsed)
+                info.usage = self.partial_usage()
+                info.cost = charge(dep, info.usage, elapsed)
             if info.outcome != "cancelled":
                 metrics.ERRORS.inc((dep.id, str(info.upstream_status or 0), "ERR_UPSTREAM"))
                 log.info("request %s: %s: %s", self.ctx.request_id, dep.id, info.error)

@@ -256,7 +256,13 @@ class ChatFlow:
             )
             try:
                 async with attempt:
-                    call = self.call(provider, attempt, attempt_request, retries, assembly)
+                    if not request.stream:  # a one-batch stream
+                        assembly.whole = await self.call(
+                            provider, attempt, attempt_request, retries
+                        )
+                        yield as_batch(assembly.whole)
+                        return
+                    call = self.call_stream(provider, attempt, attempt_request, retries, assembly)
                     try:
                         async for batch in call:
                             yield batch
@@ -288,31 +294,44 @@ class ChatFlow:
         attempt: DeploymentAttempt,
         request: ChatRequest,
         retries: int,
+    ) -> ChatAnswer:
+        """One whole-answer upstream call (the one batch of a one-batch stream)."""
+        dep, ctx = attempt.deployment, attempt.ctx
+        t0 = _perf()
+        whole = await provider.chat(dep, request, retries=retries)
+        now = _perf()
+        attempt.waited(now - t0)
+        usage = whole.usage
+        if usage.estimated:
+            text = whole.content + "".join(c["function"]["arguments"] for c in whole.tool_calls)
+            usage = estimated_usage(dep, ctx.input_estimate, text)
+        # Checked before anything is kept or handed on: bad counts fail this attempt, and
+        # the next deployment answers.
+        attempt.done(usage)
+        attempt.output_started(now)
+        return whole
+
+    async def call_stream(
+        self,
+        provider: Provider,
+        attempt: DeploymentAttempt,
+        request: ChatRequest,
+        retries: int,
         assembly: Assembly,
     ) -> AsyncGenerator[list[StreamEvent], None]:
-        """One upstream call as batches; reports progress and the final usage to `attempt`."""
+        """One streamed upstream call as batches; reports progress and the final usage to
+        `attempt`."""
         dep, ctx = attempt.deployment, attempt.ctx
         since = len(assembly.texts)
-        if not request.stream:
-            t0 = _perf()
-            whole = await provider.chat(dep, request, retries=retries)
-            now = _perf()
-            attempt.waited(now - t0)
-            usage = whole.usage
-            if usage.estimated:
-                text = whole.content + "".join(c["function"]["arguments"] for c in whole.tool_calls)
-                usage = estimated_usage(dep, ctx.input_estimate, text)
-            # Checked before anything is kept or handed on: bad counts fail this attempt,
-            # and the next deployment answers.
-            attempt.done(usage)
-            batch = as_batch(whole)
-            assembly.add(batch)
-            attempt.output_started(now)
-            yield batch
-            return
         events = provider.stream(dep, request, retries=retries)
         reported: Usage | None = None
-        attempt.partial_usage = None
+
+        def partial() -> Usage:
+            # Only when the call is cut short: what it produced, as reported or counted.
+            return reported or estimated_usage(dep, ctx.input_estimate, assembly.output_text(since))
+
+        attempt.partial_usage = partial
+        add = assembly.add
         try:
             while True:
                 waited = _perf()
@@ -321,24 +340,23 @@ class ChatFlow:
                 except StopAsyncIteration:
                     break
                 now = _perf()
-                attempt.waited(now - waited)
-                reported = assembly.add(batch) or reported
-                attempt.output_started(now)
-                attempt.partial_usage = reported or estimated_usage(
-                    dep, ctx.input_estimate, assembly.output_text(since)
-                )
+                ctx.upstream_s += now - waited
+                reported = add(batch) or reported
+                if not attempt.produced:
+                    attempt.output_started(now)
                 yield batch
             if assembly.finish is None:
                 raise ProviderError(f"{provider.name}: the stream ended without finishing")
         finally:
             await events.aclose()
-        estimate = estimated_usage(dep, ctx.input_estimate, assembly.output_text(since))
-        try:
-            attempt.done(reported or estimate)
-        except BadUsage as exc:
-            # The client has the whole answer already: bill the gateway's own count.
-            log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
-            attempt.done(estimate)
+        if reported is not None:
+            try:
+                attempt.done(reported)
+                return
+            except BadUsage as exc:
+                # The client has the whole answer already: bill the gateway's own count.
+                log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
+        attempt.done(estimated_usage(dep, ctx.input_estimate, assembly.output_text(since)))
 
     def nobody_answered(
         self,

@@ -97,13 +97,15 @@ def merge_extra(into: dict[str, Any], piece: dict[str, Any]) -> None:
 class Assembly:
     """What the attempts of one request produced so far: text, tool calls, finish reason."""
 
-    __slots__ = ("calls", "extra", "finish", "texts")
+    __slots__ = ("calls", "extra", "finish", "texts", "whole")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
         self.extra: dict[str, Any] = {}
+        # A whole answer (a call that was not streamed): it is the answer, nothing to join.
+        self.whole: ChatAnswer | None = None
 
     def add(self, batch: list[StreamEvent]) -> Usage | None:
         """Takes in one batch; returns the usage it reported, if any."""
@@ -145,6 +147,10 @@ class Assembly:
         return self.text(since) + "".join(c["function"]["arguments"] for c in self.calls.values())
 
     def answer(self, *, usage: Usage, model: str, deployment: str, cost: int) -> ChatAnswer:
+        whole = self.whole
+        if whole is not None:
+            whole.usage, whole.cost, whole.deployment = usage, cost, deployment
+            return whole
         return ChatAnswer(
             content=self.text(),
             finish_reason=self.finish or "stop",
