@@ -419,17 +419,24 @@ class RateLimitConfig(_Section):
     """Requests and tokens per minute and concurrent requests of one scope (unset: no
     limit). `model` and `route` match the name the client asked for."""
 
+    # What the rule limits: the whole gateway, or one key, user, team, model or route.
     scope: Literal["global", "key", "user", "team", "model", "route"]
+    # The key, user, team, model or route name (none for global).
     name: str | None = None
+    # Requests per minute (a full minute's worth may come at once).
     rpm: Count | None = None
+    # Tokens per minute: estimated at admission, settled with the reported usage.
     tpm: Count | None = None
+    # Requests running at the same time.
     max_parallel: Count | None = None
 
 
 class LimitsConfig(_Section):
     # local: counters in this process; redis: shared by every instance on that Redis.
     backend: Literal["local", "redis"] = "local"
+    # The Redis shared by the instances (redis backend).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Namespace of the counters' keys in Redis.
     redis_prefix: str = "hybridfast:ratelimit"
     # How long a concurrent slot of a crashed instance stays taken (redis backend).
     hold_ttl_s: Seconds = 900.0
@@ -441,7 +448,9 @@ class TlsConfig(_Section):
     TLS to upstreams needs nothing here: it is always verified against the system's CAs
     (or `$SSL_CERT_FILE`)."""
 
+    # The certificate chain, PEM (serve --tls-cert).
     cert: str | None = None
+    # Its private key, PEM, without a password (serve --tls-key).
     key: str | None = None
     # The oldest TLS version clients may use.
     min_version: Literal["1.2", "1.3"] = "1.2"
@@ -455,16 +464,21 @@ class GuardrailConfig(_Section):
     card numbers passing Luhn, IBANs passing mod-97, key-shaped strings), prompt_injection
     (heuristics), or plugin (a `hybridfast.guardrails` entry point or `module:Class`)."""
 
+    # Shown in the x-hybridfast-guardrails header, the log and the metric.
     name: str
+    # pii, prompt_injection, or plugin (a custom guardrail, see `plugin`).
     kind: Literal["pii", "prompt_injection", "plugin"]
     # warn: let it through and report; block: refuse with 400; mask: replace what was found.
     action: Literal["warn", "block", "mask"] = "warn"
+    # What a pii guardrail looks for.
     entities: list[PiiEntity] = msgspec.field(
         default_factory=lambda: ["email", "phone", "card", "iban", "key"]
     )
     # Check answers too (non-streaming answers are masked; streams are reported).
     answers: bool = False
+    # A `hybridfast.guardrails` entry-point name or a `module:Class` path (kind: plugin).
     plugin: str | None = None
+    # Keyword arguments for the plugin's constructor.
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
