@@ -20,7 +20,7 @@ from tests.fakes.upstream import count_tokens, fake_embedding
 
 from hybridfast.config import parse_config
 from hybridfast.embeddings.local import load_embedder
-from hybridfast.gateway import Gateway
+from hybridfast.pipeline.gateway import Gateway
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
 

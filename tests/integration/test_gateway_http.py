@@ -19,7 +19,8 @@ from tests.fakes.upstream import count_tokens, prompt_text
 from hybridfast._core import format_usd
 from hybridfast.config import parse_config
 from hybridfast.deployments import build_deployments
-from hybridfast.gateway import CONTINUE_PROMPT, Gateway
+from hybridfast.pipeline.gateway import Gateway
+from hybridfast.pipeline.recovery import CONTINUE_PROMPT
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
 from hybridfast.types import CacheHit, ChatAnswer, Usage
