@@ -308,23 +308,15 @@ class Gateway:
 
     # --- the pipeline (the server and the CLIs call these) ------------------------------
 
-    async def complete(
-        self,
-        request: ChatRequest,
-        ctx: RequestContext | Caller | None = None,
-        info: RequestContext | None = None,
-    ) -> ChatAnswer:
+    async def complete(self, request: ChatRequest, ctx: RequestContext | None = None) -> ChatAnswer:
         """A whole answer; `ctx` ends with the deployment, usage and exact cost."""
-        return await self.chat_flow.complete(request, _context(request, ctx, info))
+        return await self.chat_flow.complete(request, ctx or _context(request))
 
     def stream_events(
-        self,
-        request: ChatRequest,
-        ctx: RequestContext | Caller | None = None,
-        info: RequestContext | None = None,
+        self, request: ChatRequest, ctx: RequestContext | None = None
     ) -> AsyncGenerator[list[StreamEvent], None]:
         """The answer as batches of events (the first once an upstream produced a byte)."""
-        return self.chat_flow.events(request, _context(request, ctx, info))
+        return self.chat_flow.events(request, ctx or _context(request))
 
     async def embed_request(
         self, request: EmbeddingRequest, ctx: RequestContext, **kwargs: Any
@@ -411,13 +403,6 @@ class Gateway:
         return await self.embed_request(request, ctx)
 
 
-def _context(
-    request: ChatRequest, ctx: RequestContext | Caller | None, info: RequestContext | None
-) -> RequestContext:
-    """The request's context; the older call form `(request, caller, info)` still works."""
-    if isinstance(ctx, RequestContext):
-        return ctx
-    found = info if info is not None else RequestContext(request.model, stream=request.stream)
-    if isinstance(ctx, Caller):
-        found.caller = ctx
-    return found
+def _context(request: ChatRequest) -> RequestContext:
+    """A context for a request that came without one (an anonymous caller)."""
+    return RequestContext(request.model, stream=request.stream)
