@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from hybridfast import redact
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
 from hybridfast.discovery import Rediscovery
@@ -85,6 +86,11 @@ def create_app(
     for it. If it cannot open in the background, `failed` gets the reason and the process
     is sent SIGTERM."""
     failed = failed if failed is not None else []
+    # Keys never leave: errors, stream events, logs (aiohttp's too) and metrics pass through
+    # the one scrubber, which learns this config's secrets here.
+    redact.configure(redact.config_secrets(config))
+    redact.install_log_scrubbing()
+    redact.install_http_error_scrubbing()
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[*(make(config) for make in MIDDLEWARES), make_middleware(config)],

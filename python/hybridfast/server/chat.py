@@ -20,7 +20,8 @@ from hybridfast.errors import to_gateway_error
 from hybridfast.pipeline.admission import parse_priority
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.base import ClientProtocol
-from hybridfast.server.auth import caller_for
+from hybridfast.redact import scrub_bytes
+from hybridfast.server.auth import caller_for, note_client_request_id
 from hybridfast.server.middleware import use_protocol
 from hybridfast.server.state import CONTEXT, gateway_key
 from hybridfast.types import ChatRequest
@@ -57,6 +58,7 @@ async def serve_chat(
     if ctx is None:
         ctx = RequestContext()
     request[CONTEXT] = ctx
+    note_client_request_id(request, ctx)
     if chat is None:
         chat = protocol.parse_request(await request.read(), request.headers)
     ctx.route = chat.model
@@ -103,7 +105,8 @@ async def _stream(
             # and the context (the ledger line) has the status it carries.
             error = ctx.error if ctx.error is not None else to_gateway_error(exc)
             ctx.status = error.status
-            await response.write(encoder.error(error))
+            # Through the one scrubber: an upstream's mid-stream error may quote a key.
+            await response.write(scrub_bytes(encoder.error(error)))
             await response.write_eof()
             return response
         await response.write(encoder.end(ctx))

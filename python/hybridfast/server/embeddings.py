@@ -15,7 +15,8 @@ from hybridfast.embeddings.pipeline import parse_request
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.common import read_json_object
 from hybridfast.protocols.embeddings import encode_response
-from hybridfast.server.auth import caller_for
+from hybridfast.server.auth import caller_for, note_client_request_id
+from hybridfast.server.middleware import VALIDATED_BODY
 from hybridfast.server.state import CONTEXT, gateway_key
 
 
@@ -24,7 +25,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     gateway = request.app[gateway_key]
     ctx = RequestContext(endpoint="embeddings")
     request[CONTEXT] = ctx
-    body = read_json_object(await request.read())
+    note_client_request_id(request, ctx)
+    # Checked at the edge already (the auth middleware); read here when served without it.
+    body = request.get(VALIDATED_BODY) or read_json_object(await request.read())
     parsed = parse_request(
         body,
         gateway.config.embeddings,

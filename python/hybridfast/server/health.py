@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hybridfast.embeddings import builtin_models
 from hybridfast.metrics import REGISTRY
+from hybridfast.redact import scrub_bytes
 from hybridfast.server.state import gateway_key, lifecycle_key, opening_key
 from hybridfast.server.workers import all_workers_metrics
 
@@ -101,5 +102,6 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def prometheus(request: web.Request) -> web.Response:
     # Under `serve --workers N`: every worker's metrics, labelled by worker.
-    body = await all_workers_metrics(generate_latest(REGISTRY))
+    # Label values are key names, teams, models: scrubbed in case one was given a key's value.
+    body = scrub_bytes(await all_workers_metrics(generate_latest(REGISTRY)))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
