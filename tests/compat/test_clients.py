@@ -94,12 +94,10 @@ def test_openai_agents_default_model_with_a_function_tool(
     assert asyncio.run(run()) == "It is sunny in Paris."
     assert seen == ["Paris"]
     first, second = fakes["openai"].requests
-    assert first.path.endswith("/chat/completions")  # Responses in, chat upstream out
-    assert second.body["messages"][-1] == {
-        "role": "tool",
-        "tool_call_id": "call_fake0001",
-        "content": "sunny in Paris",
-    }
+    assert first.path.endswith("/responses")  # Responses in, Responses upstream out
+    output = second.body["input"][-1]
+    assert (output["type"], output["call_id"]) == ("function_call_output", "call_fake0001")
+    assert output["output"] == "sunny in Paris"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -193,4 +191,4 @@ def test_litellm_sdk_as_a_client(
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == DEFAULT_REPLY
     response = litellm.responses(model="openai/via-openai", input="Hello", **common)
     assert response.output[0].content[0].text == DEFAULT_REPLY
-    assert fakes["openai"].requests[-1].path.endswith("/chat/completions")
+    assert fakes["openai"].requests[-1].path.endswith("/responses")

@@ -214,11 +214,11 @@ def test_parse_structured_output(
     )
     assert parsed.output_parsed == Answer(city="Oslo", temperature=3)
     sent = fakes[kind].requests[-1].body
-    if kind == "openai":
-        fmt = sent["response_format"]
+    if kind == "openai":  # the Responses API itself: text.format as the client sent it
+        fmt = sent["text"]["format"]
         assert fmt["type"] == "json_schema"
-        assert fmt["json_schema"]["name"] == "Answer"
-        schema = fmt["json_schema"]["schema"]
+        assert fmt["name"] == "Answer"
+        schema = fmt["schema"]
     elif kind == "anthropic":
         # Enforced, not dropped: a forced tool whose input schema is the format's schema.
         (tool,) = sent["tools"]
@@ -272,3 +272,35 @@ def test_bad_input_is_a_4xx_in_openai_shape(server: RunningServer) -> None:
     with pytest.raises(openai.NotFoundError) as model:
         client.responses.create(model="no-such-model", input="x")
     assert model.value.code == "ERR_MODEL_NOT_FOUND"
+
+
+def test_openai_responses_upstream_gets_the_clients_body(
+    server: RunningServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    request = {
+        "model": "via-openai",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
+        "instructions": "Be brief.",
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "metadata": {"team": "blue"},
+        "temperature": 0.3,
+    }
+    response = oa(server).responses.create(
+        **request,  # type: ignore[arg-type]
+        extra_body={"future_field": 1},
+    )
+    assert response.output_text == DEFAULT_REPLY
+    received = fakes["openai"].requests[-1]
+    assert received.path == "/v1/responses"
+    # Byte for byte but for what the gateway owns: the model, and storage (the gateway's own).
+    assert received.body == {**request, "model": "m-openai", "store": False, "future_field": 1}
+    assert response.output[0].id.startswith("msg_fake")  # the upstream's own output items
+    with oa(server).responses.stream(**request) as stream:  # type: ignore[arg-type]
+        assert stream.get_final_response().output_text == DEFAULT_REPLY
+    assert fakes["openai"].requests[-1].body == {
+        **request,
+        "model": "m-openai",
+        "store": False,
+        "stream": True,
+    }

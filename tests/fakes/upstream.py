@@ -41,6 +41,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.responses_wire import openai_responses
+
 KINDS = ("openai", "anthropic", "ollama")
 
 DEFAULT_REPLY = "The quick brown fox jumps over the lazy dog."
@@ -218,6 +220,7 @@ class FakeUpstream:
         if self.kind == "openai":
             for prefix in ("/v1", ""):
                 app.router.add_post(f"{prefix}/chat/completions", self._openai_chat)
+                app.router.add_post(f"{prefix}/responses", self._openai_responses)
                 app.router.add_post(f"{prefix}/embeddings", self._openai_embed)
                 app.router.add_get(f"{prefix}/models", self._openai_models)
         elif self.kind == "anthropic":
@@ -496,6 +499,9 @@ class FakeUpstream:
             self.cancelled += 1
             raise
         return resp
+
+    async def _openai_responses(self, request: web.Request) -> web.StreamResponse:
+        return await openai_responses(self, request)
 
     async def _openai_embed(self, request: web.Request) -> web.Response:
         body = await self._receive(request)

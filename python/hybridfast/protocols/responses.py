@@ -450,10 +450,12 @@ def response_object(
 def answer_object(
     request: ResponsesRequest, answer: ChatAnswer, meta: dict[str, Any]
 ) -> dict[str, Any]:
+    # A Responses upstream's own output items go back whole (reasoning items, annotations).
+    output = answer.extra.get("response_output") or output_items(answer)
     return response_object(
         request,
         model=answer.model or request.model,
-        output=output_items(answer),
+        output=output,
         usage=answer.usage,
         finish_reason=answer.finish_reason,
         meta=meta,

@@ -11,8 +11,13 @@ from typing import Any
 import msgspec
 
 from hybridfast.config import ProviderConfig
-from hybridfast.passthrough import untranslatable, upstream_extra
+from hybridfast.passthrough import native_body, untranslatable, upstream_extra
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
+from hybridfast.providers.openai_responses import (
+    answer_from_response,
+    responses_body,
+    stream_response,
+)
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, Usage
 
 
@@ -146,9 +151,19 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {"include_usage": True}
         return body
 
+    def _responses_native(self, request: ChatRequest) -> dict[str, Any] | None:
+        # Only OpenAI's own API is sure to serve the Responses API; compatible servers
+        # get the translation to Chat Completions.
+        return native_body(request, "responses") if self.config.kind == "openai" else None
+
     async def chat(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> ChatAnswer:
+        native = self._responses_native(request)
+        if native is not None:  # a Responses client: its body, to the Responses API
+            body = responses_body(native, deployment.model, False)
+            data = await self.post_json("/responses", body, retries=retries)
+            return answer_from_response(data, deployment, self.name)
         data = await self.post_json(
             "/chat/completions", self.body(deployment, request, False), retries=retries
         )
@@ -188,6 +203,12 @@ class OpenAIProvider(Provider):
     async def stream(
         self, deployment: Deployment, request: ChatRequest, *, retries: int = 0
     ) -> AsyncGenerator[list[StreamEvent], None]:
+        native = self._responses_native(request)
+        if native is not None:
+            body = responses_body(native, deployment.model, True)
+            async for events in stream_response(self, body, retries=retries):
+                yield events
+            return
         body = self.body(deployment, request, True)
         decode = _CHUNK.decode
         first = True

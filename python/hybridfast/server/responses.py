@@ -23,6 +23,7 @@ from aiohttp import web
 from hybridfast._core import HybridfastError
 from hybridfast.config import Config
 from hybridfast.errors import GatewayError, InvalidRequest, to_gateway_error
+from hybridfast.passthrough import attach
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols import responses as protocol
@@ -70,6 +71,10 @@ class Endpoints:
                 )
             history = previous.conversation
         chat = parsed.to_chat(history)
+        if not history:
+            # A Responses upstream gets the client's own body (a continuation is rebuilt from
+            # the gateway's store, so it is translated).
+            attach(chat, "responses", parsed.body)
         if not parsed.stream:
             answer = await gateway.complete(chat, ctx)
             obj = protocol.answer_object(parsed, answer, ctx.meta())
