@@ -206,3 +206,28 @@ def test_store_on_postgresql() -> None:
         store.close()
         with psycopg.connect(dsn, autocommit=True) as db:
             db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_other_admin_actions_are_audited(server: RunningServer) -> None:
+    budget = {"scope": "team", "name": "red", "window": "day", "limit_usd": "10"}
+    assert admin(server, "PUT", "/admin/budgets", budget).status_code == 200
+    assert (
+        admin(server, "DELETE", "/admin/budgets?scope=team&name=red&window=day").status_code == 200
+    )
+    key = admin(server, "POST", "/admin/keys", {"name": "frank"}).json()["key"]
+    refused = httpx.delete(
+        server.url + "/admin/cache", headers={"authorization": f"Bearer {key}"}, timeout=10
+    )
+    assert refused.status_code == 403
+    assert admin(server, "GET", "/admin/budgets").status_code == 200  # reads are not audited
+    entries = admin(server, "GET", "/admin/audit").json()["entries"]
+    assert [(e["action"], e["detail"].get("status")) for e in entries] == [
+        ("DELETE /admin/cache", 403),
+        ("create", None),
+        ("DELETE /admin/budgets", 200),
+        ("PUT /admin/budgets", 200),
+    ]
+    assert entries[0]["actor"].startswith("unauthenticated@")
+    assert entries[2]["detail"]["query"] == {"scope": "team", "name": "red", "window": "day"}
+    assert entries[3]["actor"].startswith("master@")
+    assert key not in str(entries)

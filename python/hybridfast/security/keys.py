@@ -240,6 +240,11 @@ class KeyStore:
             (time.time(), actor, action, target, msgspec.json.encode(detail).decode()),
         )
 
+    def record(self, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """An audit entry for an admin action outside the key store (budgets, cache, config)."""
+        with self._tx() as cur:
+            self._audit(cur, actor, action, target, detail)
+
     # --- admin actions (each one audited) ---------------------------------------------
 
     def create(self, spec: KeySpec, actor: str) -> tuple[KeyRecord, str]:

@@ -29,6 +29,7 @@ from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
 from hybridfast.security import guardrails_hooks, keys_service, ratelimit_hooks
 from hybridfast.server import feedback, model_endpoints, openapi
+from hybridfast.server.admin import audit as admin_audit
 from hybridfast.server.admin import config as admin_config
 from hybridfast.server.admin import deployments as admin_deployments
 from hybridfast.server.admin import keys as admin_keys
@@ -48,7 +49,7 @@ ROUTES: tuple[web.RouteTableDef, ...] = (
     model_endpoints.routes,
     openapi.routes,
 )
-MIDDLEWARES: tuple[Callable[[Config], Any], ...] = ()
+MIDDLEWARES: tuple[Callable[[Config], Any], ...] = (admin_audit.make,)
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = (
     ("/v1/completions", COMPLETIONS),
     ("/completions", COMPLETIONS),
