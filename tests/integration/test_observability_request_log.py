@@ -5,8 +5,10 @@ real PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,9 @@ def _sqlite(tmp_path: Path) -> Backend:
     return SqliteBackend(str(tmp_path / "ledger.db"))
 
 
-def _postgres(tmp_path: Path) -> Backend:
+@contextlib.contextmanager
+def _postgres() -> Iterator[Backend]:
+    """The request log in a schema of its own, dropped afterwards."""
     psycopg = pytest.importorskip("psycopg")
     schema = f"reqlog_{uuid.uuid4().hex[:10]}"
     try:
@@ -57,12 +61,20 @@ def _postgres(tmp_path: Path) -> Backend:
             conn.execute(f'CREATE SCHEMA "{schema}"')
     except psycopg.OperationalError:
         pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    return PostgresBackend(PG_DSN, schema)
+    try:
+        yield PostgresBackend(PG_DSN, schema)
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _sqlite(tmp_path) if request.param == "sqlite" else _postgres(tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield _sqlite(tmp_path)
+    else:
+        with _postgres() as backend:
+            yield backend
 
 
 def _filled(backend: Backend, n: int) -> RequestLog:
