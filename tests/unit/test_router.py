@@ -15,6 +15,7 @@ from hybridfast.errors import (
     ConfigError,
     ModelNotFound,
     ProviderUnavailable,
+    QueueFull,
     Unsupported,
 )
 from hybridfast.routing import NativeRouter, build_router, describe_plan
@@ -141,7 +142,7 @@ def test_max_concurrency_and_least_busy() -> None:
     r = make("router: {group_strategy: least-busy}\nqueue: {enabled: false}\n")
     r.started("local#0")
     r.started("local#0")
-    with pytest.raises(ProviderUnavailable, match="saturated: 2 of 2"):
+    with pytest.raises(QueueFull, match="saturated: 2 of 2"):
         r.plan("local", feats(), CALLER)
     r.finished("local#0", ok=True, latency_s=1.0, ttft_s=0.1, output_tokens=20)
     assert ids(r, "local") == ["local#0"]
@@ -155,7 +156,7 @@ def test_the_admission_queue_extends_saturation_by_max_queue() -> None:
     r.started("local#0")
     assert ids(r, "local") == ["local#0"]  # one waiter fits
     r.started("local#0")
-    with pytest.raises(ProviderUnavailable, match="saturated: 3 of 2"):
+    with pytest.raises(QueueFull, match="saturated: 3 of 2"):
         r.plan("local", feats(), CALLER)
 
 
