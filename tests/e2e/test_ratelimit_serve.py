@@ -75,8 +75,17 @@ def single(fake_openai: FakeUpstream) -> Iterator[RunningServer]:
 
 
 async def test_one_instance_admits_exactly_the_limit(single: RunningServer) -> None:
+    # A stream carries the counters in its headers too (and counts against the limit).
+    alice = openai.AsyncOpenAI(base_url=single.url + "/v1", api_key=ALICE, max_retries=0)
+    async with alice.chat.completions.with_streaming_response.create(
+        model="chat", messages=[{"role": "user", "content": "stream"}], max_tokens=8, stream=True
+    ) as streamed:
+        assert streamed.headers["x-ratelimit-remaining-requests"] == str(LIMIT - 1)
+        async for _ in streamed.iter_lines():
+            pass
+    await alice.close()
     admitted, refused = await fire([single.url], 200)
-    assert admitted == LIMIT
+    assert admitted == LIMIT - 1
     check_refusal(refused[0])
     # An admitted answer carries the counters too.
     client = openai.AsyncOpenAI(base_url=single.url + "/v1", api_key=MASTER, max_retries=0)
