@@ -81,6 +81,10 @@ class Admission:
             else:
                 queue.core.set_limit(limit)
 
+    def limited(self, key: str) -> bool:
+        """Whether the deployment has a concurrency limit (and so a queue)."""
+        return key in self._queues
+
     def load(self, key: str) -> tuple[int, int]:
         """(running, waiting) at one deployment; (0, 0) when it has no limit."""
         queue = self._queues.get(key)

@@ -232,8 +232,9 @@ class DeploymentAttempt:
         )
         self.parts.router.started(self.deployment.id)
         self.slot: AbstractAsyncContextManager[float] | None = None
-        if self.parts.admission is not None:
-            await self._wait_for_a_slot(self.parts.admission)
+        admission = self.parts.admission
+        if admission is not None and admission.limited(self.deployment.id):
+            await self._wait_for_a_slot(admission)
         self.info.started = _perf()
         if self.parts.hooks.has("attempt_start"):
             await self.parts.hooks.run_attempt("attempt_start", self.ctx, self.info)
