@@ -113,6 +113,8 @@ class SqliteStore:
 
     def __init__(self, path: str, *, synchronous_full: bool = False, read_only: bool = False):
         self.path = path
+        # Whether a commit waits for an fsync (ms): the ledger then commits off the event loop.
+        self.synchronous_full = synchronous_full
         self.journal = _core.SqliteJournal(path, synchronous_full, read_only)
 
     def rebuild(self, books: _core.Ledger) -> int:
