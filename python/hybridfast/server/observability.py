@@ -93,7 +93,9 @@ def make_middleware(context_key: web.RequestKey[Any]) -> Any:
         try:
             response = await handler(request)
             status, code = response.status, None
-            if status >= 400:
+            if status == 499:  # the error middleware's answer to a client that left
+                code = "ERR_CLIENT_GONE"
+            elif status >= 400:
                 code = _error_code(response)
             return response
         except web.HTTPException as exc:
