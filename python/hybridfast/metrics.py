@@ -234,9 +234,9 @@ INTER_TOKEN = Histogram(
 )
 QUEUE = Histogram(
     "hybridfast_queue_seconds",
-    "Time from receiving a request to its first upstream byte that was not upstream time "
-    "(auth, parsing, cache lookup, routing, budget hold): what a request waits before "
-    "the upstream works on it.",
+    "Time from receiving a request to its first upstream call (parsing, hooks, cache "
+    "lookup, routing, admission, budget hold): what a request waits before an upstream "
+    "works on it.",
     ["route"],
     FAST_BUCKETS,
 )
