@@ -28,16 +28,9 @@ from hybridfast.errors import (
     ModelNotFound,
     NoChatModels,
     ProviderUnavailable,
-    QueueFull,
     to_gateway_error,
 )
-from hybridfast.pipeline.attempt import (
-    DeploymentAttempt,
-    Parts,
-    RequestBooks,
-    RequestScope,
-    outcome_of,
-)
+from hybridfast.pipeline.attempt import DeploymentAttempt, Parts, RequestBooks, RequestScope
 from hybridfast.pipeline.coalesce import InFlight
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import (
@@ -47,6 +40,7 @@ from hybridfast.pipeline.cost import (
     input_estimate,
     worst_case,
 )
+from hybridfast.pipeline.fallback import Failures, fallback
 from hybridfast.pipeline.recovery import Assembly, as_batch, continuation, replay_events
 from hybridfast.providers.base import Provider, ProviderError
 from hybridfast.types import (
@@ -231,7 +225,7 @@ class ChatFlow:
         ctx.arm = plan.arm
         return plan
 
-    async def attempts(
+    def attempts(
         self,
         request: ChatRequest,
         ctx: RequestContext,
@@ -239,54 +233,8 @@ class ChatFlow:
         books: RequestBooks,
         assembly: Assembly,
     ) -> AsyncGenerator[list[StreamEvent], None]:
-        """The one fallback loop over the plan."""
-        last: ProviderError | None = None
-        over_budget: GatewayError | None = None
-        count = len(plan.deployments)
-        for index, dep in enumerate(plan.deployments):
-            provider = self.providers.get(dep.provider)
-            if provider is None:
-                continue
-            sent = assembly.text()
-            attempt_request = continuation(request, sent, dep.kind) if sent else request
-            # Retry in place only on the last candidate: before it, falling back is faster.
-            retries = provider.config.max_retries if index == count - 1 else 0
-            attempt = DeploymentAttempt(
-                self.parts, ctx, books, dep, index, worst_case(dep, request, ctx.input_estimate)
-            )
-            try:
-                async with attempt:
-                    if not request.stream:  # a one-batch stream
-                        assembly.whole = await self.call(
-                            provider, attempt, attempt_request, retries
-                        )
-                        yield as_batch(assembly.whole)
-                        return
-                    call = self.call_stream(provider, attempt, attempt_request, retries, assembly)
-                    try:
-                        async for batch in call:
-                            yield batch
-                    finally:
-                        await call.aclose()
-                return
-            except Exception as exc:
-                if attempt.reservation is None:  # nothing held: nothing was called
-                    error = to_gateway_error(exc)
-                    if not isinstance(error, BudgetExceeded | QueueFull):
-                        raise error from None  # a counter that is down fails closed
-                    over_budget = error  # over budget, or its queue is full: try the next
-                    continue
-                if outcome_of(exc) == "refused" and not sent and not attempt.produced:
-                    # The request's fault: no other deployment will like it better.
-                    raise refusal(exc) from None
-                last = as_provider_error(exc, dep)
-                if attempt.produced:  # a break mid-way
-                    assembly.finish = None
-                    if not self.settings.stream_recovery or assembly.calls or index == count - 1:
-                        break
-                    ctx.recovered = True
-                ctx.fallbacks += 1
-        raise self.nobody_answered(ctx, last, over_budget, assembly)
+        """The plan's deployments through the one fallback loop (`pipeline/fallback.py`)."""
+        return fallback(ctx, plan.deployments, ChatCall(self, request, ctx, books, assembly))
 
     async def call(
         self,
@@ -358,22 +306,72 @@ class ChatFlow:
                 log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
         attempt.done(estimated_usage(dep, ctx.input_estimate, assembly.output_text(since)))
 
-    def nobody_answered(
+
+class ChatCall:
+    """Chat on one deployment after another: the chat `Endpoint` of the fallback loop."""
+
+    __slots__ = ("assembly", "books", "count", "ctx", "flow", "request")
+
+    def __init__(
         self,
+        flow: ChatFlow,
+        request: ChatRequest,
         ctx: RequestContext,
-        last: ProviderError | None,
-        over_budget: GatewayError | None,
+        books: RequestBooks,
         assembly: Assembly,
-    ) -> GatewayError:
-        if over_budget is not None and last is None:
-            return over_budget
-        if assembly.texts:
+    ) -> None:
+        self.flow = flow
+        self.request = request
+        self.ctx = ctx
+        self.books = books
+        self.assembly = assembly
+        self.count = 0
+
+    def attempt(self, deployment: Deployment, index: int, count: int) -> DeploymentAttempt | None:
+        if deployment.provider not in self.flow.providers:
+            return None
+        self.count = count
+        worst = worst_case(deployment, self.request, self.ctx.input_estimate)
+        return DeploymentAttempt(self.flow.parts, self.ctx, self.books, deployment, index, worst)
+
+    def run(self, attempt: DeploymentAttempt) -> AsyncGenerator[list[StreamEvent], None]:
+        dep = attempt.deployment
+        provider = self.flow.providers[dep.provider]
+        sent = self.assembly.text()
+        request = continuation(self.request, sent, dep.kind) if sent else self.request
+        # Retry in place only on the last candidate: before it, falling back is faster.
+        retries = provider.config.max_retries if attempt.info.index == self.count - 1 else 0
+        if not request.stream:
+            return self._whole(provider, attempt, request, retries)
+        return self.flow.call_stream(provider, attempt, request, retries, self.assembly)
+
+    async def _whole(
+        self, provider: Provider, attempt: DeploymentAttempt, request: ChatRequest, retries: int
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """A whole answer as a one-batch stream."""
+        self.assembly.whole = await self.flow.call(provider, attempt, request, retries)
+        yield as_batch(self.assembly.whole)
+
+    def refusal_ends(self) -> bool:
+        # Refused as the continuation of a broken stream: the request itself was fine.
+        return not self.assembly.texts
+
+    def can_continue(self, is_last: bool) -> bool:
+        self.assembly.finish = None
+        calls = self.assembly.calls
+        return self.flow.settings.stream_recovery and not calls and not is_last
+
+    def nobody_answered(self, failures: Failures) -> GatewayError:
+        if failures.over_budget is not None and failures.last is None:
+            return failures.over_budget
+        if self.assembly.texts:
+            recovery = self.flow.settings.stream_recovery
             return ProviderUnavailable(
                 "the stream broke off and could not be continued"
-                + ("" if self.settings.stream_recovery else " (server.stream_recovery is off)"),
+                + ("" if recovery else " (server.stream_recovery is off)"),
                 status=502,
             )
-        return unavailable(last, ctx.route)
+        return unavailable(failures.last, self.ctx.route)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -399,20 +397,6 @@ def needs_of(request: ChatRequest) -> frozenset[str]:
             needs.append("vision")
             break
     return frozenset(needs)
-
-
-def refusal(exc: Exception) -> GatewayError:
-    if isinstance(exc, ProviderError):
-        return InvalidRequest(exc.message, status=exc.status or 400)
-    return to_gateway_error(exc)
-
-
-def as_provider_error(exc: Exception, dep: Deployment) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
-    if not isinstance(exc, BadUsage | GatewayError):
-        log.warning("%s: the answer could not be used", dep.id, exc_info=True)
-    return ProviderError(f"{dep.id}: the upstream's answer could not be used ({exc})")
 
 
 def unavailable(last: ProviderError | None, route: str) -> ProviderUnavailable:

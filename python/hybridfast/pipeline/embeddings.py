@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import msgspec
 import numpy as np
@@ -26,14 +26,14 @@ from hybridfast._core import ExactTable
 from hybridfast.config import LOCAL_PROVIDER, Config
 from hybridfast.embeddings.pipeline import TEXTS, EmbeddingEngine, Inputs, Matrix
 from hybridfast.errors import (
-    BudgetExceeded,
     GatewayError,
     ModelNotFound,
     ProviderUnavailable,
     to_gateway_error,
 )
-from hybridfast.pipeline.attempt import DeploymentAttempt, Parts, RequestScope, outcome_of
+from hybridfast.pipeline.attempt import DeploymentAttempt, Parts, RequestBooks, RequestScope
 from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.fallback import Failures, fallback
 from hybridfast.providers.base import Provider
 from hybridfast.types import (
     Caller,
@@ -122,7 +122,14 @@ class EmbeddingsFlow:
             scope.request = request = changed
             deployments = self.route(request, ctx)
             scope.books.on_books = True
-            result = await self.attempts(request, ctx, deployments, scope, gone)
+            result = self.from_cache(request, ctx, deployments[0])
+            if result is None:
+                call = EmbedCall(self, request, ctx, scope.books, gone)
+                async for answer in fallback(ctx, deployments, call):  # a one-item stream
+                    result = answer
+                assert result is not None
+                result.cost = scope.books.spent_cost
+            result.fallbacks = ctx.fallbacks
             scope.answer = result
             return result
         raise AssertionError("unreachable")  # pragma: no cover - the scope re-raises
@@ -163,88 +170,41 @@ class EmbeddingsFlow:
         ]
         return able or list(plan.deployments)
 
-    async def attempts(
-        self,
-        request: EmbeddingRequest,
-        ctx: RequestContext,
-        deployments: list[Deployment],
-        scope: RequestScope,
-        gone: Callable[[], bool] | None,
-    ) -> EmbeddingResult:
-        """The one fallback loop over the plan (as in chat)."""
-        failures: list[str] = []
-        refusals: list[GatewayError] = []  # 4xx answers: the request, not the deployment
-        over_budget: GatewayError | None = None
-        for index, dep in enumerate(deployments):
-            try:
-                result = await self.attempt(request, ctx, dep, index, scope, gone)
-            except Exception as exc:
-                error = to_gateway_error(exc)
-                if isinstance(error, BudgetExceeded):
-                    over_budget = error
-                    continue
-                if outcome_of(exc) == "refused" and isinstance(exc, GatewayError):
-                    refusals.append(exc)
-                reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-                log.warning("embeddings: %s failed (%s)", dep.id, reason)
-                failures.append(f"{dep.id}: {reason}")
-                ctx.fallbacks += 1
-                continue
-            result.fallbacks = index
-            return result
-        if refusals and len(refusals) == len(failures):
-            raise refusals[0]
-        if over_budget is not None and not failures:
-            raise over_budget
-        raise ProviderUnavailable(
-            f"no deployment could embed for {request.model!r} ({'; '.join(failures)})"
-        )
+    def from_cache(
+        self, request: EmbeddingRequest, ctx: RequestContext, dep: Deployment
+    ) -> EmbeddingResult | None:
+        """The answer when the cache has every text for the first deployment: nothing is
+        held or called (and the request still gets its ledger line)."""
+        if self.cache is None or request.cache != "default":
+            return None
+        _, rows, tokens = self._cached(request, ctx.caller, dep)
+        if any(row is None for row in rows):
+            return None
+        ctx.deployment = dep
+        return self.result(request, ctx, dep, (rows, tokens), 0, Usage())
 
-    async def attempt(
+    def result(
         self,
         request: EmbeddingRequest,
         ctx: RequestContext,
         dep: Deployment,
-        index: int,
-        scope: RequestScope,
-        gone: Callable[[], bool] | None,
+        found: tuple[list[Matrix | None], list[int]],
+        computed: int,
+        usage: Usage,
     ) -> EmbeddingResult:
-        """One deployment: cached texts from the table, the rest computed in one attempt."""
-        inputs = request.inputs
-        n = len(inputs)
-        keys, rows, tokens = self._cached(request, ctx.caller, dep)
-        missing = [i for i in range(n) if rows[i] is None]
-        subset: Inputs = [inputs[i] for i in missing]  # type: ignore[assignment]
-        worst = EmbeddingEngine.worst_case(dep, subset, request.tokens)
-        usage, cost = Usage(), 0
-        if missing:
-            parts = self.unrouted if dep.id.endswith("#local") else self.parts
-            attempt = DeploymentAttempt(parts, ctx, scope.books, dep, index, worst)
-            async with attempt:
-                provider = self.providers.get(dep.provider)
-                vectors, counts, usage = await self.engine.compute(
-                    dep, request, subset, provider, gone
-                )
-                attempt.done(usage)
-                attempt.output_started(attempt.info.started)
-            cost = attempt.info.cost
-            for j, i in enumerate(missing):
-                rows[i], tokens[i] = vectors[j], counts[j]
-                if self.cache is not None and request.cache != "no-store":
-                    self.cache.put(keys[i], vectors[j], counts[j])
-        else:
-            ctx.deployment = dep  # every text from the cache: nothing held, nothing called
-        TEXTS.inc((dep.id, "hit"), n - len(missing))
-        TEXTS.inc((dep.id, "miss"), len(missing))
-        ctx.cache = "hit" if not missing else "miss"
+        rows, tokens = found
+        n = len(rows)
+        TEXTS.inc((dep.id, "hit"), n - computed)
+        TEXTS.inc((dep.id, "miss"), computed)
+        ctx.cache = "hit" if not computed else "miss"
         matrix = np.stack(rows) if n else np.empty((0, 0), dtype=np.float32)  # type: ignore[arg-type]
         return EmbeddingResult(
             vectors=matrix.astype(np.float32, copy=False),
             model=request.model,
             deployment=dep,
             prompt_tokens=sum(tokens),
-            cost=cost,
-            cached=n - len(missing),
+            cost=0,
+            cached=n - computed,
             request_id=ctx.request_id,
             estimated=usage.estimated,
         )
@@ -272,3 +232,73 @@ class EmbeddingsFlow:
                 if hit is not None:
                     rows[i], tokens[i] = hit
         return keys, rows, tokens
+
+
+class EmbedCall:
+    """Embeddings on one deployment after another: an `Endpoint` of the fallback loop. Each
+    deployment answers the texts its cache lacks in one attempt (a one-item stream)."""
+
+    __slots__ = ("books", "ctx", "flow", "gone", "pending", "request")
+
+    def __init__(
+        self,
+        flow: EmbeddingsFlow,
+        request: EmbeddingRequest,
+        ctx: RequestContext,
+        books: RequestBooks,
+        gone: Callable[[], bool] | None,
+    ) -> None:
+        self.flow = flow
+        self.request = request
+        self.ctx = ctx
+        self.books = books
+        self.gone = gone
+        # The deployment's cache keys, rows (None: to compute) and token counts.
+        self.pending: tuple[list[bytes], list[Matrix | None], list[int]] = ([], [], [])
+
+    def attempt(self, deployment: Deployment, index: int, count: int) -> DeploymentAttempt:
+        request, flow = self.request, self.flow
+        self.pending = keys_rows = flow._cached(request, self.ctx.caller, deployment)
+        missing = [request.inputs[i] for i, row in enumerate(keys_rows[1]) if row is None]
+        worst = EmbeddingEngine.worst_case(deployment, missing, request.tokens)
+        # Built-in local models are not in the router's tables: no health to track there.
+        parts = flow.unrouted if deployment.id.endswith("#local") or not missing else flow.parts
+        return DeploymentAttempt(parts, self.ctx, self.books, deployment, index, worst)
+
+    async def run(self, attempt: DeploymentAttempt) -> AsyncGenerator[EmbeddingResult, None]:
+        request, flow, dep = self.request, self.flow, attempt.deployment
+        keys, rows, tokens = self.pending
+        missing = [i for i, row in enumerate(rows) if row is None]
+        usage = Usage()
+        if missing:
+            subset: Inputs = [request.inputs[i] for i in missing]  # type: ignore[assignment]
+            provider = flow.providers.get(dep.provider)
+            vectors, counts, usage = await flow.engine.compute(
+                dep, request, subset, provider, self.gone
+            )
+            attempt.done(usage)  # unusable counts fail the attempt before anything is kept
+            for j, i in enumerate(missing):
+                rows[i], tokens[i] = vectors[j], counts[j]
+                if flow.cache is not None and request.cache != "no-store":
+                    flow.cache.put(keys[i], vectors[j], counts[j])
+        else:
+            attempt.done(usage)
+        attempt.output_started(attempt.info.started)
+        yield flow.result(request, self.ctx, dep, (rows, tokens), len(missing), usage)
+
+    def refusal_ends(self) -> bool:
+        return False  # one deployment's 4xx (dimensions, token input) may suit another
+
+    def can_continue(self, is_last: bool) -> bool:
+        return False
+
+    def nobody_answered(self, failures: Failures) -> GatewayError:
+        for reason in failures.reasons:
+            log.warning("embeddings: %s failed", reason)
+        if failures.refusals and len(failures.refusals) == len(failures.reasons):
+            return failures.refusals[0]
+        if failures.over_budget is not None and not failures.reasons:
+            return failures.over_budget
+        return ProviderUnavailable(
+            f"no deployment could embed for {self.request.model!r} ({'; '.join(failures.reasons)})"
+        )
