@@ -165,6 +165,8 @@ def test_dashboard_pages_in_chromium(
         page.fill("#config-text", text.replace("- name: chat", "- name: chat-renamed"))
         page.click("#config-apply")
         page.wait_for_selector("#config-message.ok")
+        # The apply is in the audit log, shown under the editor (who, what, when).
+        page.wait_for_selector("#config-audit td:has-text('POST /admin/config')")
         page.screenshot(path=str(screenshots / "ui-config.png"))
         assert _chat(gateway, "chat-renamed") == 200
         browser.close()

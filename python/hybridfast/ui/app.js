@@ -215,9 +215,11 @@ pages.budgets = async (page) => {
     ["spent", (b) => exact(b.spent_usd), "num"], ["reserved", (b) => exact(b.reserved_usd), "num"], ["remaining", (b) => exact(b.remaining_usd), "num"],
     ["used", bar]], data.budgets) : el("p", { class: "muted" }, "no budgets configured")));
   const keys = await call("admin/keys").catch(() => null);
-  if (keys?.keys) page.append(el("div", { class: "card" }, el("h2", {}, "keys"), table([
-    ["name", (k) => k.name], ["user", (k) => k.user], ["team", (k) => k.team], ["state", (k) => k.state ?? (k.revoked ? "revoked" : "active")],
-    ["expires", (k) => k.expires_at ?? "never"], ["models", (k) => (k.models?.length ? k.models.join(", ") : "all")]], keys.keys)));
+  if (keys?.keys) page.append(el("div", { class: "card" }, el("h2", {}, "keys created at run time"), keys.keys.length ? table([
+    ["name", (k) => k.name], ["key", (k) => k.key_hint], ["user", (k) => k.user], ["team", (k) => k.team],
+    ["status", (k) => pill(k.status, k.status === "active" ? "good" : "bad")],
+    ["expires", (k) => (k.expires_at ? time(k.expires_at * 1000) : "never")], ["models", (k) => (k.models?.length ? k.models.join(", ") : "all")]], keys.keys)
+    : el("p", { class: "muted" }, "none: create one with `hybridfast keys create NAME`")));
 };
 
 pages.cache = async (page) => {
@@ -245,9 +247,17 @@ pages.config = async (page) => {
       message.className = "ok"; message.textContent = r.message;
     } catch (e) { message.className = "error"; message.textContent = e.message; }
   };
+  const audit = el("div", { class: "card", id: "config-audit" });
+  const loadAudit = async () => {
+    const log = await call("admin/audit?limit=10").catch(() => null);
+    if (log?.entries) audit.replaceChildren(el("h2", {}, "recent admin actions"), table([
+      ["when", (a) => time(a.at * 1000)], ["who", (a) => a.actor], ["what", (a) => a.action], ["target", (a) => a.target]], log.entries));
+  };
+  const sendAndLog = async (dryRun) => { await send(dryRun); if (!dryRun) await loadAudit(); };
   page.append(el("h1", {}, "Config"), el("p", { class: "muted" }, `${data.source} · secrets are masked; leave a masked value as it is to keep it`),
-    el("div", { class: "toolbar" }, el("button", { class: "secondary", id: "config-check", onclick: () => send(true) }, "Check"),
-      el("button", { id: "config-apply", onclick: () => send(false) }, "Apply")), message, el("div", { class: "card" }, editor));
+    el("div", { class: "toolbar" }, el("button", { class: "secondary", id: "config-check", onclick: () => sendAndLog(true) }, "Check"),
+      el("button", { id: "config-apply", onclick: () => sendAndLog(false) }, "Apply")), message, el("div", { class: "card" }, editor), audit);
+  await loadAudit();
 };
 
 // --- shell ---------------------------------------------------------------------------------
