@@ -263,3 +263,27 @@ async def test_a_recovered_stream_marks_the_continuing_attempt(
     assert broken["attributes"]["hybridfast.recovery"] is False
     assert continued["attributes"]["hybridfast.recovery"] is True
     assert continued["attributes"]["hybridfast.outcome"] == "ok"
+
+
+async def test_prompts_and_answers_are_recorded_only_when_the_config_says_so(
+    fake_openai: FakeUpstream,
+    serve_gateway: Callable[..., RunningServer],
+    receiver: Receiver,
+) -> None:
+    config = fake_config(fake_openai) + (
+        "observability:\n"
+        f"  tracing: {{enabled: true, endpoint: '{receiver.url}', record_content: true}}\n"
+    )
+    server = serve_gateway(config)
+    client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "RECORD-ME please"}]
+    )
+    request_id = raw.headers["x-hybridfast-request-id"]
+    spans = await _trace(receiver, request_id, 2)
+    root = next(s for s in spans if _request_id(s) == request_id)
+    prompt = json.loads(root["attributes"]["gen_ai.input.messages"])
+    assert prompt == [{"role": "user", "content": "RECORD-ME please"}]
+    answer = json.loads(root["attributes"]["gen_ai.output.messages"])
+    assert answer[0]["role"] == "assistant"
+    assert answer[0]["content"] == raw.parse().choices[0].message.content
