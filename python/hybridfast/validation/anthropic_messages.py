@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hybridfast.validation.schema import MAX_TOKENS, register
+from hybridfast.validation.schema import MAX_TOKENS, ModelName, register
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
 
@@ -72,7 +72,7 @@ class Metadata(Struct):
 
 
 class _MessagesBase(Struct, kw_only=True):
-    model: NonEmpty
+    model: ModelName
     messages: Annotated[list[AnthropicMessage], Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
     tools: list[AnthropicTool] | None = None

@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from hybridfast.validation.schema import register
+from hybridfast.validation.schema import ModelName, register
 
 TokenId = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 
 
 class EmbeddingsRequest(Struct):
-    model: Annotated[str, Meta(min_length=1)]
+    model: ModelName
     # A string, a list of strings, a list of token ids, or a list of token id lists; the
     # embeddings service checks that a list does not mix them.
     input: str | list[str | TokenId | list[TokenId]]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hybridfast.validation.schema import MAX_TOKENS, register
+from hybridfast.validation.schema import MAX_TOKENS, ModelName, register
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
 TokenCount = Annotated[int, Meta(ge=1, le=MAX_TOKENS)]
@@ -74,7 +74,7 @@ class StreamOptions(Struct):
 
 
 class ChatCompletionRequest(Struct):
-    model: NonEmpty
+    model: ModelName
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None

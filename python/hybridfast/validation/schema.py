@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
 import orjson
+from msgspec import Meta
 
 from hybridfast.errors import InvalidRequest
 
@@ -28,6 +29,17 @@ MAX_DEPTH = 64
 MAX_TOKENS = 2**31 - 1
 
 ErrorShape = Literal["openai", "anthropic"]
+
+# A model name travels in answer headers (`x-hybridfast-model`): printable, one line, short.
+ModelName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="a model, group or route name (GET /v1/models)",
+    ),
+]
 
 
 class InvalidParam(InvalidRequest):
