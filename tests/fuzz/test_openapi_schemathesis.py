@@ -4,11 +4,12 @@ is a 5xx."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 
 from hybridfast.validation import SCHEMAS
 from tests.conftest import fake_config
@@ -16,10 +17,9 @@ from tests.fakes import BackgroundLoop, FakeUpstream
 from tests.fakes.server import start_server
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import not_a_server_error  # noqa: E402
 
 KEY = "schemathesis-key-0123"
-schema = schemathesis.pytest.from_fixture("served_schema")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +43,28 @@ def served_schema() -> Iterator[Any]:
 
 
 def test_the_document_lists_every_schema(served_schema: Any) -> None:
-    served = {op.path for op in served_schema.get_all_operations() if hasattr(op, "path")}
-    served |= {
-        result.ok().path for result in served_schema.get_all_operations() if hasattr(result, "ok")
-    }
+    served = {result.ok().path for result in served_schema.get_all_operations()}
     assert set(SCHEMAS) <= served
 
 
-@schema.parametrize()
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_operation_answers_a_5xx(case: Any) -> None:
-    case.call_and_validate(
-        headers={"Authorization": f"Bearer {KEY}"},
-        checks=[not_a_server_error],
-    )
+def test_no_operation_answers_a_5xx(served_schema: Any) -> None:
+    # Driven by hand (one Hypothesis run per operation) rather than through schemathesis'
+    # pytest plugin, which does not support this pytest's collection.
+    operations = [result.ok() for result in served_schema.get_all_operations()]
+    assert operations
+    for operation in operations:
+
+        @settings(
+            max_examples=int(os.environ.get("HYBRIDFAST_FUZZ_EXAMPLES", "60")),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def call(case: Any) -> None:
+            response = case.call(headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+            assert response.status_code < 500, (
+                f"{response.status_code} on {case.path}: {case.body!r}: {response.text[:300]}"
+            )
+
+        call()
