@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridfast.validation import SCHEMAS, InvalidParam, check_depth, validated_body
-from tests.fuzz.test_edge_fuzz import JSON_VALUES, PATHS, VALID, leaf_paths, mutate
+from tests.fuzz.test_edge_fuzz import JSON_VALUES, SCHEMA_PATHS, VALID, leaf_paths, mutate
 
 
 def outcome(path: str, raw: bytes) -> dict[str, Any] | None:
@@ -26,14 +26,14 @@ def outcome(path: str, raw: bytes) -> dict[str, Any] | None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(path=st.sampled_from(PATHS), raw=st.binary(max_size=300))
+@given(path=st.sampled_from(SCHEMA_PATHS), raw=st.binary(max_size=300))
 def test_any_bytes(path: str, raw: bytes) -> None:
     outcome(path, raw)
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    path=st.sampled_from(PATHS),
+    path=st.sampled_from(SCHEMA_PATHS),
     data=st.data(),
     action=st.sampled_from(["replace", "delete", "wrap", "extra"]),
     value=JSON_VALUES,
@@ -47,7 +47,7 @@ def test_mutated_bodies(path: str, data: st.DataObject, action: str, value: Any)
 
 
 def test_every_valid_template_is_accepted() -> None:
-    for path in PATHS:
+    for path in SCHEMA_PATHS:
         assert outcome(path, json.dumps(VALID[path]).encode()) == VALID[path]
 
 

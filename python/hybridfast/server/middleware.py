@@ -28,7 +28,7 @@ from hybridfast.server.state import (
 )
 from hybridfast.server.ui import dashboard_session
 from hybridfast.types import Caller
-from hybridfast.validation import SCHEMAS, validated_body
+from hybridfast.validation import SCHEMAS, check_depth, validated_body
 from hybridfast.validation.edge import Access, IdentityPolicy
 
 log = logging.getLogger("hybridfast.server")
@@ -36,6 +36,7 @@ log = logging.getLogger("hybridfast.server")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # The body of a request whose endpoint has an edge schema, decoded and checked.
 VALIDATED_BODY = web.RequestKey("validated_body", dict)
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _JSON = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -131,10 +132,14 @@ def make_middleware(config: Config) -> Any:
                         raise Unauthorized("missing or unknown API key")
                     request[CALLER] = caller
                 request[IDENTITY] = identity
-                if request.method == "POST" and request.path in SCHEMAS:
-                    # The edge check: a malformed body is a 400 before anything else runs.
+                if request.method in _WITH_BODY:
+                    # The edge check: a malformed body is a 400 before anything else runs
+                    # (the schema where the endpoint has one, the nesting limit everywhere).
                     raw = await request.read()
-                    request[VALIDATED_BODY] = validated_body(request.path, raw)
+                    if request.path in SCHEMAS:
+                        request[VALIDATED_BODY] = validated_body(request.path, raw)
+                    elif raw:
+                        check_depth(raw)
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
