@@ -3,15 +3,19 @@ aiohttp pass-through proxy (bytes forwarded, nothing parsed), all measured in th
 
 Three processes serve: the fake OpenAI upstream (`python -m tests.fakes`, uvloop, zero
 latency, 20-chunk streams), the bare proxy (`benches/gateway_load.py proxy`) and a real
-`python -m hybridfast serve` (the default SQLite ledger, `synchronous: normal`, in a temporary
-directory, cache off so every request goes upstream; the `_sync_full` rows run a second
-gateway with `synchronous: full`). The load comes from this process over raw keep-alive
+`python -m hybridfast serve` at its default config (SQLite ledger at `synchronous: normal`
+in a temporary directory, request log, metrics, caches on: the requests carry no
+temperature, so, as for a user's sampled requests, the cache lets them through to the
+upstream; the `_sync_full` rows run a second gateway with `synchronous: full`). With
+HYBRIDFAST_BENCH_LITELLM naming a `litellm` command, LiteLLM's proxy is measured beside them
+(`benches/litellm_proxy.py`). The load comes from this process over raw keep-alive
 HTTP/1.1. Everything shares the same cores, so only ratios within the run are gated
 (`benches/floors/gateway.toml`); absolute figures are in `extra_info` for reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +25,8 @@ from typing import Any
 
 import pytest
 from benches.gateway_load import Phase, run_phase
+from benches.litellm_proxy import executable as litellm_command
+from benches.litellm_proxy import start_litellm
 from tests.fakes.server import free_port, start_fake, start_server
 
 PHASE_S = 1.0  # seconds per measured phase
@@ -31,6 +37,10 @@ class Stack:
     def __init__(self, upstream: str, proxy: str, gateway: str, pids: dict[str, int]) -> None:
         self.urls = {"direct": upstream, "bare": proxy, "gateway": gateway}
         self.pids = pids
+
+    @property
+    def litellm(self) -> bool:
+        return "litellm" in self.urls
 
     def run(self, target: str, concurrency: int, stream: bool, seconds: float = PHASE_S) -> Phase:
         import uvloop
@@ -72,7 +82,7 @@ def _ledger_sync() -> str:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    yield from _stack(_ledger_sync())
+    yield from _stack(_ledger_sync(), litellm=litellm_command())
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +91,7 @@ def stack_sync_full() -> Iterator[Stack]:
     yield from _stack("  synchronous: full\n")
 
 
-def _stack(ledger_sync: str) -> Iterator[Stack]:
+def _stack(ledger_sync: str, litellm: str | None = None) -> Iterator[Stack]:
     with start_fake("openai", chunks=CHUNKS) as fake:
         port = free_port()
         proxy = subprocess.Popen(
@@ -106,16 +116,13 @@ providers:
 models:
   - {{name: chat, provider: up, model: gpt-4.1-mini,
       price: {{input_per_mtok: 0.4, output_per_mtok: 1.6}}}}
-cache:
-  exact: {{enabled: false}}
-  semantic: {{enabled: false}}
 server:
   log_level: warning
 ledger:
   backend: {os.environ.get("HYBRIDFAST_BENCH_LEDGER", "sqlite")}
 {ledger_sync}"""
-            with start_server(config) as gateway:
-                yield Stack(
+            with start_server(config) as gateway, contextlib.ExitStack() as extra:
+                stack = Stack(
                     fake.url,
                     f"http://127.0.0.1:{port}/v1",
                     gateway.url + "/v1",
@@ -125,6 +132,12 @@ ledger:
                         "gateway": gateway.process.pid,
                     },
                 )
+                if litellm:
+                    litellm_port = free_port()
+                    process = extra.enter_context(start_litellm(litellm, fake.url, litellm_port))
+                    stack.urls["litellm"] = f"http://127.0.0.1:{litellm_port}/v1"
+                    stack.pids["litellm"] = process.pid
+                yield stack
         finally:
             proxy.terminate()
             proxy.wait(5)
@@ -142,13 +155,16 @@ def overhead(benchmark: Any, stack: Stack, stream: bool) -> None:
 
     def measure() -> None:
         result["direct"] = stack.run("direct", 1, stream)
-        result["gateway"] = stack.run("gateway", 1, stream)
-        result["bare"] = stack.run("bare", 1, stream)
+        result["bare"], result["gateway"] = stack.compare(1, stream)
+        if stack.litellm:
+            result["litellm"] = stack.run("litellm", 1, stream)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     direct, gateway, bare = result["direct"], result["gateway"], result["bare"]
-    record(benchmark, direct=direct, gateway=gateway, bare=bare)
+    record(benchmark, **result)
     info = benchmark.extra_info
+    if "litellm" in result:
+        info["litellm_added_p50_ms"] = round((result["litellm"].p50 - direct.p50) * 1000, 3)
     info["added_p50_ms"] = round((gateway.p50 - direct.p50) * 1000, 3)
     info["added_p99_ms"] = round((gateway.p99 - direct.p99) * 1000, 3)
     info["added_ttfb_p50_ms"] = round((gateway.ttfb50 - direct.ttfb50) * 1000, 3)
@@ -160,6 +176,12 @@ def overhead(benchmark: Any, stack: Stack, stream: bool) -> None:
     # Gated: how much of the bare proxy's own added latency the gateway adds on top, as a
     # share (1.0 = no more than the bare proxy).
     info["latency_share_vs_bare"] = round(bare.p50 / gateway.p50, 3)
+    # One request at a time, requests/s is the inverse of the round trip; CPU per request
+    # there includes the event loop's wake-ups, which concurrency shares out.
+    info["ratio_vs_bare"] = round(gateway.rps / bare.rps, 3)
+    info["cpu_share_vs_bare"] = round(
+        bare.cpu_per_request_ms / max(gateway.cpu_per_request_ms, 1e-9), 3
+    )
 
 
 def throughput(benchmark: Any, stack: Stack, concurrency: int, stream: bool) -> None:
@@ -167,11 +189,16 @@ def throughput(benchmark: Any, stack: Stack, concurrency: int, stream: bool) -> 
 
     def measure() -> None:
         result["bare"], result["gateway"] = stack.compare(concurrency, stream)
+        if stack.litellm:
+            # One phase is enough: it is tens of times slower than either, not a ratio near 1.
+            result["litellm"] = stack.run("litellm", concurrency, stream)
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     bare, gateway = result["bare"], result["gateway"]
-    record(benchmark, bare=bare, gateway=gateway)
+    record(benchmark, **result)
     benchmark.extra_info["ratio_vs_bare"] = round(gateway.rps / bare.rps, 3)
+    if "litellm" in result:
+        benchmark.extra_info["ratio_vs_litellm"] = round(gateway.rps / result["litellm"].rps, 1)
     # The server's CPU per request is steadier than requests/s on a busy machine; when a
     # server is CPU-bound its throughput is the inverse of it, so this share estimates
     # `ratio_vs_bare` without the noise.

@@ -40,19 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_OPTIONAL_COMMANDS = (
-    "route",
-    "ledger",
-    "cache",
-    "embed",
-    "gpus",
-    "keys",
-    "secrets",
-    "harden",
-    "prompts",
-    "plugins",
-    "finetune",
-)
+_OPTIONAL_COMMANDS = ("route", "ledger", "cache", "embed", "gpus", "keys", "secrets", "harden")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
