@@ -27,6 +27,7 @@ from hybridfast.passthrough import attach
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols import responses as protocol
+from hybridfast.redact import scrub_bytes
 from hybridfast.responses_store import LazyResponses, ResponsesStore, StoredResponse
 from hybridfast.server.auth import caller_for
 from hybridfast.server.state import CONTEXT, gateway_key
@@ -114,7 +115,8 @@ class Endpoints:
                     log.exception("request %s: the stream failed", ctx.request_id)
                 error = ctx.error if ctx.error is not None else to_gateway_error(exc)
                 ctx.status = error.status
-                await response.write(encoder.error(error))
+                # Through the one scrubber: an upstream's mid-stream error may quote a key.
+                await response.write(scrub_bytes(encoder.error(error)))
                 await response.write_eof()
                 return response
             await response.write(encoder.end(ctx.usage, ctx.meta()))
