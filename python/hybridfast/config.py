@@ -482,6 +482,75 @@ class GuardrailConfig(_Section):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+VariableType = Literal["string", "integer", "number", "boolean", "list", "object"]
+
+
+class TemplateConfig(_Section):
+    """A named, versioned prompt template (Jinja2 syntax, rendered in its sandbox), used as
+    `model: "template:NAME"` or `"template:NAME@VERSION"` (docs/extensibility.md)."""
+
+    # What clients write after `template:`.
+    name: str
+    # The model, group or route the rendered request goes to.
+    model: str
+    # The user message.
+    prompt: str
+    # Several versions may share a name; `template:NAME` uses the highest.
+    version: Annotated[int, msgspec.Meta(ge=1)] = 1
+    # The system prompt (a template too); none: the request has no system message.
+    system: str | None = None
+    # Declared variables and their types: string, integer, number, boolean, list, object.
+    variables: dict[str, VariableType] = msgspec.field(default_factory=dict)
+    # Values for variables the request may leave out.
+    defaults: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Request settings the template fixes (a request's own value wins).
+    max_tokens: Count | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    # Shown by `hybridfast prompts list`.
+    description: str = ""
+
+
+class ChainStepConfig(_Section):
+    """One step of a chain: a template, optionally sent to another model."""
+
+    # A template name, or `NAME@VERSION`.
+    template: str
+    # Overrides the template's model for this step (per-step routing).
+    model: str | None = None
+    # The variable later steps read this step's answer from (default: step1, step2, ...).
+    output: str | None = None
+
+
+class ChainConfig(_Section):
+    """Steps that call models in turn, each step's answer a variable of the next; served as
+    `model: "chain:NAME"`; the last step's answer is the reply."""
+
+    name: str
+    steps: list[ChainStepConfig]
+    description: str = ""
+
+
+class PluginsConfig(_Section):
+    """Installed plugins that run without a config entry of their own (docs/extensibility.md).
+    Routers, guardrails, providers and cache backends are named where they are used."""
+
+    # `hybridfast.callbacks` entry points to run after every answer; "*": all installed.
+    callbacks: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # Keyword arguments for a callback's constructor, by entry-point name.
+    options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+class PromptsConfig(_Section):
+    """Prompt templates and chains (docs/extensibility.md)."""
+
+    # Templates written here.
+    templates: list[TemplateConfig] = msgspec.field(default_factory=list)
+    # Directories of template files (*.yaml, one template or a list each), relative to
+    # the directory serve starts in.
+    dirs: list[str] = msgspec.field(default_factory=list)
+    chains: list[ChainConfig] = msgspec.field(default_factory=list)
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
@@ -500,6 +569,8 @@ class Config(_Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     guardrails: list[GuardrailConfig] = msgspec.field(default_factory=list)
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)

@@ -40,7 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_OPTIONAL_COMMANDS = ("route", "ledger", "cache", "embed", "gpus", "keys", "secrets", "harden")
+_OPTIONAL_COMMANDS = (
+    "route",
+    "ledger",
+    "cache",
+    "embed",
+    "gpus",
+    "keys",
+    "secrets",
+    "harden",
+    "prompts",
+    "plugins",
+    "finetune",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

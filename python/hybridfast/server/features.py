@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from hybridfast.config import Config
+from hybridfast.experiments import chains as prompt_chains
 from hybridfast.observability import hooks as observability_hooks
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
@@ -37,6 +38,7 @@ from hybridfast.server.admin import keys as admin_keys
 INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
     observability_hooks.install,
     feedback.install,
+    prompt_chains.install,
     guardrails_hooks.install,
     keys_service.install,
     ratelimit_hooks.install,

@@ -1,0 +1,228 @@
+"""Templates and chains in the pipeline: one `before_route` hook serves `model: "template:..."`
+and `model: "chain:..."` on every chat endpoint.
+
+A chain's steps run in order. Every step but the last is a whole request of its own through
+the gateway (`Gateway.complete`: routing, budgets, fallbacks, cache, its own ledger line);
+its request id is the parent's with `-stepN` appended, so the ledger and the request log
+group a chain's lines under the id the client got. The last step *is* the client's request:
+it is rewritten to the last template and goes on down the pipeline, streamed if asked, with
+the parent id. A chain of two steps therefore writes two ledger lines: `ID-step1` and `ID`.
+
+A step that fails with a client error (a budget, a rate limit: 4xx) ends the chain with that
+error; an upstream failure of a step (after its fallbacks) is a 424 `ERR_CHAIN_STEP_FAILED`
+naming the step, because a `before_route` hook may refuse a request only with a 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from hybridfast.config import ChainConfig, PromptsConfig
+from hybridfast.errors import ConfigError, GatewayError, InvalidRequest, ModelNotFound
+from hybridfast.experiments.templates import (
+    TEMPLATE_PREFIX,
+    Library,
+    Template,
+    request_variables,
+    without_extension,
+)
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.pipeline.gateway import Gateway
+from hybridfast.pipeline.hooks import PipelineRequest
+from hybridfast.types import ChatRequest
+
+log = logging.getLogger("hybridfast.chains")
+
+CHAIN_PREFIX = "chain:"
+STEP_SUFFIX = "-step"
+# Where a request's template or chain is noted for other hooks (the request log, tracing).
+STATE_KEY = "prompts"
+
+
+@dataclass(frozen=True)
+class Step:
+    template: Template
+    model: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    steps: tuple[Step, ...]
+    variables: frozenset[str]  # what a client may send: every step's, minus step outputs
+
+
+def build_chain(config: ChainConfig, library: Library, where: str) -> Chain:
+    if not config.steps:
+        raise ConfigError(f"{where}.steps: a chain needs at least one step")
+    steps: list[Step] = []
+    outputs: set[str] = set()
+    declared: set[str] = set()
+    for i, step in enumerate(config.steps):
+        try:
+            template = library.get(step.template)
+        except ModelNotFound as exc:
+            raise ConfigError(f"{where}.steps[{i}].template: {exc}", hint=exc.hint) from None
+        output = step.output or f"step{i + 1}"
+        steps.append(Step(template, step.model or template.config.model, output))
+        declared |= set(template.config.variables)
+        outputs.add(output)
+    return Chain(config.name, tuple(steps), frozenset(declared - outputs))
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The compiled templates and chains of one config."""
+
+    library: Library
+    chains: dict[str, Chain]
+
+    @classmethod
+    def compile(cls, config: PromptsConfig, library: Library) -> Prompts:
+        chains: dict[str, Chain] = {}
+        for i, chain in enumerate(config.chains):
+            where = f"prompts.chains[{i}]"
+            if chain.name in chains:
+                raise ConfigError(f"{where}.name: the chain {chain.name!r} is defined twice")
+            chains[chain.name] = build_chain(chain, library, where)
+        return cls(library, chains)
+
+    def chain(self, name: str) -> Chain:
+        found = self.chains.get(name)
+        if found is None:
+            raise ModelNotFound(
+                f"no chain {name!r}",
+                hint="known chains: " + (", ".join(sorted(self.chains)) or "none"),
+            )
+        return found
+
+
+def render(
+    template: Template,
+    request: ChatRequest,
+    given: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    stream: bool | None = None,
+) -> ChatRequest:
+    """The request the template makes: its messages, its model, its settings unless the
+    request set them, without the gateway's extension field."""
+    values = template.variables(given, request.messages)
+    config = template.config
+    return msgspec.structs.replace(
+        request,
+        model=model or config.model,
+        messages=template.render(values),
+        max_tokens=request.max_tokens if request.max_tokens is not None else config.max_tokens,
+        temperature=request.temperature if request.temperature is not None else config.temperature,
+        stream=request.stream if stream is None else stream,
+        extra=without_extension(request.extra),
+    )
+
+
+class PromptsHook:
+    """The `before_route` hook; recompiles when the gateway's config changes (a reload)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._source: PromptsConfig | None = None
+        self._compiled = Prompts(Library([]), {})
+        self.refresh()
+
+    def refresh(self) -> Prompts:
+        source = self.gateway.config.prompts
+        if source is self._source:
+            return self._compiled
+        library = Library.from_config(self.gateway.config)
+        self._compiled = Prompts.compile(source, library)
+        self._source = source
+        return self._compiled
+
+    def current(self) -> Prompts:
+        try:
+            return self.refresh()
+        except ConfigError:
+            # A reloaded config with a broken template: the templates that worked stay.
+            log.exception("prompts: the reloaded templates are invalid; keeping the previous")
+            self._source = self.gateway.config.prompts
+            return self._compiled
+
+    async def __call__(self, ctx: RequestContext, request: PipelineRequest) -> ChatRequest | None:
+        if not isinstance(request, ChatRequest):
+            return None
+        model = request.model
+        if model.startswith(TEMPLATE_PREFIX):
+            template = self.current().library.get(model[len(TEMPLATE_PREFIX) :])
+            ctx.state[STATE_KEY] = {"template": template.key}
+            ctx.response_headers["x-hybridfast-template"] = template.key
+            return render(template, request, request_variables(request.extra))
+        if model.startswith(CHAIN_PREFIX):
+            chain = self.current().chain(model[len(CHAIN_PREFIX) :])
+            return await self.run_chain(chain, ctx, request)
+        return None
+
+    async def run_chain(
+        self, chain: Chain, ctx: RequestContext, request: ChatRequest
+    ) -> ChatRequest:
+        given = request_variables(request.extra)
+        unknown = sorted(set(given) - chain.variables)
+        if unknown:
+            raise InvalidRequest(
+                f"chain {chain.name!r} has no variable {unknown[0]!r}",
+                code="ERR_TEMPLATE_VARIABLE",
+                hint="its variables: " + (", ".join(sorted(chain.variables)) or "none"),
+            )
+        values = dict(given)
+        step_ids: list[str] = []
+        ctx.state[STATE_KEY] = {"chain": chain.name, "steps": step_ids}
+        for index, step in enumerate(chain.steps[:-1], start=1):
+            step_request = render(
+                step.template, request, _declared(step, values), model=step.model, stream=False
+            )
+            step_ctx = RequestContext(
+                step_request.model,
+                caller=ctx.caller,
+                endpoint=ctx.endpoint,
+                request_id=f"{ctx.request_id}{STEP_SUFFIX}{index}",
+            )
+            step_ctx.state[STATE_KEY] = {"chain": chain.name, "parent": ctx.request_id}
+            step_ids.append(step_ctx.request_id)
+            try:
+                answer = await self.gateway.complete(step_request, step_ctx)
+            except GatewayError as exc:
+                raise _step_error(chain, index, exc) from None
+            values[step.output] = answer.content
+        last = chain.steps[-1]
+        step_ids.append(ctx.request_id)
+        ctx.response_headers["x-hybridfast-chain"] = f"{chain.name}; steps={len(chain.steps)}"
+        return render(last.template, request, _declared(last, values), model=last.model)
+
+
+def _declared(step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
+    declared = step.template.config.variables
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def _step_error(chain: Chain, index: int, exc: GatewayError) -> GatewayError:
+    if exc.status < 500:
+        return exc
+    return GatewayError(
+        f"chain {chain.name!r}: step {index} failed: {exc.code}: {exc.message}",
+        code="ERR_CHAIN_STEP_FAILED",
+        status=424,
+        hint="the step's model could not answer; the chain stopped there",
+    )
+
+
+def install(gateway: Gateway) -> None:
+    """Serves `template:` and `chain:` models when the config has templates; a broken
+    template stops the start with a `ConfigError` naming it."""
+    if not (gateway.config.prompts.templates or gateway.config.prompts.dirs):
+        return
+    gateway.hooks.add("before_route", PromptsHook(gateway), name="prompts", order=-10)
