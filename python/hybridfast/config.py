@@ -634,14 +634,16 @@ class Config(_Section):
                     provider="anthropic",
                     model="claude-sonnet-4-5",
                     quality=0.9,
-                    capabilities=["tools", "vision"],
+                    # json: structured output through a forced tool (providers/anthropic.py).
+                    capabilities=["tools", "vision", "json"],
                 ),
                 ModelConfig(
                     name="claude-haiku-4-5",
                     provider="anthropic",
                     model="claude-haiku-4-5",
                     quality=0.75,
-                    capabilities=["tools", "vision"],
+                    # json: structured output through a forced tool (providers/anthropic.py).
+                    capabilities=["tools", "vision", "json"],
                 ),
             ]
         providers.append(
