@@ -44,10 +44,12 @@ _KEY_SHAPES = (
     r"\b(?:ghp|gho|ghs|github_pat)_[A-Za-z0-9_]{20,}",  # GitHub tokens
 )
 # The value after an auth scheme or an auth header name, however it is quoted.
+# A credential is a run of at least 8 token characters: prose ("the bearer token") is not one.
+_TOKEN_RUN = r"[A-Za-z0-9._~+/=\-]{8,}"
 _CREDENTIAL_VALUE = (
-    r"(?i:(?<=bearer )|(?<=basic )|(?<=bearer%20)|(?<=basic%20))[^\s\"',;}\]]+",
+    r"(?i:(?<=bearer )|(?<=basic )|(?<=bearer%20)|(?<=basic%20))" + _TOKEN_RUN,
     r"(?i:(?<=x-api-key: )|(?<=x-api-key=)|(?<=api_key=)|(?<=api-key: )|(?<=\"api_key\": \"))"
-    r"[^\s\"',;&}\]]+",
+    + _TOKEN_RUN,
 )
 # Too short to scrub without mangling ordinary words (a key of four letters is not a key).
 _MIN_SECRET_LEN = 6

@@ -70,7 +70,10 @@ def test_key_shaped_strings_are_removed_without_configuration(text: str) -> None
 
 
 def test_ordinary_text_is_untouched(scrubber: Scrubber) -> None:
-    text = "the model answered 1234 tokens; task-force skills; risk-free"
+    text = (
+        "the model answered 1234 tokens; task-force skills; risk-free; "
+        "send server.master_key as the bearer token (basic auth is off)"
+    )
     assert scrubber.scrub(text) == text
 
 

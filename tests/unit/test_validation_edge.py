@@ -95,3 +95,12 @@ def test_admin_without_a_master_key() -> None:
 )
 def test_correlation_ids(value: str | None, kept: str | None) -> None:
     assert correlation_id(value) == kept
+
+
+def test_an_unknown_key_on_admin_is_a_401_a_known_one_a_403() -> None:
+    access = Access.from_config(CONFIG)
+    with pytest.raises(GatewayError) as unknown:
+        access.check("/admin/cache", "not-a-key", None)
+    with pytest.raises(GatewayError) as known:
+        access.check("/admin/cache", "k-1", None)
+    assert (unknown.value.status, known.value.status) == (401, 403)

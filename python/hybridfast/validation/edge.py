@@ -72,6 +72,7 @@ class Access:
     metrics_key: str | None
     open_on_loopback: bool
     auth_on: bool  # any key configured: requests need one
+    known_keys: frozenset[str] = frozenset()  # keys in the config (an unknown key is a 401)
 
     @classmethod
     def from_config(cls, config: Config) -> Access:
@@ -81,6 +82,8 @@ class Access:
             server.metrics_key or None,
             server.admin == "open-on-loopback",
             bool(server.master_key or server.metrics_key or config.keys),
+            frozenset(k for k in (server.master_key, server.metrics_key) if k)
+            | {k.key for k in config.keys},
         )
 
     def check(self, path: str, key: str | None, remote: str | None) -> bool:
@@ -103,8 +106,8 @@ class Access:
             if self.master_key is not None:
                 if key == self.master_key:
                     return True
-                if key is None:
-                    raise Unauthorized("the admin API needs the master key")
+                if key is None or key not in self.known_keys:
+                    raise Unauthorized("missing or unknown API key")
                 raise forbidden(
                     "the admin API needs the master key",
                     "send server.master_key as the bearer token",
