@@ -30,6 +30,7 @@ from hybridfast.protocols.base import ClientProtocol
 from hybridfast.protocols.completions import COMPLETIONS
 from hybridfast.security import guardrails_hooks, keys_service, ratelimit_hooks
 from hybridfast.server import feedback, model_endpoints, openapi
+from hybridfast.server import plugins as plugin_hooks
 from hybridfast.server.admin import audit as admin_audit
 from hybridfast.server.admin import config as admin_config
 from hybridfast.server.admin import deployments as admin_deployments
@@ -39,6 +40,7 @@ INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
     observability_hooks.install,
     feedback.install,
     prompt_chains.install,
+    plugin_hooks.install,
     guardrails_hooks.install,
     keys_service.install,
     ratelimit_hooks.install,
@@ -50,6 +52,7 @@ ROUTES: tuple[web.RouteTableDef, ...] = (
     feedback.routes,
     model_endpoints.routes,
     openapi.routes,
+    plugin_hooks.routes,
 )
 MIDDLEWARES: tuple[Callable[[Config], Any], ...] = (admin_audit.make,)
 CHAT_ENDPOINTS: tuple[tuple[str, ClientProtocol], ...] = (

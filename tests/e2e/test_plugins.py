@@ -1,0 +1,133 @@
+"""Plugins: examples/plugin-package installed with pip (into a --target directory on the
+path of the processes started here), discovered by `hybridfast plugins list`, its callback
+run after every answer of a real serve and its router ordering a route; a plugin that fails
+to import or raises is isolated and reported, never a 500."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from tests.conftest import fake_config
+from tests.fakes.server import REPO, RunningServer
+from tests.fakes.upstream import FakeUpstream
+
+pytestmark = pytest.mark.slow
+
+MASTER = "mk-plugins-0123456789abcdef"
+BROKEN_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+[project]
+name = "hybridfast-broken-plugin"
+version = "0.0.1"
+[project.entry-points."hybridfast.callbacks"]
+broken = "hybridfast_broken_plugin:Missing"
+[tool.setuptools]
+packages = ["hybridfast_broken_plugin"]
+"""
+
+
+def _pip_install(source: Path, target: Path, tmp: Path) -> None:
+    # A copy: building in place would leave build/ and *.egg-info in the repository.
+    work = tmp / f"src-{source.name}"
+    shutil.copytree(source, work)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip, "--no-index", "--target", str(target), str(work)],
+        check=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("plugins")
+    target = tmp / "site"
+    _pip_install(REPO / "examples" / "plugin-package", target, tmp)
+    broken = tmp / "broken"
+    (broken / "hybridfast_broken_plugin").mkdir(parents=True)
+    (broken / "pyproject.toml").write_text(BROKEN_PYPROJECT)
+    (broken / "hybridfast_broken_plugin" / "__init__.py").write_text("x = 1\n")
+    _pip_install(broken, target, tmp)
+    return target
+
+
+def _env(plugin_path: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(plugin_path), str(REPO)])}
+
+
+def test_plugins_list_discovers_the_installed_package(plugin_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hybridfast", "plugins", "list", "--json"],
+        env={**os.environ, **_env(plugin_path)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    found = {(p["group"], p["name"]): p for p in orjson.loads(result.stdout)}
+    log = found[("hybridfast.callbacks", "jsonl-log")]
+    assert log["loaded"] is True
+    assert (log["package"], log["version"]) == ("hybridfast-example-plugin", "0.1.0")
+    assert found[("hybridfast.routers", "cheapest-first")]["loaded"] is True
+    assert found[("hybridfast.routers", "bandit")]["loaded"] is True  # the built-in one
+    broken = found[("hybridfast.callbacks", "broken")]
+    assert broken["loaded"] is False
+    assert "has no on_answer" in broken["error"] or "Missing" in broken["error"]
+    assert result.returncode == 1  # a plugin that does not load fails the check
+
+
+def test_serve_runs_the_callback_and_router_and_isolates_failures(
+    plugin_path: Path,
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    serve_gateway: Callable[..., RunningServer],
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "answers.jsonl"
+    text = fake_config(fake_openai, fake_anthropic, server=f"  master_key: {MASTER}")
+    # p0 costs more than p1 here, so cheapest-first must answer from p1.
+    text = text.replace(
+        "price: {input_per_mtok: 1, output_per_mtok: 2}",
+        "price: {input_per_mtok: 9, output_per_mtok: 9}",
+        1,
+    )
+    text += (
+        "routes:\n  thrifty: {strategy: custom, candidates: [chat], router: cheapest-first}\n"
+        "plugins:\n  callbacks: ['*']\n  options:\n"
+        f"    jsonl-log: {{path: '{log_file}', fail_on: chat}}\n"
+    )
+    server = serve_gateway(text, env=_env(plugin_path))
+    auth = {"Authorization": f"Bearer {MASTER}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=10) as client:
+        ok = client.post(
+            "/v1/chat/completions",
+            json={"model": "thrifty", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        # The callback raises for this route: the client still gets its answer.
+        failing = client.post(
+            "/v1/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        report = client.get("/admin/plugins").json()
+    assert ok.status_code == 200
+    assert ok.headers["x-hybridfast-deployment"] == "chat#1"  # the cheaper one
+    assert failing.status_code == 200
+    (event,) = [orjson.loads(line) for line in log_file.read_text().splitlines()]
+    assert event["request_id"] == ok.headers["x-hybridfast-request-id"]
+    assert (event["route"], event["deployment"], event["status"]) == ("thrifty", "chat#1", 200)
+    assert event["cost_picos"] > 0
+    callbacks = {c["name"]: c for c in report["callbacks"]}
+    assert (callbacks["jsonl-log"]["calls"], callbacks["jsonl-log"]["failures"]) == (2, 1)
+    assert "told to fail" in callbacks["jsonl-log"]["error"]
+    assert callbacks["broken"]["loaded"] is False  # reported, and serve started anyway
+    assert any(p["name"] == "cheapest-first" and p["loaded"] for p in report["plugins"])
+    assert "told to fail" in server.log()  # logged, with the plugin's name
