@@ -222,7 +222,10 @@ def test_openai_answer_fields_survive(
         logprobs=True,
         stream=True,
     )
-    chunks = [c for c in stream if c.choices]
+    every = list(stream)
+    assert {c.system_fingerprint for c in every} == {"fp_fake"}
+    assert {c.service_tier for c in every} == {"default"}
+    chunks = [c for c in every if c.choices]
     reasoning = "".join(
         (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks
     )

@@ -148,23 +148,44 @@ class StreamEncoder:
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.finish: str | None = None
+        self._request_id, self._model, self._created = request_id, model, int(time.time())
         # Every chunk shares this head; only the choices differ.
-        self._head = (
+        self._head = self._make_head(model, {})
+        self._tail_null = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._started = False
+
+    def _make_head(self, model: str, fields: dict[str, Any]) -> bytes:
+        more = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in fields.items())
+        return (
             b'data: {"id":"chatcmpl-'
-            + request_id.encode()
+            + self._request_id.encode()
             + b'","object":"chat.completion.chunk","created":'
-            + str(int(time.time())).encode()
+            + str(self._created).encode()
             + b',"model":'
             + orjson.dumps(model)
+            + more
             + b',"choices":[{"index":0,"delta":'
         )
-        self._tail_null = b',"logprobs":null,"finish_reason":null}]}\n\n'
 
     def start(self) -> bytes:
+        # The role chunk goes out with the first events: they may carry the upstream's
+        # answer-level fields (its exact model, system_fingerprint, service_tier), which every
+        # chunk then repeats, as the upstream's own chunks do.
+        return b""
+
+    def _role_chunk(self, events: list[Any]) -> bytes:
+        self._started = True
+        fields: dict[str, Any] = {}
+        for ev in events:
+            if ev.extra and ev.extra.get("response"):
+                fields.update(ev.extra["response"])
+        if fields:
+            model = str(fields.pop("model", self._model))
+            self._head = self._make_head(model, fields)
         return self._head + b'{"role":"assistant","content":"","refusal":null}' + self._tail_null
 
     def events(self, events: list[Any]) -> bytes:
-        out = b""
+        out = b"" if self._started else self._role_chunk(events)
         head, tail, dumps = self._head, self._tail_null, orjson.dumps
         for ev in events:
             if ev.extra and (ev.extra.get("message") or ev.extra.get("choice")):
@@ -202,6 +223,8 @@ class StreamEncoder:
         )
 
     def end(self, ctx: RequestContext) -> bytes:
+        if not self._started:  # an answer of no events still opens with its role chunk
+            return self._role_chunk([]) + self.end(ctx)
         usage, meta = ctx.usage, ctx.meta()
         finish = orjson.dumps(self.finish or "stop")
         if self.include_usage:
