@@ -29,7 +29,7 @@ from hybridfast.server.state import (
 from hybridfast.server.ui import dashboard_session
 from hybridfast.types import Caller
 from hybridfast.validation import SCHEMAS, check_depth, validated_body
-from hybridfast.validation.edge import Access, IdentityPolicy
+from hybridfast.validation.edge import Access, IdentityPolicy, forbidden
 
 log = logging.getLogger("hybridfast.server")
 
@@ -130,6 +130,11 @@ def make_middleware(config: Config) -> Any:
                         caller = await resolve_runtime_key(request.app[gateway_key], key)
                     if caller is None:
                         raise Unauthorized("missing or unknown API key")
+                    if request.path.startswith("/admin"):  # a known key, not the master's
+                        raise forbidden(
+                            "the admin API needs the master key",
+                            "send server.master_key as the bearer token",
+                        )
                     request[CALLER] = caller
                 request[IDENTITY] = identity
                 if request.method in _WITH_BODY:

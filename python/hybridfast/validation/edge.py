@@ -87,8 +87,9 @@ class Access:
         )
 
     def check(self, path: str, key: str | None, remote: str | None) -> bool:
-        """Raises when `key` may not reach `path`; True when the request is handled here
-        (metrics and admin paths), False for the ordinary auth to decide."""
+        """Raises when `key` may not reach `path`; True when the request is let through
+        here (metrics and admin paths), False for the ordinary auth to decide (which then
+        refuses /admin to anything but the master key)."""
         if path == "/metrics":
             if not self.auth_on:
                 return True  # no keys configured: the page is as open as the gateway
@@ -106,8 +107,10 @@ class Access:
             if self.master_key is not None:
                 if key == self.master_key:
                     return True
-                if key is None or key not in self.known_keys:
+                if key is None:
                     raise Unauthorized("missing or unknown API key")
+                if key not in self.known_keys:
+                    return False  # perhaps a key made at run time: the key store decides
                 raise forbidden(
                     "the admin API needs the master key",
                     "send server.master_key as the bearer token",
