@@ -30,6 +30,10 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from hybridfast._core import HashingEmbedder, VectorIndex
+from hybridfast.cache import open_cache
+from hybridfast.config import parse_config
+from hybridfast.embeddings.local import load_embedder
+from hybridfast.types import Caller, ChatAnswer, ChatRequest
 
 DIM = 384
 
@@ -278,8 +282,6 @@ TOPICS = [f"{verb} a {thing} in {lang}" for verb, thing, lang, _ in (
 
 def _minilm_or_skip() -> Any:
     try:
-        from hybridfast.embeddings.local import load_embedder
-
         return load_embedder("minilm")
     except Exception as exc:
         pytest.skip(f"minilm not installed: {exc}")
@@ -290,10 +292,6 @@ class SemanticBench:
     with the verifier off (the cosine threshold and guards alone)."""
 
     def __init__(self) -> None:
-        from hybridfast.cache import open_cache
-        from hybridfast.config import parse_config
-        from hybridfast.types import Caller, ChatAnswer, ChatRequest
-
         self.embedder = _minilm_or_skip()
         self.loop = asyncio.new_event_loop()
         self.caller = Caller(key_name="bench")

@@ -21,6 +21,7 @@ from hybridfast.cache.evaluate import Pair, evaluate, load_pairs
 from hybridfast.cache.semantic import SemanticIndex
 from hybridfast.cli import main
 from hybridfast.config import parse_config
+from hybridfast.embeddings.local import load_embedder, minilm_dir
 from hybridfast.errors import InvalidRequest
 
 
@@ -31,8 +32,6 @@ def semantic(yaml: str = "") -> SemanticIndex:
 
 def minilm_available() -> bool:
     try:
-        from hybridfast.embeddings.local import minilm_dir
-
         return minilm_dir().exists()
     except Exception:
         return False
@@ -145,8 +144,6 @@ def test_verifier_is_on_for_minilm_by_default_and_switchable() -> None:
 
 @needs_minilm
 def test_minilm_index_uses_the_calibrated_floor_and_reports_it() -> None:
-    from hybridfast.embeddings.local import load_embedder
-
     cfg = parse_config("").config.cache.semantic
     index = SemanticIndex(cfg, load_embedder("minilm"))
     assert index.verifier is not None
