@@ -505,6 +505,7 @@ class TemplateConfig(_Section):
     defaults: dict[str, Any] = msgspec.field(default_factory=dict)
     # Request settings the template fixes (a request's own value wins).
     max_tokens: Count | None = None
+    # The sampling temperature the template sets (a request's own value wins).
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     # Shown by `hybridfast prompts list`.
     description: str = ""
@@ -525,8 +526,11 @@ class ChainConfig(_Section):
     """Steps that call models in turn, each step's answer a variable of the next; served as
     `model: "chain:NAME"`; the last step's answer is the reply."""
 
+    # What clients write after `chain:`.
     name: str
+    # The steps, in the order they run.
     steps: list[ChainStepConfig]
+    # What the chain is for (documentation only).
     description: str = ""
 
 
@@ -548,6 +552,7 @@ class PromptsConfig(_Section):
     # Directories of template files (*.yaml, one template or a list each), relative to
     # the directory serve starts in.
     dirs: list[str] = msgspec.field(default_factory=list)
+    # Chains of templates (`model: "chain:NAME"`).
     chains: list[ChainConfig] = msgspec.field(default_factory=list)
 
 
