@@ -52,6 +52,7 @@ _OPTIONAL_COMMANDS = (
     "prompts",
     "plugins",
     "finetune",
+    "experiments",
 )
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from hybridfast.config import Config
 from hybridfast.experiments import chains as prompt_chains
+from hybridfast.experiments import learned as learned_router
 from hybridfast.observability import hooks as observability_hooks
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
@@ -41,6 +42,7 @@ INSTALLERS: tuple[Callable[[Gateway], None], ...] = (
     feedback.install,
     prompt_chains.install,
     plugin_hooks.install,
+    learned_router.install,
     guardrails_hooks.install,
     keys_service.install,
     ratelimit_hooks.install,

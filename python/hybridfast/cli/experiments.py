@@ -1,0 +1,66 @@
+"""`hybridfast experiments train-router`: trains the learned router (a logistic classifier
+on MiniLM embeddings of prompts) from a labelled JSONL file and calibrates its threshold for
+a target quality; prints the cost/quality trade-off on the held-out rows."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from hybridfast.errors import InvalidRequest
+from hybridfast.experiments.learned import train_from_rows
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("experiments", help="train the learned router")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = actions.add_parser(
+        "train-router", help='fit on JSONL rows {"prompt": ..., "cheap_ok": true|false}'
+    )
+    train.add_argument("--data", required=True, help="the labelled JSONL file")
+    train.add_argument(
+        "--target-quality",
+        type=float,
+        default=0.95,
+        help="the share of requests that must be answered well (default 0.95)",
+    )
+    train.add_argument(
+        "--holdout", type=float, default=0.3, help="the share kept for calibration (0.3)"
+    )
+    train.add_argument("--output", "-o", required=True, help="the model file to write (.npz)")
+    train.set_defaults(handler=run_train)
+
+
+def _rows(path: str) -> list[dict[str, object]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(f"{path}:{number}: not JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise InvalidRequest(f"{path}:{number}: needs a string `prompt`")
+            if not isinstance(row.get("cheap_ok"), bool | int):
+                raise InvalidRequest(f"{path}:{number}: needs a boolean `cheap_ok`")
+            rows.append(row)
+    return rows
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if not 0.0 < args.target_quality <= 1.0:
+        raise InvalidRequest("--target-quality must be in (0, 1]")
+    model, chosen, baselines = train_from_rows(_rows(args.data), args.target_quality, args.holdout)
+    model.save(args.output, quality=chosen.quality, cheap_share=chosen.cheap_share, **baselines)
+    print(
+        f"threshold {chosen.threshold:.4f}: on {int(baselines['held_out'])} held-out prompts "
+        f"{chosen.cheap_share:.1%} go to the cheap model at quality {chosen.quality:.1%} "
+        f"(all to the cheap model: {baselines['all_cheap_quality']:.1%}; all to the strong "
+        f"one: 100%); written to {args.output}",
+        file=sys.stderr,
+    )
+    return 0
