@@ -28,7 +28,7 @@ import numpy as np
 
 from hybridfast.cache import keys as K
 from hybridfast.cache.core import ExactEntry, MemoryCache, decode_exact, encode_exact
-from hybridfast.cache.metrics import INVALIDATIONS
+from hybridfast.cache.metrics import ENTRIES, INVALIDATIONS
 from hybridfast.cache.semantic import Payload, decode_payload, encode_payload
 from hybridfast.config import Config
 from hybridfast.errors import ConfigError
@@ -295,6 +295,4 @@ class RedisCache(MemoryCache):
         return out
 
     def _update_gauges(self) -> None:
-        from hybridfast.cache.metrics import ENTRIES
-
         ENTRIES.labels("semantic").set(len(self.semantic) if self.semantic else 0)

@@ -23,6 +23,7 @@ from hybridfast.cache import verifier as verifier_mod
 from hybridfast.cache.gpu import GpuSearcher, gpu_available
 from hybridfast.cache.metrics import EVICTIONS, GUARD_VETOES
 from hybridfast.config import SemanticCacheConfig
+from hybridfast.embeddings.local import load_embedder, minilm_dir
 from hybridfast.types import ChatAnswer
 
 log = logging.getLogger("hybridfast.cache")
@@ -80,8 +81,6 @@ class LazyEmbedder:
         if model is None:
             with self._lock:
                 if self._model is None:
-                    from hybridfast.embeddings.local import load_embedder
-
                     loaded: TextEmbedder = load_embedder(self._name)
                     if loaded.dimensions != self._dimensions:
                         raise ValueError(
@@ -104,8 +103,6 @@ def choose_embedder(config: SemanticCacheConfig) -> EmbedderChoice:
         return EmbedderChoice(HashingEmbedder(384))
     if name == "auto":
         try:
-            from hybridfast.embeddings.local import minilm_dir
-
             path = minilm_dir()
             if not path.exists():
                 raise FileNotFoundError(str(path))
@@ -117,8 +114,6 @@ def choose_embedder(config: SemanticCacheConfig) -> EmbedderChoice:
                 "under 2% (set cache.semantic.embedder: hashing to use it anyway)",
             )
         return EmbedderChoice(LazyEmbedder("minilm", MINILM_DIMENSIONS))
-    from hybridfast.embeddings.local import load_embedder
-
     embedder: TextEmbedder = load_embedder(name)
     return EmbedderChoice(embedder)
 

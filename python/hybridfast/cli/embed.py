@@ -18,7 +18,10 @@ from typing import IO, Any
 
 import orjson
 
+from hybridfast.config import load_config
 from hybridfast.errors import InvalidRequest
+from hybridfast.pipeline.context import RequestContext
+from hybridfast.types import EmbeddingRequest
 
 # Requests in flight at once: enough to keep a batch forming while one runs.
 IN_FLIGHT = 4
@@ -121,11 +124,8 @@ class Progress:
 
 
 async def _run(args: argparse.Namespace, source: IO[str], total: int | None) -> int:
-    from hybridfast.config import load_config
     from hybridfast.embeddings.batcher import BATCH
-    from hybridfast.pipeline.context import RequestContext
     from hybridfast.pipeline.gateway import Gateway
-    from hybridfast.types import EmbeddingRequest
 
     config = load_config(args.config).config
     progress = Progress(total, enabled=not args.no_progress)

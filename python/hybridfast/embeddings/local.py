@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+import hybridfast._core as core
+from hybridfast._core import InvalidArgumentError, LocalEmbedder, StorageError
 from hybridfast.embeddings import MINILM_INSTALL, minilm_path
 from hybridfast.errors import InvalidRequest, ModelNotFound
 
@@ -53,8 +55,6 @@ class MiniLMEmbedder:
     name = "minilm"
 
     def __init__(self, model_dir: Path, *, threads: int = 0, device: Device = "auto") -> None:
-        from hybridfast._core import LocalEmbedder
-
         self.model_dir = model_dir
         self._native = LocalEmbedder(str(model_dir), 256, threads)
         self.dimensions: int = self._native.dimensions
@@ -87,8 +87,6 @@ class MiniLMEmbedder:
 
     def embed_ids(self, inputs: list[list[int]]) -> tuple[Matrix, list[int]]:
         """Pre-tokenized input (ids of MiniLM's vocabulary); `[CLS]`/`[SEP]` are added."""
-        from hybridfast._core import InvalidArgumentError
-
         try:
             return self._native.embed_ids(inputs)
         except (InvalidArgumentError, ValueError, OverflowError, TypeError):
@@ -106,8 +104,6 @@ class HashingEmbedder:
     name = "hashing"
 
     def __init__(self, dimensions: int = 384) -> None:
-        import hybridfast._core as core
-
         native = getattr(core, "HashingEmbedder", None)  # the cache's part of the core
         if native is None:
             raise ModelNotFound(
@@ -206,8 +202,6 @@ def load_embedder(
                 except OSError as exc:
                     raise ModelNotFound(f"cannot load minilm from {path}: {exc}") from None
                 except Exception as exc:
-                    from hybridfast._core import StorageError
-
                     if isinstance(exc, StorageError):
                         raise ModelNotFound(f"cannot load minilm: {exc}") from None
                     raise

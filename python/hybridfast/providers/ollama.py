@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from hybridfast.config import ProviderConfig
+from hybridfast.errors import InvalidRequest
 from hybridfast.passthrough import untranslatable
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent, stream_lines
 from hybridfast.providers.fanout import fan_out, requested_n
@@ -199,8 +200,6 @@ class OllamaProvider(Provider):
         dimensions: int | None,
     ) -> tuple[list[list[float]], Usage]:
         if inputs and not isinstance(inputs[0], str):
-            from hybridfast.errors import InvalidRequest
-
             raise InvalidRequest("Ollama embeds text, not token arrays")
         body: dict[str, Any] = {"model": deployment.model, "input": inputs}
         if dimensions is not None:
