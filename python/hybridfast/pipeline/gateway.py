@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from hybridfast import redact
 from hybridfast.cache import open_cache
 from hybridfast.config import Config, load_config
 from hybridfast.deployments import build_deployments
@@ -256,6 +257,7 @@ class Gateway:
         circuit breakers) starts afresh."""
         if not self._opened:
             raise RuntimeError("reconfigure() needs an open gateway")
+        redact.configure(redact.config_secrets(config))  # new keys are scrubbed from now on
         configure_prices(config.ledger.prices_file)
         try:
             deployments = build_deployments(config)
