@@ -13,6 +13,7 @@ import asyncio
 import csv
 import io
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -40,8 +41,18 @@ from hybridfast.server.state import gateway_key
 
 @dataclass
 class FeedbackService:
-    store: Store
+    """Opens its table on first use, not at start: a ledger path that cannot be opened is the
+    ledger's error to report (serve exits 2 saying so), not the feedback table's."""
+
+    open_store: Callable[[], Store]
     recent: Recent = field(default_factory=Recent)
+    _store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = self.open_store()
+        return self._store
 
 
 # One service per gateway (the installer makes it; handlers find it through the app's gateway).
@@ -51,11 +62,13 @@ _SERVICES: weakref.WeakKeyDictionary[Gateway, FeedbackService] = weakref.WeakKey
 def install(gateway: Gateway) -> None:
     """Opens the feedback table beside the ledger and remembers who answered each request."""
     ledger = gateway.config.ledger
-    if ledger.backend == "postgres" and ledger.dsn:
-        store: Store = PostgresStore(ledger.dsn, ledger.schema)
-    else:
-        store = SqliteStore(feedback_path(ledger.path) if ledger.backend == "sqlite" else None)
-    service = _SERVICES[gateway] = FeedbackService(store)
+
+    def open_store() -> Store:
+        if ledger.backend == "postgres" and ledger.dsn:
+            return PostgresStore(ledger.dsn, ledger.schema)
+        return SqliteStore(feedback_path(ledger.path) if ledger.backend == "sqlite" else None)
+
+    service = _SERVICES[gateway] = FeedbackService(open_store)
 
     async def remember(
         ctx: RequestContext, _request: PipelineRequest, _answer: PipelineAnswer | None
