@@ -51,6 +51,21 @@ def fake_ollama(fake_loop: BackgroundLoop) -> Iterator[FakeUpstream]:
     yield from _fake("ollama", fake_loop)
 
 
+# Every upstream kind the fakes speak, one of each.
+FAKE_KINDS = ("openai", "anthropic", "ollama")
+
+
+@pytest.fixture(scope="module")
+def fakes(fake_loop: BackgroundLoop) -> Iterator[dict[str, FakeUpstream]]:
+    """One fake upstream of each kind for a whole test module (SDK suites share them)."""
+    started = {kind: FakeUpstream(kind) for kind in FAKE_KINDS}
+    for fake in started.values():
+        fake_loop.run(fake.start())
+    yield started
+    for fake in started.values():
+        fake_loop.run(fake.stop())
+
+
 def fake_config(
     *fakes: FakeUpstream,
     name: str = "chat",

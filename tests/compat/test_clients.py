@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, start_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -24,16 +23,6 @@ pytestmark = [pytest.mark.compat, pytest.mark.slow]
 MASTER = "sk-hybridfast-compat-master"
 KINDS = ["openai", "anthropic", "ollama"]
 agents = pytest.importorskip("agents")
-
-
-@pytest.fixture(scope="module")
-def fakes(fake_loop: BackgroundLoop) -> Iterator[dict[str, FakeUpstream]]:
-    started = {kind: FakeUpstream(kind) for kind in KINDS}
-    for fake in started.values():
-        fake_loop.run(fake.start())
-    yield started
-    for fake in started.values():
-        fake_loop.run(fake.stop())
 
 
 @pytest.fixture(scope="module")

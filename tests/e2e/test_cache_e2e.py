@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
 from tests.fakes.server import RunningServer, free_port

@@ -11,6 +11,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream

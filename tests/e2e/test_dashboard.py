@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer, start_server
 from tests.fakes.upstream import FakeUpstream

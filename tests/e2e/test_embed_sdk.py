@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import openai
 import pytest
-from tests.fakes.upstream import fake_embedding
 
 from hybridfast.embeddings.local import load_embedder
+from tests.fakes.upstream import fake_embedding
 
 pytestmark = pytest.mark.slow
 

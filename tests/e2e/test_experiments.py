@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream

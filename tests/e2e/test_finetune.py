@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream

@@ -26,6 +26,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+
 from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import free_port
 from tests.fakes.upstream import DEFAULT_REPLY, FakeUpstream

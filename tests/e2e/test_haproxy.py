@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer, free_port, start_server
 from tests.fakes.upstream import FakeUpstream

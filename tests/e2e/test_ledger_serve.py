@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
+
 from tests.conftest import fake_config
 from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, free_port

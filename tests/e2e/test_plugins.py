@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import REPO, RunningServer
 from tests.fakes.upstream import FakeUpstream

@@ -22,6 +22,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import REPO, RunningServer, free_port
 from tests.fakes.upstream import FakeUpstream

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes import FakeUpstream
 from tests.fakes.server import RunningServer, start_server

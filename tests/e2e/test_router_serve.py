@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
+
 from tests.fakes import FakeUpstream
 from tests.fakes.server import RunningServer
 

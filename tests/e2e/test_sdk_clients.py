@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
 from tests.fakes.background import BackgroundLoop

@@ -14,9 +14,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, start_server
 
 pytestmark = pytest.mark.slow
@@ -24,16 +24,6 @@ pytestmark = pytest.mark.slow
 MASTER = "sk-hybridfast-test-master"
 KINDS = ["openai", "anthropic", "ollama"]
 PDF = base64.b64encode(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF").decode()
-
-
-@pytest.fixture(scope="module")
-def fakes(fake_loop: BackgroundLoop) -> Iterator[dict[str, FakeUpstream]]:
-    started = {kind: FakeUpstream(kind) for kind in KINDS}
-    for fake in started.values():
-        fake_loop.run(fake.start())
-    yield started
-    for fake in started.values():
-        fake_loop.run(fake.stop())
 
 
 @pytest.fixture(scope="module")

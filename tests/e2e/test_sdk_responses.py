@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 from pydantic import BaseModel
+
 from tests.conftest import fake_config
 from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import RunningServer, start_server
 
 pytestmark = pytest.mark.slow
@@ -20,16 +20,6 @@ pytestmark = pytest.mark.slow
 MASTER = "sk-hybridfast-test-master"
 OTHER = "sk-hybridfast-test-other"
 KINDS = ["openai", "anthropic", "ollama"]
-
-
-@pytest.fixture(scope="module")
-def fakes(fake_loop: BackgroundLoop) -> Iterator[dict[str, FakeUpstream]]:
-    started = {kind: FakeUpstream(kind) for kind in KINDS}
-    for fake in started.values():
-        fake_loop.run(fake.start())
-    yield started
-    for fake in started.values():
-        fake_loop.run(fake.stop())
 
 
 @pytest.fixture(scope="module")

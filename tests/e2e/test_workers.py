@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer, start_server
 from tests.fakes.upstream import FakeUpstream

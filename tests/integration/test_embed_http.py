@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
-from tests.fakes.parts import RecordingLedger, RecordingRouter
-from tests.fakes.upstream import count_tokens, fake_embedding
 
 from hybridfast.config import parse_config
 from hybridfast.embeddings.local import load_embedder
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
+from tests.conftest import fake_config
+from tests.fakes import FakeUpstream
+from tests.fakes.parts import RecordingLedger, RecordingRouter
+from tests.fakes.upstream import count_tokens, fake_embedding
 
 # fake_config prices every deployment at $1 per million input tokens.
 PICO_IN = 1_000_000

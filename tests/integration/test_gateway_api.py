@@ -9,14 +9,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.conftest import fake_config
-from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.parts import RecordingLedger
 
 import hybridfast
 from hybridfast._core import format_usd
 from hybridfast.config import parse_config
 from hybridfast.errors import InvalidRequest, ModelNotFound, ProviderUnavailable
+from tests.conftest import fake_config
+from tests.fakes import DEFAULT_REPLY, FakeUpstream
+from tests.fakes.parts import RecordingLedger
 
 
 async def test_python_api_chat_and_stream(

@@ -6,12 +6,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from tests.fakes import FakeUpstream
-from tests.fakes.parts import RecordingLedger
 
 import hybridfast
 from hybridfast._core import PICODOLLARS_PER_USD
 from hybridfast.config import parse_config
+from tests.fakes import FakeUpstream
+from tests.fakes.parts import RecordingLedger
 
 PER_SECOND = Decimal("0.0008")  # dollars per GPU-second
 

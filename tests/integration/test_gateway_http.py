@@ -11,10 +11,6 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import fake_config
-from tests.fakes import DEFAULT_REPLY, FakeUpstream, split_reply
-from tests.fakes.parts import RecordingCache, RecordingLedger, RecordingRouter
-from tests.fakes.upstream import count_tokens, prompt_text
 
 from hybridfast._core import format_usd
 from hybridfast.config import parse_config
@@ -24,6 +20,10 @@ from hybridfast.pipeline.recovery import CONTINUE_PROMPT
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
 from hybridfast.types import CacheHit, ChatAnswer, Usage
+from tests.conftest import fake_config
+from tests.fakes import DEFAULT_REPLY, FakeUpstream, split_reply
+from tests.fakes.parts import RecordingCache, RecordingLedger, RecordingRouter
+from tests.fakes.upstream import count_tokens, prompt_text
 
 HEADERS = (
     "x-hybridfast-request-id",

@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.conftest import fake_config
-from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.upstream import fake_embedding
 
 from hybridfast.config import ProviderConfig, TimeoutConfig, parse_config
 from hybridfast.deployments import build_deployments
 from hybridfast.providers import ProviderError, build_provider
 from hybridfast.types import ChatRequest, Deployment
+from tests.conftest import fake_config
+from tests.fakes import DEFAULT_REPLY, FakeUpstream
+from tests.fakes.upstream import fake_embedding
 
 
 def deployment(fake: FakeUpstream, kind: str | None = None) -> Deployment:

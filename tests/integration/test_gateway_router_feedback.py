@@ -8,12 +8,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests.fakes import FakeUpstream
-from tests.fakes.parts import RecordingLedger
 
 import hybridfast
 from hybridfast.config import parse_config
 from hybridfast.errors import BudgetExceeded, InvalidRequest
+from tests.fakes import FakeUpstream
+from tests.fakes.parts import RecordingLedger
 
 
 def config_text(a: FakeUpstream, b: FakeUpstream) -> str:

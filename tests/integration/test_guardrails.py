@@ -10,9 +10,6 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from tests.conftest import fake_config
-from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.server import REPO, RunningServer, start_server
 
 from hybridfast.config import parse_config
 from hybridfast.errors import ConfigError
@@ -24,6 +21,9 @@ from hybridfast.security.guardrails import (
     luhn_ok,
     mask,
 )
+from tests.conftest import fake_config
+from tests.fakes import DEFAULT_REPLY, FakeUpstream
+from tests.fakes.server import REPO, RunningServer, start_server
 
 MASTER = "sk-hybridfast-test-master"
 CARD = "4111 1111 1111 1111"  # a test number that passes Luhn

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
-from tests.fakes.server import RunningServer, start_server
 
 from hybridfast.config import LedgerConfig
 from hybridfast.security.keys import KeySpec, KeyStore, hash_key
+from tests.conftest import fake_config
+from tests.fakes import FakeUpstream
+from tests.fakes.server import RunningServer, start_server
 
 MASTER = "sk-hybridfast-test-master"
 CONFIG_KEY = "sk-hybridfast-test-config-key"

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import fake_config
-from tests.fakes.upstream import FakeUpstream
 
 from hybridfast._core import PICODOLLARS_PER_USD, format_usd
 from hybridfast.cli import main
 from hybridfast.config import parse_config
 from hybridfast.server.app import create_app, opening_key
+from tests.conftest import fake_config
+from tests.fakes.upstream import FakeUpstream
 
 MASTER = "sk-admin-ledger-test"
 USD = PICODOLLARS_PER_USD

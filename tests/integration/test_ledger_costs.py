@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import fake_config
-from tests.fakes.upstream import FakeUpstream
 
 from hybridfast.config import parse_config
 from hybridfast.server.app import create_app, gateway_key, opening_key
+from tests.conftest import fake_config
+from tests.fakes.upstream import FakeUpstream
 
 PRICE = "    price: {input_per_mtok: 1, output_per_mtok: 2}"
 OWN_PRICE = (

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.unit.test_ledger_service import ALICE, SMART, record
 
 from hybridfast import _core
 from hybridfast.config import Config, parse_config
@@ -19,6 +18,7 @@ from hybridfast.ledger import open_ledger
 from hybridfast.ledger.shared import RedisBudgets
 from hybridfast.ledger.shared_pg import PostgresBudgets
 from hybridfast.types import Caller, Reservation, Usage
+from tests.unit.test_ledger_service import ALICE, SMART, record
 
 USD = _core.PICODOLLARS_PER_USD
 DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -16,6 +16,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream

@@ -10,9 +10,6 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
-from tests.fakes.parts import RecordingCache, RecordingLedger
 
 from hybridfast.config import parse_config
 from hybridfast.errors import RateLimited
@@ -21,6 +18,9 @@ from hybridfast.pipeline.gateway import Gateway
 from hybridfast.pipeline.hooks import Attempt, Hooks, PipelineAnswer, PipelineRequest, hook_failures
 from hybridfast.server.app import create_app
 from hybridfast.types import ChatAnswer, ChatRequest
+from tests.conftest import fake_config
+from tests.fakes import FakeUpstream
+from tests.fakes.parts import RecordingCache, RecordingLedger
 
 Start = Callable[[str, Hooks], Awaitable[tuple[TestClient, RecordingLedger]]]
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Say something short."}]}

@@ -21,16 +21,16 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import _fake, fake_config
-from tests.fakes import FakeUpstream
-from tests.fakes.background import BackgroundLoop
-from tests.fakes.parts import RecordingCache, RecordingLedger, RecordingRouter
 
 from hybridfast.config import parse_config
 from hybridfast.deployments import build_deployments
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.routing import build_router
 from hybridfast.server.app import create_app
+from tests.conftest import _fake, fake_config
+from tests.fakes import FakeUpstream
+from tests.fakes.background import BackgroundLoop
+from tests.fakes.parts import RecordingCache, RecordingLedger, RecordingRouter
 
 # Token counts no upstream can mean, in the places the OpenAI wire format carries them.
 BAD_USAGE = [

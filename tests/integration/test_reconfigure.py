@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.conftest import fake_config
-from tests.fakes.upstream import DEFAULT_REPLY, FakeUpstream
 
 from hybridfast.config import parse_config
 from hybridfast.errors import ConfigError, ModelNotFound
 from hybridfast.pipeline.gateway import Gateway
+from tests.conftest import fake_config
+from tests.fakes.upstream import DEFAULT_REPLY, FakeUpstream
 
 
 async def test_new_requests_use_the_new_deployments(

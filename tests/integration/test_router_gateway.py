@@ -11,12 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.fakes import FakeUpstream
-from tests.fakes.parts import RecordingLedger
 
 import hybridfast
 from hybridfast.config import parse_config
 from hybridfast.routing import NativeRouter
+from tests.fakes import FakeUpstream
+from tests.fakes.parts import RecordingLedger
 
 
 def config_text(cheap: FakeUpstream, dear: FakeUpstream, extra: str = "") -> str:

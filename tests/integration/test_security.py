@@ -14,11 +14,11 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
 
 from hybridfast.config import parse_config
 from hybridfast.server.app import create_app
+from tests.conftest import fake_config
+from tests.fakes import FakeUpstream
 
 # Built from parts: no key-shaped literal in the source.
 UPSTREAM_KEY = "-".join(["sk", "proj", "UpStReAmSecret0123456789"])

@@ -26,14 +26,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from tests.conftest import fake_config
-from tests.fakes import DEFAULT_REPLY, FakeUpstream
-from tests.fakes.background import BackgroundLoop
-from tests.fakes.server import free_port
 
 from hybridfast.config import TlsConfig, parse_config
 from hybridfast.errors import ConfigError
 from hybridfast.security.tls import server_context
+from tests.conftest import fake_config
+from tests.fakes import DEFAULT_REPLY, FakeUpstream
+from tests.fakes.background import BackgroundLoop
+from tests.fakes.server import free_port
 
 MASTER = "sk-hybridfast-test-master"
 

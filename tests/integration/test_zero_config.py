@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import fake_config
-from tests.fakes.server import free_port
-from tests.fakes.upstream import DEFAULT_REPLY, FakeUpstream
 
 from hybridfast.config import parse_config
 from hybridfast.pipeline.gateway import Gateway
+from tests.conftest import fake_config
+from tests.fakes.server import free_port
+from tests.fakes.upstream import DEFAULT_REPLY, FakeUpstream
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from tests.fakes.background import BackgroundLoop
-from tests.fakes.server import free_port
-from tests.fakes.upstream import FakeUpstream
 
 from hybridfast.config import Config, RouteConfig, ollama_base_url
 from hybridfast.deployments import build_deployments
@@ -26,6 +23,9 @@ from hybridfast.discovery import (
 )
 from hybridfast.routing import build_router
 from hybridfast.types import Caller, RequestFeatures
+from tests.fakes.background import BackgroundLoop
+from tests.fakes.server import free_port
+from tests.fakes.upstream import FakeUpstream
 
 
 def quiet_env(**extra: str) -> dict[str, str]:

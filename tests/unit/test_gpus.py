@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.fakes.nvml import FakeGpu, FakeNvml
 
 from hybridfast import gpus as gpus_module
 from hybridfast._core import DeploymentSpec, RouterCore
 from hybridfast.cli import main
 from hybridfast.gpus import GpuPool, apply_to_router, read_gpus
+from tests.fakes.nvml import FakeGpu, FakeNvml
 
 
 def test_no_nvml_means_no_gpus() -> None:

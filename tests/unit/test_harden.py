@@ -18,9 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.fakes.background import BackgroundLoop
-from tests.fakes.nvml import FakeGpu, FakeNvml
-from tests.fakes.server import free_port
 
 from hybridfast.cli import main
 from hybridfast.cli.harden import CHECKS
@@ -28,6 +25,9 @@ from hybridfast.config import Config, parse_config
 from hybridfast.security import harden_checks as C
 from hybridfast.security import harden_hw as H
 from hybridfast.security.harden import STATUSES, Probe, Result
+from tests.fakes.background import BackgroundLoop
+from tests.fakes.nvml import FakeGpu, FakeNvml
+from tests.fakes.server import free_port
 
 NFT_DENY = """table inet filter {
 \tchain input {

@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from tests.fakes.server import RunningServer
-from tests.fakes.upstream import FakeUpstream
 
 from hybridfast.cli import main
 from hybridfast.experiments.learned import LearnedModel, calibrate, train_from_rows
+from tests.fakes.server import RunningServer
+from tests.fakes.upstream import FakeUpstream
 
 EASY = [
     "What is the capital of {}?",

@@ -18,14 +18,14 @@ import keyring.backend
 import keyring.errors
 import openai
 import pytest
-from tests.conftest import fake_config
-from tests.fakes import FakeUpstream
-from tests.fakes.server import REPO, start_server
 
 from hybridfast.cli import main
 from hybridfast.config import parse_config
 from hybridfast.errors import ConfigError
 from hybridfast.security import secrets as S
+from tests.conftest import fake_config
+from tests.fakes import FakeUpstream
+from tests.fakes.server import REPO, start_server
 
 PASSPHRASE = "correct horse battery staple"
 
