@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from tests.fakes.server import RunningServer, start_server
 
-from hybridfast.protocols.embeddings import encode_response
 from hybridfast.embeddings.local import load_embedder, minilm_dir
 from hybridfast.embeddings.pipeline import EmbeddingResult, builtin_deployment
+from hybridfast.protocols.embeddings import encode_response
 
 WORDS = [
     "gateway",
