@@ -246,6 +246,15 @@ class LedgerConfig(_Section):
     redis_prefix: str = "hybridfast:budget"
     hold_ttl_s: Seconds = 900.0
 
+    def sibling(self, part: str) -> str:
+        """A SQLite file beside the ledger's for tables Python writes (request log, keys,
+        responses, feedback): `hybridfast-ledger-<part>.db`. Never the ledger file itself: it
+        belongs to the core's SQLite library, and a second SQLite library opening the same
+        file in one process breaks its locks (sqlite.org/howtocorrupt.html, 2.2.1), which
+        can lose acknowledged ledger entries."""
+        path = Path(self.path)
+        return str(path.with_name(f"{path.stem}-{part}{path.suffix or '.db'}"))
+
 
 class BudgetConfig(_Section):
     scope: BudgetScope

@@ -284,5 +284,5 @@ def open_responses_store(config: Config) -> ResponsesStore:
     if ledger.backend == "postgres" and ledger.dsn:
         return PostgresResponses(ledger.dsn, ledger.schema, retention_s)
     if ledger.backend == "sqlite":
-        return SqliteResponses(ledger.path, retention_s)
+        return SqliteResponses(ledger.sibling("responses"), retention_s)
     return MemoryResponses(retention_s)

@@ -100,12 +100,12 @@ def test_create_use_rotate_revoke(server: RunningServer, tmp_path: Path) -> None
     assert audit[-1]["detail"]["team"] == "red"
 
     # Nothing that could authenticate is stored or logged: only SHA-256 digests.
-    raw = (tmp_path / "ledger.db").read_bytes()
+    raw = (tmp_path / "ledger-keys.db").read_bytes()
     for key in (first, second, third):
         assert key.encode() not in raw
         assert key not in server.log()
         assert key not in str(audit)
-    db = sqlite3.connect(tmp_path / "ledger.db")
+    db = sqlite3.connect(tmp_path / "ledger-keys.db")
     hashes = {row[0] for row in db.execute("SELECT hash FROM hybridfast_key_hashes")}
     db.close()
     assert hashes == set()  # revoked: no digest left that could match
@@ -179,7 +179,7 @@ def test_store_expiry_and_grace_without_waiting(tmp_path: Path) -> None:
     assert store.lookup(key, now=time.time() + 31) is None  # grace over
     assert store.lookup(new, now=time.time() + 31) is not None
     assert store.lookup("not-a-key") is None
-    db = sqlite3.connect(tmp_path / "keys.db")
+    db = sqlite3.connect(tmp_path / "keys-keys.db")
     digests = {row[0] for row in db.execute("SELECT hash FROM hybridfast_key_hashes")}
     db.close()
     assert digests == {hash_key(key), hash_key(new)}

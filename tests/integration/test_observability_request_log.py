@@ -15,7 +15,7 @@ import pytest
 
 from hybridfast.config import parse_config
 from hybridfast.errors import InvalidRequest
-from hybridfast.observability.observer import open_request_log, requests_path
+from hybridfast.observability.observer import open_request_log
 from hybridfast.observability.record import RequestRecord
 from hybridfast.observability.request_log import (
     Backend,
@@ -154,6 +154,22 @@ def test_the_request_log_never_opens_the_ledgers_sqlite_file(tmp_path: Path) -> 
     log = open_request_log(config)
     assert log is not None
     log.close()
-    assert requests_path(str(ledger)) == tmp_path / "books-requests.db"
+    assert config.ledger.sibling("requests") == str(tmp_path / "books-requests.db")
     assert (tmp_path / "books-requests.db").exists()
+    assert not ledger.exists()
+
+
+def test_no_python_store_opens_the_ledgers_sqlite_file(tmp_path: Path) -> None:
+    """Keys, stored responses and feedback keep their tables in files of their own too."""
+    from hybridfast.experiments.feedback import SqliteStore
+    from hybridfast.responses_store import open_responses_store
+    from hybridfast.security.keys import KeyStore
+
+    ledger = tmp_path / "books.db"
+    config = parse_config(f"ledger: {{backend: sqlite, path: {ledger}}}\n").config
+    KeyStore.open(config.ledger)
+    open_responses_store(config)
+    SqliteStore(config.ledger.sibling("feedback"))
+    names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db")
+    assert names == ["books-feedback.db", "books-keys.db", "books-responses.db"]
     assert not ledger.exists()

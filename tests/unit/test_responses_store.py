@@ -88,7 +88,7 @@ async def test_retention_expires_rows(make_store: Factory) -> None:
     assert await store.get("resp_new", "alice") is not None
 
 
-def test_sqlite_rows_live_in_the_ledger_file(tmp_path: Path) -> None:
+def test_sqlite_rows_live_beside_the_ledger_file(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     config = Config(
         ledger=LedgerConfig(backend="sqlite", path=str(path)),
@@ -99,7 +99,7 @@ def test_sqlite_rows_live_in_the_ledger_file(tmp_path: Path) -> None:
     assert store.retention_s == 86400.0
     store._put(item("resp_file"))
     # A second connection (another process, say) reads what the first wrote.
-    again = SqliteResponses(str(path), 86400.0)
+    again = SqliteResponses(str(tmp_path / "ledger-responses.db"), 86400.0)
     assert again._get("resp_file", "alice") is not None
     assert isinstance(
         open_responses_store(Config(ledger=LedgerConfig(backend="memory"))), MemoryResponses

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -125,14 +124,6 @@ class Store(Protocol):
     def add(self, row: tuple[Any, ...]) -> None: ...
     def rows(self) -> Iterator[dict[str, Any]]: ...
     def close(self) -> None: ...
-
-
-def feedback_path(ledger_path: str) -> str:
-    """A SQLite file beside the ledger's, never the ledger's own: the core's SQLite and
-    Python's are two libraries, and two libraries on one file in one process break each
-    other's locks (SQLite's own warning), which can lose acknowledged ledger entries."""
-    path = Path(ledger_path)
-    return str(path.with_name(f"{path.stem}-feedback{path.suffix or '.db'}"))
 
 
 class SqliteStore:

@@ -33,7 +33,7 @@ import orjson
 from hybridfast.config import Config
 from hybridfast.deployments import build_deployments
 from hybridfast.errors import ConfigError
-from hybridfast.experiments.feedback import PostgresStore, SqliteStore, feedback_path
+from hybridfast.experiments.feedback import PostgresStore, SqliteStore
 from hybridfast.experiments.feedback import Store as FeedbackStore
 from hybridfast.types import Deployment
 
@@ -123,7 +123,7 @@ def feedback_store(config: Config) -> FeedbackStore:
     ledger = config.ledger
     if ledger.backend == "postgres" and ledger.dsn:
         return PostgresStore(ledger.dsn, ledger.schema)
-    return SqliteStore(feedback_path(ledger.path) if ledger.backend == "sqlite" else None)
+    return SqliteStore(ledger.sibling("feedback") if ledger.backend == "sqlite" else None)
 
 
 def feedback_means(rows: Iterable[dict[str, Any]], metric: str, by: str) -> dict[str, float]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from hybridfast import metrics
@@ -150,14 +149,6 @@ def observe_metrics(record: RequestRecord) -> None:
             metrics.TOKENS.inc((dep, "cached_input", cache), record.cached_input_tokens)
 
 
-def requests_path(ledger_path: str) -> Path:
-    """The request log's SQLite file: beside the ledger's, never the same file. The ledger
-    file belongs to the core's own SQLite library; a second SQLite library opening it in
-    the same process breaks its locks (sqlite.org/howtocorrupt.html, 2.2.1)."""
-    path = Path(ledger_path)
-    return path.with_name(f"{path.stem}-requests{path.suffix or '.db'}")
-
-
 def open_request_log(config: Config) -> RequestLog | None:
     """The request log beside the ledger (its own SQLite file, or the ledger's PostgreSQL
     database), or None when switched off."""
@@ -169,7 +160,7 @@ def open_request_log(config: Config) -> RequestLog | None:
     if ledger.backend == "postgres" and ledger.dsn:
         backend = PostgresBackend(ledger.dsn, ledger.schema)
     elif ledger.backend == "sqlite":
-        backend = SqliteBackend(str(requests_path(ledger.path)), synchronous_full=False)
+        backend = SqliteBackend(ledger.sibling("requests"), synchronous_full=False)
     else:
         backend = SqliteBackend(None)  # the ledger keeps nothing on disk: neither do we
     return RequestLog(

@@ -178,7 +178,7 @@ class Backend(Protocol):
 
 
 class SqliteBackend:
-    """A SQLite file of its own (never the ledger's: see `observer.requests_path`), or a
+    """A SQLite file of its own (never the ledger's: see `LedgerConfig.sibling`), or a
     private in-memory database when the ledger keeps nothing on disk. One connection
     writes (the writer thread), one reads (admin queries, under a lock); WAL lets them run
     at the same time."""

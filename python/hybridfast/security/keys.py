@@ -174,7 +174,7 @@ class KeyStore:
     def open(cls, ledger: LedgerConfig) -> KeyStore:
         if ledger.backend == "postgres":
             return cls._open_postgres(ledger)
-        path = ledger.path if ledger.backend == "sqlite" else ":memory:"
+        path = ledger.sibling("keys") if ledger.backend == "sqlite" else ":memory:"
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA busy_timeout = 5000")

@@ -28,7 +28,6 @@ from hybridfast.experiments.feedback import (
     Recent,
     SqliteStore,
     Store,
-    feedback_path,
     feedback_row,
     parse_feedback,
 )
@@ -66,7 +65,7 @@ def install(gateway: Gateway) -> None:
     def open_store() -> Store:
         if ledger.backend == "postgres" and ledger.dsn:
             return PostgresStore(ledger.dsn, ledger.schema)
-        return SqliteStore(feedback_path(ledger.path) if ledger.backend == "sqlite" else None)
+        return SqliteStore(ledger.sibling("feedback") if ledger.backend == "sqlite" else None)
 
     service = _SERVICES[gateway] = FeedbackService(open_store)
 
