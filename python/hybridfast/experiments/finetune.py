@@ -95,9 +95,10 @@ def stored_conversations(config: Config) -> Iterator[tuple[str, list[dict[str, A
             cur.execute(query.format("%s"), (now,))
             rows = cur.fetchall()
     elif ledger.backend == "sqlite":
-        if not Path(ledger.path).is_file():
-            raise ConfigError(f"ledger.path: no ledger file at {ledger.path}")
-        lite = sqlite3.connect(f"file:{ledger.path}?mode=ro", uri=True)
+        stored = ledger.sibling("responses")  # the stored responses' file, beside the ledger
+        if not Path(stored).is_file():
+            raise ConfigError(f"ledger.path: no stored responses at {stored}")
+        lite = sqlite3.connect(f"file:{stored}?mode=ro", uri=True)
         try:
             rows = lite.execute(query.format("?"), (now,)).fetchall()
         except sqlite3.OperationalError:  # serve never stored a response: no table yet
