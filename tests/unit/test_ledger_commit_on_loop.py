@@ -9,12 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.unit.test_ledger_service import stored
 
 from hybridfast import _core
 from hybridfast.config import parse_config
 from hybridfast.ledger import open_ledger
 from hybridfast.types import Caller, Deployment, LedgerRecord, Reservation, Usage
+from tests.unit.test_ledger_service import stored
 
 USD = _core.PICODOLLARS_PER_USD
 SMART = Deployment(
