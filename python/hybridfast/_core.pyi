@@ -579,7 +579,7 @@ class RateDecision:
     def denied_scope(self) -> str | None: ...
     @property
     def denied_kind(self) -> str | None:
-        """"requests", "tokens" or "parallel"."""
+        """ "requests", "tokens" or "parallel"."""
     @property
     def retry_after_ms(self) -> int | None:
         """Milliseconds to wait; None when the request can never fit (larger than the
