@@ -373,3 +373,12 @@ def _books(ledger: Any) -> tuple[Any, ...]:
     )
     spent = tuple((s.budget.label, s.spent) for s in ledger.budget_states())
     return (*reports, spent)
+
+
+@pytest.mark.parametrize(
+    ("value", "picos"), [(0.000001, 1_000_000), (1e-12, 1), (2.5, 2_500_000_000_000)]
+)
+def test_small_budgets_written_as_decimals_are_exact(value: float, picos: int) -> None:
+    from hybridfast.ledger.budgets import usd_to_picos
+
+    assert usd_to_picos(value) == picos  # 0.000001 was refused as "1e-06"

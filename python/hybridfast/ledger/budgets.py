@@ -8,6 +8,7 @@ exactly ten cents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from hybridfast import _core
@@ -72,7 +73,8 @@ class BudgetState:
 
 
 def usd_to_picos(value: float | int | str, where: str = "limit_usd") -> int:
-    text = repr(float(value)) if isinstance(value, float) else str(value)
+    # The float's shortest exact decimal, positional: repr writes 0.000001 as "1e-06".
+    text = format(Decimal(repr(value)), "f") if isinstance(value, float) else str(value)
     try:
         return parse_usd(text)
     except Exception:
