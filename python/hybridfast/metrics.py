@@ -14,6 +14,7 @@ made-up model names cannot grow the process or the Prometheus server without bou
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -36,7 +37,7 @@ OTHER = "other"
 DEFAULT_MAX_SERIES = 2000
 
 
-class _Family:
+class _Family(ABC):
     __slots__ = ("doc", "labelnames", "max_series", "name", "other")
 
     def __init__(self, name: str, doc: str, labelnames: Sequence[str]) -> None:
@@ -47,8 +48,9 @@ class _Family:
         self.other: Labels = (OTHER,) * len(self.labelnames)
         _ALL.append(self)
 
+    @abstractmethod
     def family(self, with_samples: bool = True) -> Metric:
-        raise NotImplementedError
+        """The family as prometheus_client exposes it (samples read at scrape time)."""
 
 
 _ALL: list[_Family] = []
