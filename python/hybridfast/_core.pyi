@@ -421,6 +421,12 @@ class SqliteJournal:
     def flush(self, ledger: Ledger, max: int = 65536, timeout_s: float = 0.0) -> int:
         """Writes queued entries in one transaction; returns the highest seq now durable
         (0: none). On error, requeues them and raises `StorageError`."""
+    def leave_checkpoints_to_caller(self) -> None:
+        """Stops commits from running SQLite's automatic checkpoint; `checkpoint` from
+        another thread does it instead."""
+    def checkpoint(self) -> None:
+        """Copies the committed write-ahead log into the database file over a second
+        connection, without blocking `flush` (PASSIVE)."""
     def load_into(self, ledger: Ledger) -> int:
         """Rebuilds the books from every stored entry; returns how many were read."""
     def budgets(self) -> list[tuple[str, str, str, int, float, bool]]:

@@ -113,3 +113,32 @@ async def test_close_writes_what_the_loop_had_not_committed(tmp_path: Path) -> N
         ledger.record(Reservation(request_id=f"req-{i}", amount=0), _record(f"req-{i}", i))
     await ledger.close()  # before the loop ran the scheduled commit
     assert len(stored(tmp_path)) == 50
+
+
+def test_commits_leave_the_checkpoint_to_the_second_connection(tmp_path: Path) -> None:
+    # SQLite's automatic checkpoint would copy the log (and fsync) inside the commit that
+    # crosses ~1000 pages: milliseconds on the event loop. With it left to the caller,
+    # the database file does not grow however much is committed, until `checkpoint`.
+    path = tmp_path / "ledger.db"
+    journal = _core.SqliteJournal(str(path), False)
+    journal.leave_checkpoints_to_caller()
+    books = _core.Ledger()
+    size = path.stat().st_size
+    for i in range(3000):  # one commit each: well past 1000 pages of log
+        books.settle(0, _record(f"req-{i}", i), "smart")
+        assert journal.flush(books) == i + 1
+    assert path.stat().st_size == size
+    journal.checkpoint()
+    assert path.stat().st_size > size
+    assert journal.count() == 3000
+
+
+async def test_the_loop_committing_ledger_checkpoints_on_its_own_thread(tmp_path: Path) -> None:
+    text = f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
+    ledger = await open_ledger(parse_config(text).config)
+    try:
+        names = [t.name for t in threading.enumerate()]
+        assert "hybridfast-ledger-checkpoint" in names
+    finally:
+        await ledger.close()
+    assert "hybridfast-ledger-checkpoint" not in [t.name for t in threading.enumerate()]

@@ -31,7 +31,7 @@ from hybridfast.ledger.budgets import (
     model_group,
     refusal,
 )
-from hybridfast.ledger.stores import SqliteStore, Store, Writer
+from hybridfast.ledger.stores import Checkpointer, SqliteStore, Store, Writer
 from hybridfast.types import Caller, Deployment, LedgerRecord, Picodollars, Reservation
 
 __all__ = ["NativeLedger", "model_group"]
@@ -67,7 +67,12 @@ class NativeLedger:
         self._commit_on_loop = isinstance(store, SqliteStore) and not store.synchronous_full
         self._commit_scheduled = False
         self._retry_s = 0.05
-        if store is not None and not self._commit_on_loop:
+        self._checkpointer: Checkpointer | None = None
+        if isinstance(store, SqliteStore) and self._commit_on_loop:
+            # The loop's commits stay microseconds: checkpoints run on their own thread.
+            self._checkpointer = Checkpointer(store)
+            self._checkpointer.start()
+        elif store is not None:
             self._writer = Writer(store, books, self._durable_from_thread, poll_s=poll_s)
             self._writer.start()
         metrics.BUDGETS.ledgers.add(self)
@@ -146,6 +151,8 @@ class NativeLedger:
             await asyncio.to_thread(self._writer.stop)
         elif self._commit_on_loop:
             await asyncio.to_thread(self._commit_rest)
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
         if self.shared is not None:
             await self.shared.close()
         if self.store is not None:

@@ -578,6 +578,10 @@ fn flat_tuple<'py, const N: usize>(
 #[pyclass(frozen, module = "hybridfast._core")]
 pub struct SqliteJournal {
     store: Mutex<SqliteStore>,
+    path: String,
+    synchronous_full: bool,
+    // A second connection for checkpoints, opened by the first `checkpoint` call.
+    checkpointer: Mutex<Option<SqliteStore>>,
 }
 
 impl SqliteJournal {
@@ -605,6 +609,34 @@ impl SqliteJournal {
         })?;
         Ok(SqliteJournal {
             store: Mutex::new(store),
+            path: path.to_owned(),
+            synchronous_full,
+            checkpointer: Mutex::new(None),
+        })
+    }
+
+    /// Stops commits from copying the write-ahead log into the database file (SQLite's
+    /// automatic checkpoint, milliseconds with its fsyncs every ~1000 pages): the caller
+    /// then calls `checkpoint` from another thread, so `flush` stays microseconds.
+    fn leave_checkpoints_to_caller(&self, py: Python<'_>) -> PyResult<()> {
+        enter_core(py, || self.store().set_autocheckpoint(0))
+    }
+
+    /// Copies the committed write-ahead log into the database file over a second
+    /// connection, without blocking `flush` (a PASSIVE checkpoint).
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        enter_core(py, || {
+            let mut slot = self
+                .checkpointer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.is_none() {
+                *slot = Some(SqliteStore::open(&self.path, self.synchronous_full)?);
+            }
+            match slot.as_ref() {
+                Some(conn) => conn.checkpoint(),
+                None => Ok(()),
+            }
         })
     }
 

@@ -128,6 +128,24 @@ impl SqliteStore {
         Ok(SqliteStore { conn })
     }
 
+    /// Whether a commit past this many pages of write-ahead log also copies the log into
+    /// the database file (SQLite's default, 1000 pages) or, with 0, never does: then
+    /// `checkpoint` on a second connection does it, so a committer on a latency-sensitive
+    /// thread never waits for the copy and its fsyncs.
+    pub fn set_autocheckpoint(&self, pages: u32) -> CoreResult<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages};"))
+            .map_err(storage)
+    }
+
+    /// Copies the committed write-ahead log into the database file without blocking
+    /// writers on other connections (a PASSIVE checkpoint).
+    pub fn checkpoint(&self) -> CoreResult<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(storage)
+    }
+
     /// Opens an existing ledger file read-only (reports while the server writes).
     pub fn open_read_only(path: &str) -> CoreResult<SqliteStore> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
