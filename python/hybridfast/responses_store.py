@@ -42,6 +42,21 @@ _PG_SCHEMA = (
 )
 
 
+# One text per statement for both databases: written with SQLite's `?` marks,
+# `_pg` turns them into psycopg's `%s`.
+_INSERT = "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SELECT = (
+    "SELECT id, owner, created_at, response, input_items, conversation "
+    "FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
+)
+_DELETE = "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
+_SWEEP = "DELETE FROM responses WHERE expires_at <= ?"
+
+
+def _pg(statement: str) -> str:
+    return statement.replace("?", "%s")
+
+
 @dataclass(slots=True)
 class StoredResponse:
     id: str
@@ -60,6 +75,19 @@ class ResponsesStore(Protocol):
     async def delete(self, response_id: str, owner: str) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+def _values(item: StoredResponse, retention_s: float) -> tuple[Any, ...]:
+    """The row `_INSERT` writes for `item`."""
+    return (
+        item.id,
+        item.owner,
+        item.created_at,
+        item.created_at + retention_s,
+        orjson.dumps(item.response),
+        orjson.dumps(item.input_items),
+        orjson.dumps(item.conversation),
+    )
 
 
 def _row(values: tuple[Any, ...]) -> StoredResponse:
@@ -122,36 +150,21 @@ class SqliteResponses:
         now = time.time()
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    item.id,
-                    item.owner,
-                    item.created_at,
-                    item.created_at + self.retention_s,
-                    orjson.dumps(item.response),
-                    orjson.dumps(item.input_items),
-                    orjson.dumps(item.conversation),
-                ),
+                _INSERT.replace("INSERT", "INSERT OR REPLACE", 1),
+                _values(item, self.retention_s),
             )
             if now >= self._next_sweep:
                 self._next_sweep = now + _SWEEP_EVERY_S
-                self._conn.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
+                self._conn.execute(_SWEEP, (now,))
 
     def _get(self, response_id: str, owner: str) -> StoredResponse | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT id, owner, created_at, response, input_items, conversation "
-                "FROM responses WHERE id = ? AND owner = ? AND expires_at > ?",
-                (response_id, owner, time.time()),
-            ).fetchone()
+            row = self._conn.execute(_SELECT, (response_id, owner, time.time())).fetchone()
         return _row(row) if row is not None else None
 
     def _delete(self, response_id: str, owner: str) -> bool:
         with self._lock:
-            cursor = self._conn.execute(
-                "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?",
-                (response_id, owner, time.time()),
-            )
+            cursor = self._conn.execute(_DELETE, (response_id, owner, time.time()))
         return cursor.rowcount > 0
 
     async def put(self, item: StoredResponse) -> None:
@@ -201,31 +214,18 @@ class PostgresResponses:
         async with self._lock:
             conn = await self._connection()
             await conn.execute(
-                "INSERT INTO responses VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, "
+                _pg(_INSERT) + " ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, "
                 "conversation = EXCLUDED.conversation, expires_at = EXCLUDED.expires_at",
-                (
-                    item.id,
-                    item.owner,
-                    item.created_at,
-                    item.created_at + self.retention_s,
-                    orjson.dumps(item.response),
-                    orjson.dumps(item.input_items),
-                    orjson.dumps(item.conversation),
-                ),
+                _values(item, self.retention_s),
             )
             if now >= self._next_sweep:
                 self._next_sweep = now + _SWEEP_EVERY_S
-                await conn.execute("DELETE FROM responses WHERE expires_at <= %s", (now,))
+                await conn.execute(_pg(_SWEEP), (now,))
 
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         async with self._lock:
             conn = await self._connection()
-            cursor = await conn.execute(
-                "SELECT id, owner, created_at, response, input_items, conversation "
-                "FROM responses WHERE id = %s AND owner = %s AND expires_at > %s",
-                (response_id, owner, time.time()),
-            )
+            cursor = await conn.execute(_pg(_SELECT), (response_id, owner, time.time()))
             row = await cursor.fetchone()
         return (
             _row(tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)) if row else None
@@ -234,10 +234,7 @@ class PostgresResponses:
     async def delete(self, response_id: str, owner: str) -> bool:
         async with self._lock:
             conn = await self._connection()
-            cursor = await conn.execute(
-                "DELETE FROM responses WHERE id = %s AND owner = %s AND expires_at > %s",
-                (response_id, owner, time.time()),
-            )
+            cursor = await conn.execute(_pg(_DELETE), (response_id, owner, time.time()))
             return bool(cursor.rowcount)
 
     async def close(self) -> None:
