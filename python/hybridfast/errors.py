@@ -133,7 +133,7 @@ def to_gateway_error(exc: BaseException) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, HybridfastError):
-        code = getattr(exc, "code", "ERR_INTERNAL")
+        code = exc.code
         if code == "ERR_NO_CANDIDATES":
             return ProviderUnavailable(str(exc), status=503)
         cls = _CORE_CODES.get(code)

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.one_line(), file=sys.stderr)
         return 2
     except HybridfastError as exc:
-        code = getattr(exc, "code", "ERR_INTERNAL")
+        code = exc.code
         print(f"error {code}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
