@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 
 from hybridfast import discovery, redact, supervisor
@@ -67,6 +68,10 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Every file serve creates (the ledger and its WAL, the request log, keys, stored
+    # responses, cache snapshots) holds users' spend or prompts: owner-only, as PostgreSQL
+    # does for its data directory. Workers inherit it.
+    os.umask(0o077)
     secrets.load_for_serve(args.env_file, args.env_key_file)
     loaded = load_config(args.config)
     config = loaded.config
