@@ -103,48 +103,75 @@ async def _wait_until_open(request: web.Request) -> None:
         )
 
 
+class _Auth:
+    """Who may call what, as one config says: its keys, the master key, admin and metrics
+    access, whose end users a body may name."""
+
+    __slots__ = ("access", "callers", "identity", "need_auth")
+
+    def __init__(self, config: Config) -> None:
+        self.callers = callers_by_key(config)
+        self.need_auth = bool(self.callers)
+        self.access = Access.from_config(config)
+        self.identity = IdentityPolicy.from_config(config)
+
+    async def admit(self, request: web.Request) -> None:
+        """Sets the request's caller and identity policy, or raises 401/403."""
+        if request.path.startswith("/admin") and dashboard_session(request):
+            request[CALLER] = Caller(key_name="master")
+        elif self.access.check(request.path, key := presented_key(request), request.remote):
+            # /admin and /metrics: decided by `access` (master / metrics key only).
+            known = self.callers.get(key) if key else None
+            if known is not None:
+                request[CALLER] = known
+        elif self.need_auth:
+            caller = self.callers.get(key) if key else None
+            if caller is None and key:  # a virtual key created at run time?
+                caller = await resolve_runtime_key(request.app[gateway_key], key)
+            if caller is None:
+                raise Unauthorized("missing or unknown API key")
+            if request.path.startswith("/admin"):  # a known key, not the master's
+                raise forbidden(
+                    "the admin API needs the master key",
+                    "send server.master_key as the bearer token",
+                )
+            request[CALLER] = caller
+        request[IDENTITY] = self.identity
+
+
+async def _check_body(request: web.Request) -> None:
+    # The edge check: a malformed body is a 400 before anything else runs (the schema where
+    # the endpoint has one, the nesting limit everywhere).
+    raw = await request.read()
+    if request.path in SCHEMAS:
+        request[VALIDATED_BODY] = validated_body(request.path, raw)
+    elif raw:
+        check_depth(raw)
+
+
 def make_middleware(config: Config) -> Any:
-    callers = callers_by_key(config)
-    need_auth = bool(callers)
-    access = Access.from_config(config)
-    identity = IdentityPolicy.from_config(config)
+    auth = _Auth(config)
+    # The gateway's config as last seen: a reload (SIGHUP, POST /admin/config) swaps it, and
+    # the keys it adds, removes or rotates count from the next request on.
+    seen: Config | None = None
 
     @web.middleware
     async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal auth, seen
         try:
             if request.path == "/ui" or request.path.startswith("/ui/"):
                 # The dashboard's page and sign-in are public; its data comes from /admin.
                 return await handler(request)
             if request.path not in OPEN_PATHS:
                 await _wait_until_open(request)
-                if request.path.startswith("/admin") and dashboard_session(request):
-                    request[CALLER] = Caller(key_name="master")
-                elif access.check(request.path, key := presented_key(request), request.remote):
-                    # /admin and /metrics: decided by `access` (master / metrics key only).
-                    known = callers.get(key) if key else None
-                    if known is not None:
-                        request[CALLER] = known
-                elif need_auth:
-                    caller = callers.get(key) if key else None
-                    if caller is None and key:  # a virtual key created at run time?
-                        caller = await resolve_runtime_key(request.app[gateway_key], key)
-                    if caller is None:
-                        raise Unauthorized("missing or unknown API key")
-                    if request.path.startswith("/admin"):  # a known key, not the master's
-                        raise forbidden(
-                            "the admin API needs the master key",
-                            "send server.master_key as the bearer token",
-                        )
-                    request[CALLER] = caller
-                request[IDENTITY] = identity
+                live = request.app[gateway_key].config
+                if live is not seen:
+                    if seen is not None:
+                        auth = _Auth(live)
+                    seen = live
+                await auth.admit(request)
                 if request.method in _WITH_BODY:
-                    # The edge check: a malformed body is a 400 before anything else runs
-                    # (the schema where the endpoint has one, the nesting limit everywhere).
-                    raw = await request.read()
-                    if request.path in SCHEMAS:
-                        request[VALIDATED_BODY] = validated_body(request.path, raw)
-                    elif raw:
-                        check_depth(raw)
+                    await _check_body(request)
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
