@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 MASTER = "sk-hybridfast-reload-master"
 
 
-def _config(fake: FakeUpstream, *keys: str) -> str:
+def _config(fake: FakeUpstream, *keys: str, master: str = MASTER) -> str:
     listed = "".join(f"  - {{key: {key}, name: {key.removeprefix('sk-')}}}\n" for key in keys)
-    return fake_config(fake, server=f"  master_key: {MASTER}", extra="keys:\n" + listed)
+    return fake_config(fake, server=f"  master_key: {master}", extra="keys:\n" + listed)
 
 
 def _status(server: RunningServer, key: str) -> int:
@@ -65,3 +65,23 @@ def test_a_config_that_does_not_pass_is_refused_and_the_running_one_stays(
     assert "reload refused" in server.log()
     assert _status(server, "sk-alice") == 200
     assert _status(server, "sk-bob") == 401
+
+
+def test_a_new_master_key_ends_dashboard_sessions_of_the_old_one(
+    fake_openai: FakeUpstream, serve_gateway: Callable[..., RunningServer]
+) -> None:
+    server = serve_gateway(_config(fake_openai, "sk-alice"))
+    with httpx.Client(base_url=server.url, timeout=10) as browser:
+        assert browser.post("/ui/login", json={"key": MASTER}).status_code == 200
+        assert browser.get("/admin/deployments").status_code == 200
+
+        rotated = MASTER + "-rotated"
+        server.config_path.write_text(_config(fake_openai, "sk-alice", master=rotated))
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert browser.get("/admin/deployments").status_code == 401  # signed in with the old key
+        assert browser.post("/ui/login", json={"key": MASTER}).status_code == 401
+        assert browser.post("/ui/login", json={"key": rotated}).status_code == 200
+        assert browser.get("/admin/deployments").status_code == 200

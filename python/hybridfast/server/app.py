@@ -124,7 +124,7 @@ def _add_routes(app: web.Application, config: Config) -> None:
     app.router.add_routes(admin_cache.routes)
     for routes in ROUTES:
         app.router.add_routes(routes)
-    ui.setup(app, config.server.master_key)
+    ui.setup(app)
 
 
 async def _start_draining(app: web.Application) -> None:

@@ -13,6 +13,7 @@ also carry the session's CSRF token in `x-hybridfast-csrf` (the page reads it fr
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -21,6 +22,8 @@ from importlib import resources
 
 import orjson
 from aiohttp import web
+
+from hybridfast.server.state import gateway_key
 
 SESSION_COOKIE = "hybridfast_session"
 CSRF_HEADER = "x-hybridfast-csrf"
@@ -39,6 +42,18 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class _Session:
     csrf: str
     expires: float
+    # Which master key signed it in: a session ends when a reload changes the key.
+    key_digest: bytes
+
+
+def _digest(master_key: str) -> bytes:
+    return hashlib.sha256(master_key.encode()).digest()
+
+
+def _master_key(request: web.Request) -> str | None:
+    """The running config's master key (a reload may change it)."""
+    gateway = request.app.get(gateway_key)
+    return gateway.config.server.master_key if gateway is not None else None
 
 
 class Sessions:
@@ -47,19 +62,21 @@ class Sessions:
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
 
-    def create(self) -> tuple[str, str]:
+    def create(self, master_key: str) -> tuple[str, str]:
         now = time.monotonic()
         self._sessions = {t: s for t, s in self._sessions.items() if s.expires > now}
         if len(self._sessions) >= MAX_SESSIONS:  # drop the oldest
             oldest = min(self._sessions, key=lambda t: self._sessions[t].expires)
             del self._sessions[oldest]
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        self._sessions[token] = _Session(csrf, now + SESSION_TTL_S)
+        self._sessions[token] = _Session(csrf, now + SESSION_TTL_S, _digest(master_key))
         return token, csrf
 
-    def get(self, token: str | None) -> _Session | None:
+    def get(self, token: str | None, master_key: str | None) -> _Session | None:
         session = self._sessions.get(token or "")
-        if session is None or session.expires <= time.monotonic():
+        if session is None or session.expires <= time.monotonic() or not master_key:
+            return None
+        if not hmac.compare_digest(session.key_digest, _digest(master_key)):
             return None
         return session
 
@@ -69,7 +86,7 @@ class Sessions:
     def admits(self, request: web.Request) -> bool:
         """Whether this request is an admin request by way of a dashboard session: a valid
         cookie, and for a change the session's CSRF token as well."""
-        session = self.get(request.cookies.get(SESSION_COOKIE))
+        session = self.get(request.cookies.get(SESSION_COOKIE), _master_key(request))
         if session is None:
             return False
         if request.method in _SAFE_METHODS:
@@ -79,8 +96,6 @@ class Sessions:
 
 
 sessions_key = web.AppKey("ui_sessions", Sessions)
-# The master key, set by the app factory when one is configured: what `/ui/login` accepts.
-login_key = web.AppKey("ui_login_key", str)
 
 
 def dashboard_session(request: web.Request) -> bool:
@@ -89,11 +104,9 @@ def dashboard_session(request: web.Request) -> bool:
     return sessions is not None and sessions.admits(request)
 
 
-def setup(app: web.Application, master_key: str | None) -> None:
-    """Serves the dashboard; sign-in is possible only when a master key is configured."""
+def setup(app: web.Application) -> None:
+    """Serves the dashboard; sign-in is possible only while a master key is configured."""
     app[sessions_key] = Sessions()
-    if master_key:
-        app[login_key] = master_key
     app.router.add_routes(routes)
 
 
@@ -146,14 +159,16 @@ def _file(name: str) -> web.Response:
 
 @routes.get("/ui/session")
 async def session(request: web.Request) -> web.Response:
-    found = request.app[sessions_key].get(request.cookies.get(SESSION_COOKIE))
+    found = request.app[sessions_key].get(
+        request.cookies.get(SESSION_COOKIE), _master_key(request)
+    )
     body = {"authenticated": found is not None, "csrf": found.csrf if found else None}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 @routes.post("/ui/login")
 async def login(request: web.Request) -> web.Response:
-    expected = request.app.get(login_key)
+    expected = _master_key(request)
     try:
         sent = orjson.loads(await request.read()).get("key", "")
     except (orjson.JSONDecodeError, AttributeError):
@@ -170,7 +185,7 @@ async def login(request: web.Request) -> web.Response:
             ),
             content_type="application/json",
         )
-    token, csrf = request.app[sessions_key].create()
+    token, csrf = request.app[sessions_key].create(expected)
     resp = web.Response(
         body=orjson.dumps({"authenticated": True, "csrf": csrf}), content_type="application/json"
     )
