@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from hybridfast import entrypoints
 from hybridfast.errors import ConfigError
 
-ProviderKind = Literal["openai", "anthropic", "ollama", "openai-compatible"]
+ProviderKind = Literal["openai", "anthropic", "ollama", "openai-compatible", "plugin"]
 Strategy = Literal[
     "balanced",
     "cost",
@@ -88,6 +89,8 @@ class TimeoutConfig(_Section):
 
 class ProviderConfig(_Section):
     name: str
+    # The upstream's wire protocol; `openai-compatible` (vLLM, llama.cpp, LM Studio...) needs
+    # a `base_url`; `plugin`: a provider an installed package adds (docs/extensibility.md).
     kind: ProviderKind
     base_url: str | None = None
     api_key: str | None = None
@@ -100,6 +103,11 @@ class ProviderConfig(_Section):
     # The HTTP client: "fast" (a lean keep-alive HTTP/1.1 client, plain http only), "aiohttp"
     # (TLS, proxies), or "auto": fast for http:// base URLs, aiohttp for https://.
     http_client: Literal["auto", "fast", "aiohttp"] = "auto"
+    # kind: plugin: the `hybridfast.providers` entry point that builds this provider (an
+    # installed package's); null: the provider's name.
+    plugin: str | None = None
+    # Settings for a plugin provider, which reads them from its config (`config.options`).
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class PriceConfig(_Section):
@@ -116,6 +124,8 @@ class ModelConfig(_Section):
     """A deployment: one model on one provider. Several may share a `name` (a group)."""
 
     name: str
+    # A `providers[].name`, `local` for the built-in embedding models, or the name of an
+    # installed provider plugin (`hybridfast.providers`; no `providers` entry needed).
     provider: str
     model: str
     quality: float = 0.5
@@ -315,7 +325,11 @@ class SemanticCacheConfig(_Section):
 
 
 class CacheConfig(_Section):
-    backend: Literal["memory", "redis"] = "memory"
+    # Where exact entries are kept: `memory` (this process), `redis` (shared), or the name of
+    # an installed `hybridfast.cache_backends` plugin (docs/extensibility.md).
+    backend: str = "memory"
+    # Keyword arguments for a plugin backend's constructor.
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Namespace of every Redis key and of the event stream (several gateways or tests can
     # share one Redis without seeing each other's entries).
@@ -938,6 +952,7 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
     def fail(path: str, message: str) -> None:
         raise ConfigError(f"{source}:{lines.get(path, 1)}: {path}: {message}")
 
+    _check_plugins(config, fail)
     provider_names = [p.name for p in config.providers]
     for i, name in enumerate(provider_names):
         if name in provider_names[:i]:
@@ -948,7 +963,12 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
     for i, m in enumerate(config.models):
         if m.provider != LOCAL_PROVIDER and m.provider not in provider_names:
             known = ", ".join([*provider_names, LOCAL_PROVIDER])
-            fail(f"models[{i}].provider", f"unknown provider {m.provider!r} (known: {known})")
+            plugins = ", ".join(entrypoints.names(entrypoints.PROVIDERS)) or "none"
+            fail(
+                f"models[{i}].provider",
+                f"unknown provider {m.provider!r} (known: {known}; "
+                f"provider plugins installed: {plugins})",
+            )
         if not 0.0 <= m.quality <= 1.0:
             fail(f"models[{i}].quality", "quality is a score between 0 and 1")
         if m.price is not None:
@@ -1008,6 +1028,51 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError(
             f"{source}:{lines.get('tls', 1)}: tls: give both cert and key, or neither"
+        )
+
+
+BUILTIN_CACHE_BACKENDS = ("memory", "redis")
+
+
+def _check_plugins(config: Config, fail: Callable[[str, str], None]) -> None:
+    """Plugin names against the installed entry points. A model whose provider is no
+    configured one but an installed provider plugin gets that plugin as its provider (added
+    to `providers` with the plugin's name). Entry points are only read when a config names a
+    plugin, so a config without any costs nothing here."""
+    configured = {p.name for p in config.providers}
+    wanted = [
+        m.provider
+        for m in config.models
+        if m.provider not in configured and m.provider != LOCAL_PROVIDER
+    ]
+    explicit = [(i, p) for i, p in enumerate(config.providers) if p.kind == "plugin"]
+    if wanted or explicit:
+        installed = entrypoints.names(entrypoints.PROVIDERS)
+        for i, p in explicit:
+            name = p.plugin or p.name
+            if name not in installed:
+                fail(
+                    f"providers[{i}].plugin",
+                    f"no provider plugin {name!r} is installed "
+                    f"(installed: {', '.join(installed) or 'none'})",
+                )
+        for name in dict.fromkeys(wanted):  # once each, in the order models name them
+            if name in installed:
+                config.providers.append(ProviderConfig(name=name, kind="plugin", plugin=name))
+    for i, p in enumerate(config.providers):
+        if p.kind != "plugin" and (p.plugin is not None or p.options):
+            fail(f"providers[{i}].kind", "plugin and options are for kind: plugin")
+    backend = config.cache.backend
+    if backend in BUILTIN_CACHE_BACKENDS:
+        if config.cache.options:
+            fail("cache.options", "options are for a plugin backend")
+        return
+    installed = entrypoints.names(entrypoints.CACHE_BACKENDS)
+    if backend not in installed:
+        fail(
+            "cache.backend",
+            f"unknown cache backend {backend!r} (built in: memory, redis; "
+            f"plugins installed: {', '.join(installed) or 'none'})",
         )
 
 

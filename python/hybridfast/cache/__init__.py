@@ -1,4 +1,5 @@
-"""The response cache: exact and semantic, scoped by tenant, in memory or shared via Redis.
+"""The response cache: exact and semantic, scoped by tenant, in memory, shared via Redis, or
+with its exact entries in an installed plugin's store (cache/plugin_backend.py).
 
 `await open_cache(config)` is what the pipeline calls; it returns an object with the
 `ResponseCache` protocol's `lookup`/`store`/`close` plus `bypass`, `invalidate`, `stats`
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from hybridfast.cache.core import MemoryCache
+from hybridfast.cache.plugin_backend import PluginCache
 from hybridfast.config import Config
 
 log = logging.getLogger("hybridfast.cache")
@@ -25,8 +27,10 @@ async def open_cache(config: Config) -> MemoryCache:
         from hybridfast.cache.redis_backend import RedisCache
 
         cache = await RedisCache.connect(config)
-    else:
+    elif cfg.backend == "memory":
         cache = MemoryCache(config)
+    else:  # a plugin's name (the config checked that one is installed)
+        cache = PluginCache(config)
     await cache.start()
     semantic = cache.semantic
     if semantic is None:
@@ -51,4 +55,11 @@ async def open_cache(config: Config) -> MemoryCache:
     return cache
 
 
-__all__ = ["MemoryCache", "open_cache"]
+def backend_changed(old: Config, new: Config) -> bool:
+    """Whether a reload selects another backend (or the plugin backend's options changed):
+    then the gateway opens the new one and closes the old, and the plugin is loaded again;
+    otherwise the running cache and its entries are kept."""
+    return (old.cache.backend, old.cache.options) != (new.cache.backend, new.cache.options)
+
+
+__all__ = ["MemoryCache", "PluginCache", "backend_changed", "open_cache"]

@@ -7,17 +7,21 @@ backends to the gateway through entry points, one group each.
   (a guardrail's `plugin: NAME`).
 - `hybridfast.callbacks`: a class built with `plugins.options[NAME]`;
   `async on_answer(event: dict)` (runs after every answer).
-- `hybridfast.providers`: a `hybridfast.providers.base.Provider` subclass (chat, stream, embed).
-- `hybridfast.cache_backends`: a class with `ticket`, `lookup`, `store`, `bypass`, `close`
-  (the `ResponseCache` interface).
+- `hybridfast.providers`: a factory called with a provider's `ProviderConfig` that returns a
+  `Provider` (chat, stream; embed optional) — usually a `Provider` subclass (a provider's
+  `kind: plugin`, or a model's `provider: NAME`; providers/plugin.py).
+- `hybridfast.cache_backends`: a class built with `cache.options`: a key-value store with
+  `get`, `set`, `delete` (`cache.backend: NAME`; cache/plugin_backend.py).
 
 `discover()` lists every installed entry point of these groups and whether it loads and has
 the interface (`hybridfast plugins list`, `GET /admin/plugins`). Callbacks run after every
 answer, after the ledger line is written, with a plain dict (`EVENT_FIELDS`) — a stable
 interface that does not move with the gateway's internals. They load at start and again when
-the config is reloaded (a package installed meanwhile appears then). A callback that fails to
-load, or raises, is isolated: logged, counted in `hybridfast_plugin_errors_total{group,plugin}`
-and reported with its last error; the request it ran after is never affected.
+the config is reloaded (a package installed meanwhile appears then), as do the provider and
+cache-backend plugins the config selects. A plugin that fails to load, or raises, is
+isolated: logged, counted in `hybridfast_plugin_errors_total{group,plugin}` and reported with
+its last error; a callback's request is never affected, a provider's fails over to the next
+deployment, a cache backend's is answered without the cache.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from hybridfast import metrics
+from hybridfast import entrypoints
+from hybridfast.cache.plugin_backend import REQUIRED as REQUIRED_STORE
 from hybridfast.config import Config, PluginsConfig
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
@@ -43,17 +48,20 @@ GROUPS: dict[str, str] = {
     "hybridfast.routers": "order(route, candidates, features, caller) -> candidates",
     "hybridfast.guardrails": "name; find(text) -> list[Finding]",
     CALLBACKS: "async on_answer(event: dict) -> None",
-    "hybridfast.providers": "a Provider subclass: chat, stream, embed",
-    "hybridfast.cache_backends": "ticket, lookup, store, bypass, close",
+    entrypoints.PROVIDERS: "factory(ProviderConfig) -> Provider: chat, stream[, embed]",
+    entrypoints.CACHE_BACKENDS: "class(**options): get, set, delete[, close, stats]",
 }
 # The attributes a loaded object must have, per group.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "hybridfast.routers": ("order",),
     "hybridfast.guardrails": ("find",),
     CALLBACKS: ("on_answer",),
-    "hybridfast.providers": ("chat", "stream", "embed"),
-    "hybridfast.cache_backends": ("ticket", "lookup", "store", "bypass", "close"),
+    # A provider plugin may be a plain factory function: only a class can be checked here
+    # (what a function returns is checked when the config builds it).
+    entrypoints.PROVIDERS: ("chat", "stream"),
+    entrypoints.CACHE_BACKENDS: REQUIRED_STORE,
 }
+_FACTORY_GROUPS = frozenset({entrypoints.PROVIDERS})
 EVENT_FIELDS = (
     "request_id",
     "route",
@@ -71,11 +79,7 @@ EVENT_FIELDS = (
     "team",
 )
 
-PLUGIN_ERRORS = metrics.Counter(
-    "hybridfast_plugin_errors",
-    "Plugins that failed to load or raised (isolated), by group and plugin.",
-    ["group", "plugin"],
-)
+PLUGIN_ERRORS = entrypoints.PLUGIN_ERRORS
 
 
 @dataclass
@@ -107,6 +111,12 @@ def load(ep: EntryPoint, info: PluginInfo) -> Any:
     except Exception as exc:  # a broken plugin package: reported, never fatal
         info.error = f"cannot import {ep.value}: {type(exc).__name__}: {exc}"
         return None
+    if info.group in _FACTORY_GROUPS and not inspect.isclass(obj):
+        if not callable(obj):
+            info.error = f"{ep.value} is not callable (see the {info.group} interface)"
+            return None
+        info.loaded = True
+        return obj
     missing = [a for a in _REQUIRED[info.group] if not hasattr(obj, a)]
     if missing:
         info.error = f"{ep.value} has no {', '.join(missing)} (see the {info.group} interface)"

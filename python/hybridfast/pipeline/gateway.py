@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from hybridfast import redact
-from hybridfast.cache import open_cache
+from hybridfast.cache import backend_changed, open_cache
 from hybridfast.config import Config, load_config
 from hybridfast.deployments import build_deployments
 from hybridfast.discovery import apply as apply_discovered
@@ -43,7 +43,7 @@ from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import input_estimate
 from hybridfast.pipeline.embeddings import EmbeddingsFlow
 from hybridfast.pipeline.hooks import Hooks
-from hybridfast.pipeline.reconfigure import Retirement, apply_budgets, carry_providers
+from hybridfast.pipeline.reconfigure import Retirement, apply_budgets, carry_providers, close_router
 from hybridfast.pipeline.validate import check_messages
 from hybridfast.pricing import configure as configure_prices
 from hybridfast.providers import Provider, build_providers
@@ -265,12 +265,25 @@ class Gateway:
         except Exception:
             configure_prices(self.config.ledger.prices_file)
             raise
+        old_cache = None
+        if self._given[2] is None and backend_changed(self.config, config):
+            # Another cache backend (a plugin selected or dropped): opened before anything
+            # changes, so one that cannot open leaves the running config in place.
+            try:
+                cache = await open_cache(config)
+            except Exception:
+                configure_prices(self.config.ledger.prices_file)
+                await close_router(router)
+                raise
+            old_cache, self.cache = self.cache, cache
         providers, retired = carry_providers(self.providers, config)
         old_config, old_router = self.config, self.router
         self.config, self.deployments, self.router = config, deployments, router
         self.providers = providers
         self._build_flows()
         self._retirement.retire(retired)
+        if old_cache is not None:
+            await old_cache.close()
         close = getattr(old_router, "close", None)
         if close is not None:  # stops reporting the old router's metrics
             result = close()

@@ -1,12 +1,13 @@
 """What `Gateway.reconfigure` needs besides building the new parts: keeping the providers
-whose settings did not change (and their open connections), closing the replaced ones only
-once no call can still be using them, and bringing the running ledger's budgets in line with
-the new config's."""
+whose settings did not change (and their open connections; plugin providers are rebuilt),
+closing the replaced ones only once no call can still be using them, and bringing the
+running ledger's budgets in line with the new config's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Mapping
 
@@ -30,7 +31,9 @@ def carry_providers(
     providers: dict[str, Provider] = {}
     for settings in config.providers:
         running = current.get(settings.name)
-        same = running is not None and running.config == settings
+        # A plugin provider is built again on every reload: its entry point is resolved
+        # anew, so a package installed (or fixed) since takes effect without a restart.
+        same = running is not None and running.config == settings and settings.kind != "plugin"
         providers[settings.name] = running if same and running else build_provider(settings)
     kept = {id(p) for p in providers.values()}
     return providers, [p for p in current.values() if id(p) not in kept]
@@ -71,6 +74,15 @@ async def _close_all(providers: list[Provider]) -> None:
             await provider.close()
         except Exception:  # one provider's broken session must not keep the others open
             log.exception("closing a replaced provider failed")
+
+
+async def close_router(router: object) -> None:
+    """Closes a router that has a `close` (it stops reporting its metrics)."""
+    close = getattr(router, "close", None)
+    if close is not None:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
 
 
 async def apply_budgets(ledger: Ledger, old: Config, new: Config) -> None:

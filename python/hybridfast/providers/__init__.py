@@ -1,6 +1,7 @@
 """Provider adapters, one per wire protocol: `openai` and `openai-compatible`
-(`OpenAIProvider`), `anthropic`, `ollama`. `build_providers(config)` makes one per
-configured provider; each owns one keep-alive `ClientSession`, opened on first use."""
+(`OpenAIProvider`), `anthropic`, `ollama`, and `plugin` (`PluginProvider`: one an installed
+package builds, providers/plugin.py). `build_providers(config)` makes one per configured
+provider; each owns one keep-alive `ClientSession`, opened on first use."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from hybridfast.providers.anthropic import AnthropicProvider
 from hybridfast.providers.base import Provider, ProviderError, StreamEvent
 from hybridfast.providers.ollama import OllamaProvider
 from hybridfast.providers.openai import OpenAIProvider
+from hybridfast.providers.plugin import PluginProvider
 
 __all__ = [
     "AnthropicProvider",
     "OllamaProvider",
     "OpenAIProvider",
+    "PluginProvider",
     "Provider",
     "ProviderError",
     "StreamEvent",
@@ -27,6 +30,8 @@ def build_provider(config: ProviderConfig) -> Provider:
         return AnthropicProvider(config)
     if config.kind == "ollama":
         return OllamaProvider(config)
+    if config.kind == "plugin":
+        return PluginProvider(config)
     return OpenAIProvider(config)
 
 

@@ -1,6 +1,7 @@
 """Plugins over HTTP: the callbacks run after every answer, and `GET /admin/plugins` lists
-every installed plugin (each group), whether it loaded, and each callback's calls and
-failures (`hybridfast.experiments.plugins`)."""
+every installed plugin (each group), whether it loaded, each callback's calls and failures,
+and the provider and cache-backend plugins the running config uses: whether each was built,
+its calls, failures and last error (`hybridfast.experiments.plugins`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import weakref
 import orjson
 from aiohttp import web
 
+from hybridfast.cache import PluginCache
 from hybridfast.experiments.plugins import CALLBACKS, CallbackHub, discover
 from hybridfast.pipeline.gateway import Gateway
+from hybridfast.providers import PluginProvider
 from hybridfast.server.state import gateway_key
 
 # One hub per gateway (the installer makes it; the admin page finds it through the app).
@@ -32,8 +35,14 @@ routes = web.RouteTableDef()
 async def list_plugins(request: web.Request) -> web.Response:
     hub = _HUBS.get(request.app[gateway_key])
     others = [i for i in await asyncio.to_thread(discover) if i.group != CALLBACKS]
+    gateway = request.app[gateway_key]
+    cache = gateway.cache
     body = {
         "plugins": [vars(i) for i in others],
         "callbacks": hub.report() if hub is not None else [],
+        "providers": [
+            p.report() for p in gateway.providers.values() if isinstance(p, PluginProvider)
+        ],
+        "cache_backend": cache.stats()["plugin"] if isinstance(cache, PluginCache) else None,
     }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
