@@ -197,9 +197,9 @@ def test_ledger_durable_python(benchmark: Any, tmp_path: Path) -> None:
         "ts_ms, request_id, key_name, user_name, team, tags, route, deployment, model_group, "
         "provider, model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, "
         "reasoning_tokens, cost, saved_cost, latency_ms, ttft_ms, status, cache, fallbacks, "
-        "estimated"
+        "estimated, parent_id"
     )
-    insert = f"INSERT INTO ledger_entries ({columns}) VALUES ({', '.join('?' * 24)})"
+    insert = f"INSERT INTO ledger_entries ({columns}) VALUES ({', '.join('?' * 25)})"
     rounds = iter(range(10))
     batches: list[list[tuple[Any, ...]]] = []
 

@@ -117,6 +117,7 @@ class LedgerRecord:
     fallbacks: int = 0
     saved_cost: Picodollars = 0  # for cache hits: what the answer cost when first made
     timestamp: float = field(default_factory=time.time)
+    parent_id: str | None = None  # the request this is a step of (a prompt chain's id)
 
 
 @dataclass(slots=True)

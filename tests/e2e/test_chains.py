@@ -1,14 +1,20 @@
 """Prompt templates and chains through a real serve, with the openai SDK as the client: the
 rendered prompt reaches the upstream, bad variables are 400s naming them, and a chain of two
-steps writes two ledger lines under the parent's request id (read from the SQLite file)."""
+steps writes two ledger lines with the chain's request id as parent_id (read from the SQLite
+file, the request log's admin API and `hybridfast ledger export --parent-id`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -51,9 +57,12 @@ prompts:
 """
 
 
+MASTER = "sk-hybridfast-chains-master"
+
+
 def _ledger_config(fake: FakeUpstream, db: Path) -> str:
-    text = fake_config(fake).replace("  backend: memory", f"  backend: sqlite\n  path: {db}")
-    return text + PROMPTS
+    text = fake_config(fake, server=f"  master_key: {MASTER}")
+    return text.replace("  backend: memory", f"  backend: sqlite\n  path: {db}") + PROMPTS
 
 
 def _user_texts(fake: FakeUpstream) -> list[str]:
@@ -64,7 +73,7 @@ def test_template_renders_variables_and_versions(
     fake_openai: FakeUpstream, serve_gateway: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server = serve_gateway(_ledger_config(fake_openai, tmp_path / "ledger.db"))
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER, max_retries=0)
     resp = client.chat.completions.with_raw_response.create(
         model="template:summarize@1",
         messages=[{"role": "user", "content": "(ignored)"}],
@@ -95,7 +104,7 @@ def test_template_bad_variables_are_400s_naming_them(
     fake_openai: FakeUpstream, serve_gateway: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server = serve_gateway(_ledger_config(fake_openai, tmp_path / "ledger.db"))
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER, max_retries=0)
     cases = {
         "'text'": {},  # missing
         "'words' must be a integer": {"text": "t", "words": "twenty"},  # ill-typed
@@ -125,7 +134,7 @@ def test_chain_of_two_steps_writes_two_ledger_lines(
     db = tmp_path / "ledger.db"
     server = serve_gateway(_ledger_config(fake_openai, db))
     fake_openai.set(reply="1. intro 2. body")
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER, max_retries=0)
     resp = client.chat.completions.with_raw_response.create(
         model="chain:essay",
         messages=[{"role": "user", "content": "go"}],
@@ -141,16 +150,43 @@ def test_chain_of_two_steps_writes_two_ledger_lines(
     ]
     # An Anthropic client reaches the same chain (its variables: the chain has none left
     # but `topic`, so that one is refused as missing).
-    claude = anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0)
+    claude = anthropic.Anthropic(base_url=server.url, api_key=MASTER, max_retries=0)
     with pytest.raises(anthropic.BadRequestError):
         claude.messages.create(
             model="chain:essay", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
         )
+    # The request log finds both steps by the parent id (rows are written within ~0.2 s).
+    logged: list[dict[str, object]] = []
+    deadline = time.monotonic() + 10
+    while len(logged) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        page = httpx.get(
+            server.url + "/admin/requests",
+            params={"parent_id": parent},
+            headers={"Authorization": f"Bearer {MASTER}"},
+            timeout=10,
+        )
+        assert page.status_code == 200, page.text
+        logged = page.json()["data"]
+    assert sorted(str(r["request_id"]) for r in logged) == [parent, parent + "-step1"]
+    assert {r["parent_id"] for r in logged} == {parent}
     server.stop()  # the ledger is flushed on shutdown
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "SELECT request_id, route, status FROM ledger_entries "
+            "SELECT request_id, route, status, parent_id FROM ledger_entries "
             "WHERE request_id = ? OR request_id LIKE ? ORDER BY request_id",
             (parent, parent + "-step%"),
         ).fetchall()
-    assert rows == [(parent, "chat", 200), (parent + "-step1", "chat", 200)]
+    assert rows == [(parent, "chat", 200, parent), (parent + "-step1", "chat", 200, parent)]
+    # The CLI lists the chain's lines by its id.
+    cli = [sys.executable, "-m", "hybridfast", "ledger", "--config", str(server.config_path)]
+    exported = subprocess.run(
+        [*cli, "export", "--parent-id", parent],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sorted(json.loads(line)["request_id"] for line in exported.splitlines()) == [
+        parent,
+        parent + "-step1",
+    ]

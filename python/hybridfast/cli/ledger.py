@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     exp = ledger_sub.add_parser("export", help="every record, request ids included")
     exp.add_argument("--since")
     exp.add_argument("--until")
+    exp.add_argument("--parent-id", help="only the steps of one prompt chain (its request id)")
     exp.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     exp.add_argument("--output", "-o", help="a file (default: standard output)")
     exp.set_defaults(handler=run_export)
@@ -110,6 +111,8 @@ def run_export(args: argparse.Namespace) -> int:
     since, until = report.parse_time(args.since), report.parse_time(args.until)
     with _store(config) as store, _output(args.output) as out:
         entries = store.export(since, until)
+        if args.parent_id is not None:
+            entries = (e for e in entries if e["parent_id"] == args.parent_id)
         if args.format == "csv":
             import csv
 

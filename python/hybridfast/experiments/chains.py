@@ -3,10 +3,11 @@ and `model: "chain:..."` on every chat endpoint.
 
 A chain's steps run in order. Every step but the last is a whole request of its own through
 the gateway (`Gateway.complete`: routing, budgets, fallbacks, cache, its own ledger line);
-its request id is the parent's with `-stepN` appended, so the ledger and the request log
-group a chain's lines under the id the client got. The last step *is* the client's request:
-it is rewritten to the last template and goes on down the pipeline, streamed if asked, with
-the parent id. A chain of two steps therefore writes two ledger lines: `ID-step1` and `ID`.
+its request id is the parent's with `-stepN` appended. The last step *is* the client's
+request: it is rewritten to the last template and goes on down the pipeline, streamed if
+asked, with the parent id. A chain of two steps therefore writes two ledger lines, `ID-step1`
+and `ID`, both with `parent_id` `ID` (the ledger's and the request log's column), so
+`hybridfast ledger export --parent-id ID` or `GET /admin/requests?parent_id=ID` finds them.
 
 A step that fails with a client error (a budget, a rate limit: 4xx) ends the chain with that
 error; an upstream failure of a step (after its fallbacks) is a 424 `ERR_CHAIN_STEP_FAILED`
@@ -31,6 +32,7 @@ from hybridfast.experiments.templates import (
     request_variables,
     without_extension,
 )
+from hybridfast.observability.observer import INNER_REQUESTS
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.pipeline.hooks import PipelineRequest
@@ -181,6 +183,9 @@ class PromptsHook:
         values = dict(given)
         step_ids: list[str] = []
         ctx.state[STATE_KEY] = {"chain": chain.name, "steps": step_ids}
+        # Every step's ledger line and request-log row, the last one's included, carry the
+        # chain's request id as parent_id: one filter finds the whole chain.
+        ctx.parent_id = ctx.request_id
         for index, step in enumerate(chain.steps[:-1], start=1):
             step_request = render(
                 step.template, request, _declared(step, values), model=step.model, stream=False
@@ -191,6 +196,8 @@ class PromptsHook:
                 endpoint=ctx.endpoint,
                 request_id=f"{ctx.request_id}{STEP_SUFFIX}{index}",
             )
+            step_ctx.parent_id = ctx.request_id
+            ctx.state.setdefault(INNER_REQUESTS, []).append(step_ctx)
             step_ctx.state[STATE_KEY] = {"chain": chain.name, "parent": ctx.request_id}
             step_ids.append(step_ctx.request_id)
             try:

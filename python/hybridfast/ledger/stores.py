@@ -58,7 +58,11 @@ COLUMNS = (
     "cache",
     "fallbacks",
     "estimated",
+    "parent_id",
 )
+# Columns added after the first release: a PostgreSQL table from before gets them (nullable:
+# no rewrite, old rows read NULL). The SQLite store migrates in the core the same way.
+_PG_ADDED = ("parent_id",)
 
 # The SQLite store's schema (with this table) lives in the core; PostgreSQL's is here.
 _BUDGETS_SCHEMA = """
@@ -193,6 +197,8 @@ class PostgresStore:
                 "CREATE TABLE IF NOT EXISTS ledger_entries "
                 f"(id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {columns})"
             )
+            for column in _PG_ADDED:
+                db.execute(f"ALTER TABLE ledger_entries ADD COLUMN IF NOT EXISTS {column} TEXT")
             db.execute("CREATE INDEX IF NOT EXISTS ledger_entries_ts ON ledger_entries (ts_ms)")
             db.execute(_BUDGETS_SCHEMA)
 
@@ -233,7 +239,7 @@ class PostgresStore:
             ):
                 for row in rows:
                     # seq is not stored; `estimated` is a 0/1 integer as in SQLite.
-                    copy.write_row((*row[1:-1], int(row[-1])))
+                    copy.write_row((*row[1:-2], int(row[-2]), row[-1]))
             self._writer.commit()
         except self._psycopg.Error as exc:
             if self._writer is not None:

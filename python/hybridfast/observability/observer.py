@@ -31,6 +31,9 @@ log = logging.getLogger("hybridfast.observability")
 # Where the attempt hooks keep the first attempt's start (perf_counter), in `ctx.state`.
 FIRST_ATTEMPT = "observability.first_attempt"
 TRACE_ID = "observability.trace_id"
+# Requests a hook ran inside this one (a prompt chain's earlier steps), as their contexts in
+# `ctx.state`: the server records each as a row of its own once the request ends.
+INNER_REQUESTS = "observability.inner_requests"
 
 
 def record_for(
@@ -58,6 +61,7 @@ def record_for(
     return RequestRecord(
         ts_ms=int(time.time() * 1000),
         request_id=ctx.request_id,
+        parent_id=getattr(ctx, "parent_id", None),
         trace_id=state.get(TRACE_ID),
         endpoint=endpoint or str(getattr(ctx, "endpoint", "chat")),
         status=status,

@@ -38,6 +38,7 @@ ROW_FIELDS = (
     "overhead_ms",
     "fallbacks",
     "recovered",
+    "parent_id",
 )
 
 
@@ -75,6 +76,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, gc=False):
     # What the caller's tightest rate limit had left after this request (when one applies).
     ratelimit_requests: int | None = None
     ratelimit_tokens: int | None = None
+    parent_id: str | None = None  # the request this is a step of (a prompt chain's id)
 
     @property
     def failed(self) -> bool:
@@ -108,4 +110,5 @@ class RequestRecord(msgspec.Struct, kw_only=True, gc=False):
             self.overhead_ms,
             self.fallbacks,
             int(self.recovered),
+            self.parent_id,
         )

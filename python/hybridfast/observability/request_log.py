@@ -45,8 +45,12 @@ FILTER_COLUMNS = (
     "status",
     "cache",
     "code",
+    "parent_id",
 )
 _INDEXED = ("key_name", "team", "model", "status")
+# Columns added after the first release, with their types: a table from before gets them by
+# ALTER TABLE ADD COLUMN when the log opens (nullable, so no rewrite; old rows read NULL).
+ADDED_COLUMNS = (("parent_id", "TEXT"),)
 
 _COLUMNS_SQL = """
     ts_ms BIGINT NOT NULL,
@@ -73,15 +77,28 @@ _COLUMNS_SQL = """
     ttft_ms DOUBLE PRECISION,
     overhead_ms DOUBLE PRECISION,
     fallbacks INTEGER NOT NULL,
-    recovered INTEGER NOT NULL
+    recovered INTEGER NOT NULL,
+    parent_id TEXT
 """
 
 
-def schema_statements(id_column: str) -> list[str]:
-    """CREATE statements for the table and its indexes (`id_column` differs per engine)."""
+def schema_statements(id_column: str, present: Sequence[str] = ()) -> list[str]:
+    """CREATE statements for the table and its indexes (`id_column` differs per engine);
+    `present`: the columns of an existing table, which gets the ones added since."""
     statements = [f"CREATE TABLE IF NOT EXISTS {TABLE} ({id_column},{_COLUMNS_SQL})"]
+    if present:
+        statements += [
+            f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"
+            for name, kind in ADDED_COLUMNS
+            if name not in present
+        ]
     statements.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts_ms, id)")
     statements.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
+    # Partial: only a chain's steps have a parent, so the index costs the others nothing.
+    statements.append(
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_parent ON {TABLE} (parent_id) "
+        "WHERE parent_id IS NOT NULL"
+    )
     statements += [
         f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE} ({column}, ts_ms, id)"
         for column in _INDEXED
@@ -193,8 +210,9 @@ class SqliteBackend:
             target, uri = path, False
         self._writer = self._connect(target, uri)
         self._writer.execute(f"PRAGMA synchronous={'FULL' if synchronous_full else 'NORMAL'}")
+        present = [r[1] for r in self._writer.execute(f"PRAGMA table_info({TABLE})")]
         with self._writer:
-            for statement in schema_statements("id INTEGER PRIMARY KEY"):
+            for statement in schema_statements("id INTEGER PRIMARY KEY", present):
                 self._writer.execute(statement)
         self._reader = self._connect(target, uri)
         self._read_lock = threading.Lock()
@@ -245,8 +263,16 @@ class PostgresBackend:
         self._dsn = dsn
         self._schema = schema
         self._writer = self._connect()
+        present = [
+            r[0]
+            for r in self._writer.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (schema, TABLE),
+            )
+        ]
         with self._writer.transaction():
-            for statement in schema_statements("id BIGINT GENERATED ALWAYS AS IDENTITY"):
+            for statement in schema_statements("id BIGINT GENERATED ALWAYS AS IDENTITY", present):
                 self._writer.execute(statement)
         self._reader = self._connect()
         self._read_lock = threading.Lock()

@@ -122,6 +122,7 @@ class RequestBooks:
             cache=ctx.cache,
             fallbacks=ctx.fallbacks,
             saved_cost=ctx.saved_cost,
+            parent_id=ctx.parent_id,
         )
         first = self.held[0] if self.held else Reservation(request_id=ctx.request_id, amount=0)
         ctx.marks["settle_start"] = ctx.ended

@@ -49,6 +49,7 @@ class RequestContext:
         "first_byte",
         "input_estimate",
         "marks",
+        "parent_id",
         "queue_s",
         "recovered",
         "request_id",
@@ -74,6 +75,7 @@ class RequestContext:
         stream: bool = False,
     ) -> None:
         self.request_id = request_id or new_request_id()
+        self.parent_id: str | None = None  # the request this is a step of (a prompt chain)
         self.route = route  # the model, group or route name the client asked for
         self.caller = caller
         self.endpoint: Endpoint = endpoint

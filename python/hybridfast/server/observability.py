@@ -29,7 +29,12 @@ from aiohttp import web
 from hybridfast._core import format_usd
 from hybridfast.config import Config
 from hybridfast.errors import GatewayError, InvalidRequest
-from hybridfast.observability.observer import Observer, edge_record, record_for
+from hybridfast.observability.observer import (
+    INNER_REQUESTS,
+    Observer,
+    edge_record,
+    record_for,
+)
 from hybridfast.observability.request_log import MAX_PAGE, Query, decode_cursor
 from hybridfast.observability.tracing import Tracing, open_tracing
 from hybridfast.pipeline.context import new_request_id
@@ -50,6 +55,7 @@ _FILTERS = {
     "cache": "cache",
     "code": "code",
     "request_id": "request_id",
+    "parent_id": "parent_id",  # a prompt chain's steps, by the chain's request id
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -123,8 +129,19 @@ def make_middleware(context_key: web.RequestKey[Any]) -> Any:
                 record.trace_id = tracing.trace_id(span)
                 tracing.end_request(span, token, record, ctx)
             observer.finish(record)
+            if ctx is not None and INNER_REQUESTS in ctx.state:
+                _finish_inner(observer, ctx.state[INNER_REQUESTS], record.endpoint)
 
     return observe
+
+
+def _finish_inner(observer: Observer, contexts: list[Any], endpoint: str) -> None:
+    """The rows of requests a hook made inside the client's (a chain's earlier steps)."""
+    for inner in contexts:
+        error = getattr(inner, "error", None)
+        status = inner.status
+        code = error.code if error is not None and status >= 400 else None
+        observer.finish(record_for(inner, status=status, code=code, endpoint=endpoint))
 
 
 def install(app: web.Application, config: Config, context_key: web.RequestKey[Any]) -> None:

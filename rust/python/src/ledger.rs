@@ -425,6 +425,9 @@ struct SettleRecord {
     /// Seconds since the Unix epoch (`time.time()`).
     #[pyo3(attribute)]
     timestamp: f64,
+    /// The request this one is a step of (a prompt chain's id), usually None.
+    #[pyo3(attribute)]
+    parent_id: Option<String>,
 }
 
 impl SettleRecord {
@@ -459,6 +462,7 @@ impl SettleRecord {
             cache: self.cache,
             fallbacks: self.fallbacks,
             estimated: usage.estimated,
+            parent_id: self.parent_id,
         }
     }
 }
@@ -551,6 +555,7 @@ fn entry_tuple(py: Python<'_>, e: Entry) -> PyResult<Bound<'_, PyTuple>> {
         e.cache,
         e.fallbacks,
         e.estimated,
+        e.parent_id,
     );
     flat_tuple(
         py,

@@ -173,6 +173,8 @@ pub struct Entry {
     pub cache: String,
     pub fallbacks: u32,
     pub estimated: bool,
+    /// The request this one is a step of (a prompt chain's request id); `None` for most.
+    pub parent_id: Option<String>,
 }
 
 /// Sums over a set of entries. Money in `i128`, so no total can overflow.

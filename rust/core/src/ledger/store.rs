@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     status INTEGER NOT NULL,
     cache TEXT NOT NULL,
     fallbacks INTEGER NOT NULL,
-    estimated INTEGER NOT NULL
+    estimated INTEGER NOT NULL,
+    parent_id TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_entries_ts ON ledger_entries (ts_ms);
 CREATE TABLE IF NOT EXISTS ledger_budgets (
@@ -61,9 +62,9 @@ CREATE TABLE IF NOT EXISTS ledger_budgets (
 const INSERT: &str = "INSERT INTO ledger_entries (ts_ms, request_id, key_name, user_name, team, \
     tags, route, deployment, model_group, provider, model, input_tokens, output_tokens, \
     cached_input_tokens, cache_write_tokens, reasoning_tokens, cost, saved_cost, latency_ms, \
-    ttft_ms, status, cache, fallbacks, estimated) \
+    ttft_ms, status, cache, fallbacks, estimated, parent_id) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-    ?19, ?20, ?21, ?22, ?23, ?24)";
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 
 /// The `GROUP BY` that rebuilds the books from PostgreSQL on restart: the server sums and
 /// sends one row per hour and combination of dimensions, far fewer than entries.
@@ -79,11 +80,17 @@ pub const SUMMARY_QUERY: &str = "SELECT (ts_ms / 3600000) * 3600000 AS hour, key
 /// soft_fraction, deleted)`.
 pub type StoredBudget = (String, String, String, i64, f64, bool);
 
-/// The columns `export_page` returns after the row id, in the order of `INSERT`.
+/// The columns `export_page` returns after the row id, in the order of `INSERT`, before
+/// `parent_id` (which a file from before it, opened read-only and so not migrated, lacks).
 pub const COLUMNS: &str = "ts_ms, request_id, key_name, user_name, team, tags, route, \
     deployment, model_group, provider, model, input_tokens, output_tokens, cached_input_tokens, \
     cache_write_tokens, reasoning_tokens, cost, saved_cost, latency_ms, ttft_ms, status, cache, \
     fallbacks, estimated";
+
+/// Columns added after the first release: `(name, type)`. A file without one gets it by
+/// `ALTER TABLE ... ADD COLUMN` when opened for writing (existing rows read NULL, and
+/// SQLite adds a nullable column without rewriting the table).
+const ADDED_COLUMNS: &[(&str, &str)] = &[("parent_id", "TEXT")];
 
 /// One exported row: the row id, then `COLUMNS`.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +108,8 @@ const SCAN_QUERY: &str = "SELECT ts_ms, key_name, user_name, team, model_group, 
 
 pub struct SqliteStore {
     conn: Connection,
+    // Whether the table has `parent_id` (false only for an old file opened read-only).
+    has_parent: bool,
 }
 
 fn storage(err: rusqlite::Error) -> CoreError {
@@ -125,7 +134,11 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
             .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
-        Ok(SqliteStore { conn })
+        migrate(&conn)?;
+        Ok(SqliteStore {
+            conn,
+            has_parent: true,
+        })
     }
 
     /// Whether a commit past this many pages of write-ahead log also copies the log into
@@ -152,7 +165,8 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(storage)?;
-        Ok(SqliteStore { conn })
+        let has_parent = entry_columns(&conn)?.iter().any(|c| c == "parent_id");
+        Ok(SqliteStore { conn, has_parent })
     }
 
     /// Writes `entries` in one transaction; they are durable when this returns `Ok`.
@@ -188,6 +202,7 @@ impl SqliteStore {
                         e.cache,
                         e.fallbacks,
                         e.estimated,
+                        e.parent_id,
                     ])
                     .map_err(storage)?;
             }
@@ -312,8 +327,9 @@ impl SqliteStore {
         after_id: i64,
         limit: usize,
     ) -> CoreResult<Vec<ExportRow>> {
+        let parent = if self.has_parent { "parent_id" } else { "NULL" };
         let sql = format!(
-            "SELECT id, {COLUMNS} FROM ledger_entries WHERE id > ?1 AND ts_ms >= ?2 \
+            "SELECT id, {COLUMNS}, {parent} FROM ledger_entries WHERE id > ?1 AND ts_ms >= ?2 \
              AND ts_ms < ?3 ORDER BY id LIMIT ?4"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(storage)?;
@@ -352,6 +368,7 @@ impl SqliteStore {
                         cache: r.get(22)?,
                         fallbacks: r.get(23)?,
                         estimated: r.get(24)?,
+                        parent_id: r.get(25)?,
                     },
                 })
             })
@@ -368,4 +385,29 @@ impl SqliteStore {
             .map(|n| n as u64)
             .map_err(storage)
     }
+}
+
+/// The columns of `ledger_entries` in this file (empty when the table does not exist).
+fn entry_columns(conn: &Connection) -> CoreResult<Vec<String>> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('ledger_entries')")
+        .map_err(storage)?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(storage)?;
+    names.collect::<Result<Vec<_>, _>>().map_err(storage)
+}
+
+/// Brings a file written by an older version up to `SCHEMA`: each missing column is added.
+fn migrate(conn: &Connection) -> CoreResult<()> {
+    let present = entry_columns(conn)?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !present.iter().any(|c| c == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE ledger_entries ADD COLUMN {name} {kind}"
+            ))
+            .map_err(storage)?;
+        }
+    }
+    Ok(())
 }

@@ -385,6 +385,50 @@ fn the_store_rebuilds_the_books() {
 }
 
 #[test]
+fn a_file_from_before_parent_id_reads_and_migrates() {
+    // The table as the first release wrote it: every column up to `estimated`.
+    let path = temp_path("before-parent.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        let columns = super::store::COLUMNS;
+        let create = super::store::SCHEMA
+            .split(");")
+            .next()
+            .unwrap()
+            .replace(",\n    parent_id TEXT", "");
+        assert!(!create.contains("parent_id"));
+        old.execute_batch(&format!("{create});")).unwrap();
+        old.execute_batch(&format!(
+            "INSERT INTO ledger_entries ({columns}) VALUES (1, 'old', NULL, NULL, NULL, '', \
+             'smart', NULL, NULL, NULL, NULL, 1, 1, 0, 0, 0, 5, 0, 1.0, NULL, 200, 'miss', 0, 0)"
+        ))
+        .unwrap();
+    }
+    // Read-only (a report while an old server runs): no migration, parent_id reads None.
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    let rows = reader.export_page(i64::MIN, i64::MAX, 0, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].entry.parent_id, None);
+    drop(reader);
+    // Opened for writing: the column is added, old rows keep NULL, new rows carry theirs.
+    let mut store = SqliteStore::open(&path, false).unwrap();
+    let mut step = entry(7, None, 2);
+    step.parent_id = Some("req-parent".into());
+    store.append(&[step]).unwrap();
+    let rows = store.export_page(i64::MIN, i64::MAX, 0, 10).unwrap();
+    let parents: Vec<_> = rows.iter().map(|r| r.entry.parent_id.clone()).collect();
+    assert_eq!(parents, vec![None, Some("req-parent".to_string())]);
+    drop(store);
+    // A second open finds the column and changes nothing.
+    let store = SqliteStore::open(&path, false).unwrap();
+    assert_eq!(store.count().unwrap(), 2);
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
+
+#[test]
 fn concurrent_reservations_never_overspend() {
     let limit = 1_000 * USD;
     let ledger =
