@@ -1,4 +1,5 @@
-"""An example hybridfast plugin package: one callback, one router.
+"""An example hybridfast plugin package: one callback, one router (here), one provider
+(`provider.py`, `reverse`) and one cache backend (`store.py`, `dict`).
 
 - `JsonlLog` (`hybridfast.callbacks`, name `jsonl-log`): appends each answer's event (request
   id, route, deployment, status, tokens, cost in picodollars...) as one JSON line to `path`.
