@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from hybridfast.config import load_config
+from hybridfast.experiments import chains as prompt_chains
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +29,8 @@ def run_check(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     config = loaded.config
+    if prompt_chains.wanted(config):
+        prompt_chains.compile_prompts(config)  # templates and chains compile only past parsing
     groups = sorted(config.model_names())
     print(
         f"{loaded.source}: ok — {len(config.providers)} providers, {len(config.models)} "

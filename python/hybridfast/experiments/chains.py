@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from hybridfast.config import ChainConfig, PromptsConfig
+from hybridfast.config import ChainConfig, Config, PromptsConfig
 from hybridfast.errors import ConfigError, GatewayError, InvalidRequest, ModelNotFound
 from hybridfast.experiments.templates import (
     TEMPLATE_PREFIX,
@@ -128,44 +128,35 @@ def render(
     )
 
 
+def wanted(config: Config) -> bool:
+    prompts = config.prompts
+    return bool(prompts.templates or prompts.dirs or prompts.chains)
+
+
+def compile_prompts(config: Config) -> Prompts:
+    """Every template (inline and from `prompts.dirs`, read now) and chain of `config`, or a
+    `ConfigError` naming the first that does not compile."""
+    return Prompts.compile(config.prompts, Library.from_config(config))
+
+
 class PromptsHook:
-    """The `before_route` hook; recompiles when the gateway's config changes (a reload)."""
+    """The `before_route` hook over one compiled set, swapped whole by a reload."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, prompts: Prompts) -> None:
         self.gateway = gateway
-        self._source: PromptsConfig | None = None
-        self._compiled = Prompts(Library([]), {})
-        self.refresh()
-
-    def refresh(self) -> Prompts:
-        source = self.gateway.config.prompts
-        if source is self._source:
-            return self._compiled
-        library = Library.from_config(self.gateway.config)
-        self._compiled = Prompts.compile(source, library)
-        self._source = source
-        return self._compiled
-
-    def current(self) -> Prompts:
-        try:
-            return self.refresh()
-        except ConfigError:
-            # A reloaded config with a broken template: the templates that worked stay.
-            log.exception("prompts: the reloaded templates are invalid; keeping the previous")
-            self._source = self.gateway.config.prompts
-            return self._compiled
+        self.prompts = prompts
 
     async def __call__(self, ctx: RequestContext, request: PipelineRequest) -> ChatRequest | None:
         if not isinstance(request, ChatRequest):
             return None
         model = request.model
         if model.startswith(TEMPLATE_PREFIX):
-            template = self.current().library.get(model[len(TEMPLATE_PREFIX) :])
+            template = self.prompts.library.get(model[len(TEMPLATE_PREFIX) :])
             ctx.state[STATE_KEY] = {"template": template.key}
             ctx.response_headers["x-hybridfast-template"] = template.key
             return render(template, request, request_variables(request.extra))
         if model.startswith(CHAIN_PREFIX):
-            chain = self.current().chain(model[len(CHAIN_PREFIX) :])
+            chain = self.prompts.chain(model[len(CHAIN_PREFIX) :])
             return await self.run_chain(chain, ctx, request)
         return None
 
@@ -227,9 +218,41 @@ def _step_error(chain: Chain, index: int, exc: GatewayError) -> GatewayError:
     )
 
 
+class PromptsFollower:
+    """Keeps the hook in line with the config: registered while the config has templates
+    (none: no hook, nothing per request), its set recompiled on every reload (SIGHUP,
+    `POST /admin/config`) so a template file added or edited in `prompts.dirs` takes effect
+    with the reload. A reload whose templates do not compile is refused whole by
+    `check`, and the running set stays."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.hook: PromptsHook | None = None
+
+    def check(self, config: Config) -> None:
+        if wanted(config):
+            compile_prompts(config)
+
+    def apply(self, config: Config) -> None:
+        if not wanted(config):
+            if self.hook is not None:
+                self.gateway.hooks.remove("before_route", self.hook)
+                self.hook = None
+            return
+        prompts = compile_prompts(config)
+        if self.hook is None:
+            self.hook = PromptsHook(self.gateway, prompts)
+            self.gateway.hooks.add("before_route", self.hook, name="prompts", order=-10)
+        else:
+            self.hook.prompts = prompts
+        log.info(
+            "prompts: %d templates, %d chains", len(prompts.library.all()), len(prompts.chains)
+        )
+
+
 def install(gateway: Gateway) -> None:
-    """Serves `template:` and `chain:` models when the config has templates; a broken
-    template stops the start with a `ConfigError` naming it."""
-    if not (gateway.config.prompts.templates or gateway.config.prompts.dirs):
-        return
-    gateway.hooks.add("before_route", PromptsHook(gateway), name="prompts", order=-10)
+    """Serves `template:` and `chain:` models from the config's templates and chains, and
+    follows reloads; a broken template stops the start with a `ConfigError` naming it."""
+    follower = PromptsFollower(gateway)
+    follower.apply(gateway.config)
+    gateway.followers.add("prompts", follower.apply, follower.check)

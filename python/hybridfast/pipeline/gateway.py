@@ -43,7 +43,13 @@ from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import input_estimate
 from hybridfast.pipeline.embeddings import EmbeddingsFlow
 from hybridfast.pipeline.hooks import Hooks
-from hybridfast.pipeline.reconfigure import Retirement, apply_budgets, carry_providers, close_router
+from hybridfast.pipeline.reconfigure import (
+    Followers,
+    Retirement,
+    apply_budgets,
+    carry_providers,
+    close_router,
+)
 from hybridfast.pipeline.validate import check_messages
 from hybridfast.pricing import configure as configure_prices
 from hybridfast.providers import Provider, build_providers
@@ -171,6 +177,8 @@ class Gateway:
         )
         self._gpu_watch: asyncio.Task[None] | None = None
         self._retirement = Retirement()  # providers replaced by `reconfigure`, closed later
+        # Features that check and follow a reloaded config (templates, the learned router).
+        self.followers = Followers()
         self._opened = False
 
     @classmethod
@@ -253,10 +261,12 @@ class Gateway:
         ledger, cache, hooks and local embedders are kept, and the config's budgets are applied
         to the running ledger. Providers whose settings did not change keep their connections;
         replaced ones are closed once no call can still be using them. A config the router
-        rejects raises `ConfigError` and changes nothing. Live routing state (latency averages,
-        circuit breakers) starts afresh."""
+        or a follower (`self.followers`: templates, ...) rejects raises `ConfigError` and
+        changes nothing. Live routing state (latency averages, circuit breakers) starts
+        afresh."""
         if not self._opened:
             raise RuntimeError("reconfigure() needs an open gateway")
+        self.followers.check(config)
         redact.configure(redact.config_secrets(config))  # new keys are scrubbed from now on
         configure_prices(config.ledger.prices_file)
         try:
@@ -281,6 +291,7 @@ class Gateway:
         self.config, self.deployments, self.router = config, deployments, router
         self.providers = providers
         self._build_flows()
+        self.followers.apply(config)
         self._retirement.retire(retired)
         if old_cache is not None:
             await old_cache.close()

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hybridfast.config import Config
 from hybridfast.ledger.budgets import from_config as budgets_from_config
@@ -74,6 +74,35 @@ async def _close_all(providers: list[Provider]) -> None:
             await provider.close()
         except Exception:  # one provider's broken session must not keep the others open
             log.exception("closing a replaced provider failed")
+
+
+class Followers:
+    """Features that follow the config without owning a part of the pipeline (templates and
+    chains, the learned router's model files). Each `check(config)` may refuse a new config
+    with a `ConfigError` before anything changes; each `apply(config)` runs once the new config
+    is in place. Nothing of this runs per request."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, Callable[[Config], None], Callable[[Config], None]]] = []
+
+    def add(
+        self,
+        name: str,
+        apply: Callable[[Config], None],
+        check: Callable[[Config], None] = lambda _config: None,
+    ) -> None:
+        self._items.append((name, check, apply))
+
+    def check(self, config: Config) -> None:
+        for _, check, _ in self._items:
+            check(config)
+
+    def apply(self, config: Config) -> None:
+        for name, _, apply in self._items:
+            try:
+                apply(config)
+            except Exception:  # checked already: a failure here is a bug, not a bad config
+                log.exception("%s did not follow the new config", name)
 
 
 async def close_router(router: object) -> None:

@@ -52,14 +52,16 @@ async def post_config(request: web.Request) -> web.Response:
     path = editable_source(request.app.get(config_source_key, "<defaults>"))
     current = path.read_text(encoding="utf-8")
     text = unmask(body.text, current)
+    gateway = request.app[gateway_key]
     try:
         config = check_text(text, str(path))
+        gateway.followers.check(config)  # templates and the like: before the file changes
     except ConfigError as exc:
         raise InvalidRequest(str(exc), code="ERR_CONFIG", hint=exc.hint) from None
     if request.query.get("dry_run") in ("1", "true"):
         return _json({"applied": False, "message": "the config is valid"})
     await asyncio.to_thread(write_atomically, path, text)
-    await request.app[gateway_key].reconfigure(config)
+    await gateway.reconfigure(config)
     who = caller_for(request, None).key_name or "anonymous"
     log.info("config: %s applied a new config to %s", who, path)
     return _json({"applied": True, "message": f"applied: {path} reloaded"})
