@@ -44,6 +44,22 @@ class Echo:
     async def close(self):
         self.closed = True
 
+from hybridfast.providers import Provider
+
+class Subclass(Provider):
+    # The documented way: the built-in adapters' base, with its HTTP client.
+
+    kind = "house"
+
+    def __init__(self, config):
+        super().__init__(config, "http://127.0.0.1:9")
+
+    async def chat(self, deployment, request, *, retries=0):
+        return ChatAnswer(content=f"{self.kind} {self.base_url} {retries}", usage=Usage(1, 1))
+
+    async def stream(self, deployment, request, *, retries=0):
+        yield [StreamEvent(finish_reason="stop")]
+
 def builds_nothing(config):
     return object()
 
@@ -105,6 +121,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         """\
         [hybridfast.providers]
         hf-echo = hf_sel_providers:Echo
+        hf-subclass = hf_sel_providers:Subclass
         hf-nothing = hf_sel_providers:builds_nothing
         hf-unbuildable = hf_sel_providers:cannot_build
         hf-missing = hf_sel_providers:Missing
@@ -193,6 +210,14 @@ async def test_a_plugin_provider_answers_whole_and_streamed(site: Path) -> None:
     assert text == "first: streamed"
     assert isinstance(first, PluginProvider)
     assert first.impl.closed  # closed with the gateway
+
+
+async def test_a_provider_subclass_is_a_plugin_provider(site: Path) -> None:
+    config = _config("models:\n  - {name: m, provider: hf-subclass, model: s}\n")
+    async with Gateway(config) as gw:
+        answer = await gw.chat("hi", model="m")
+        # The only candidate: the retries of the provider's config are spent on it.
+        assert answer.text == "house http://127.0.0.1:9 2"
 
 
 @pytest.mark.parametrize(
