@@ -78,7 +78,7 @@ class Store:
     async def get(self, key):
         self.gets += 1
         if self.fail:
-            raise ConnectionError("store down")
+            raise ConnectionError(f"store down at {self.fail}")
         if self.lie and self.data:
             return next(iter(self.data.values()))  # whatever it has, whoever asks
         value = self.data.get(key)
@@ -87,7 +87,7 @@ class Store:
 
     async def set(self, key, value, ttl_s):
         if self.fail:
-            raise ConnectionError("store down")
+            raise ConnectionError(f"store down at {self.fail}")
         self.data[key] = value
 
     async def delete(self, pattern):
@@ -279,13 +279,19 @@ async def test_exact_entries_live_in_the_plugin_store(site: Path) -> None:
         assert cache.stats()["plugin"]["loaded"] is True
 
 
-async def test_a_failing_store_is_a_miss_never_an_error(site: Path) -> None:
-    async with Gateway(_config(CACHED % ("hf-store", "{fail: true}"))) as gw:
+async def test_a_failing_store_is_a_miss_never_an_error(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The option is a URL with a password: the store's error quotes it.
+    url = "memcache://admin:pw-9f8e7d6c5b4a@cache:11211"
+    async with Gateway(_config(CACHED % ("hf-store", f"{{fail: '{url}'}}"))) as gw:
         answers = [await gw.chat("hi", model="m", temperature=0) for _ in range(2)]
         error = gw.cache.stats()["plugin"]["error"]  # type: ignore[attr-defined]
     assert [a.info.cache for a in answers] == ["miss", "miss"]
     assert [a.text for a in answers] == ["hf-echo: hi"] * 2
-    assert "ConnectionError: store down" in error
+    assert "ConnectionError: store down at" in error
+    assert "pw-9f8e7d6c5b4a" not in error + caplog.text
+    assert "store down at" in caplog.text
 
 
 async def test_a_store_that_mixes_up_keys_never_crosses_tenants(site: Path) -> None:

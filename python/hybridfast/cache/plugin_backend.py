@@ -34,6 +34,7 @@ from hybridfast.cache.core import ExactEntry, MemoryCache, decode_exact, encode_
 from hybridfast.cache.metrics import INVALIDATIONS
 from hybridfast.config import Config
 from hybridfast.errors import GatewayError
+from hybridfast.redact import scrub_with
 
 log = logging.getLogger("hybridfast.cache")
 
@@ -52,6 +53,10 @@ class PluginNotLoaded(RuntimeError):
     pass
 
 
+class StoreFailed(RuntimeError):
+    """A store call that raised, as the log line tells it (without the plugin's options)."""
+
+
 class PluginCache(MemoryCache):
     """The memory cache with its exact entries in a plugin's store."""
 
@@ -67,7 +72,7 @@ class PluginCache(MemoryCache):
             self._not_loaded(str(exc))
             return
         except Exception as exc:
-            self._not_loaded(f"cannot build it: {type(exc).__name__}: {exc}")
+            self._not_loaded(f"cannot build it: {type(exc).__name__}: {self.scrub(str(exc))}")
             return
         missing = [a for a in REQUIRED if not callable(getattr(store, a, None))]
         if missing:
@@ -75,6 +80,12 @@ class PluginCache(MemoryCache):
             return
         self.kv = store
         log.info("cache: backend plugin %s loaded", self.plugin)
+
+    def scrub(self, text: str) -> str:
+        """Without the string options (a token, a URL with a password): the plugin's
+        messages go to logs and /admin/plugins."""
+        options = [v for v in self.cfg.options.values() if isinstance(v, str)]
+        return scrub_with(text, options)
 
     def _not_loaded(self, why: str) -> None:
         self.error = why
@@ -111,10 +122,13 @@ class PluginCache(MemoryCache):
         await _result(self._ready().set(name, encode_exact(entry), self.cfg.exact.ttl_s))
 
     def _store_failed(self, what: str, exc: Exception) -> None:
-        if not isinstance(exc, PluginNotLoaded):
-            entrypoints.PLUGIN_ERRORS.inc((entrypoints.CACHE_BACKENDS, self.plugin))
-            self.error = f"{what}: {type(exc).__name__}: {exc}"[:300]
-        super()._store_failed(what, exc)
+        if isinstance(exc, PluginNotLoaded):
+            super()._store_failed(what, exc)
+            return
+        entrypoints.PLUGIN_ERRORS.inc((entrypoints.CACHE_BACKENDS, self.plugin))
+        why = f"{type(exc).__name__}: {self.scrub(str(exc))}"[:300]
+        self.error = f"{what}: {why}"
+        super()._store_failed(what, StoreFailed(why))  # the log line, scrubbed too
 
     # -- operator actions -----------------------------------------------------------------
 

@@ -258,8 +258,8 @@ class Gateway:
         """Switches an open gateway to `config` without a restart (zero-config re-discovery,
         SIGHUP, `POST /admin/config`). The next request routes over the new deployments;
         requests in flight finish on the flow, router and providers they started with. The
-        ledger, cache, hooks and local embedders are kept, and the config's budgets are applied
-        to the running ledger. Providers whose settings did not change keep their connections;
+        ledger, hooks and local embedders are kept, the cache too unless `cache.backend` or
+        `cache.options` changed, and the config's budgets are applied to the running ledger. Providers whose settings did not change keep their connections;
         replaced ones are closed once no call can still be using them. A config the router
         or a follower (`self.followers`: templates, ...) rejects raises `ConfigError` and
         changes nothing. Live routing state (latency averages, circuit breakers) starts

@@ -30,6 +30,7 @@ from hybridfast import entrypoints
 from hybridfast.config import ProviderConfig
 from hybridfast.errors import GatewayError
 from hybridfast.providers.base import Provider, ProviderError
+from hybridfast.redact import scrub_with
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, StreamEvent, Usage
 
 log = logging.getLogger("hybridfast.plugins")
@@ -68,6 +69,13 @@ class PluginProvider(Provider):
             return
         self.impl = impl
         log.info("provider %s: plugin %s loaded", self.name, self.plugin)
+
+    def scrub(self, text: str) -> str:
+        """The plugin's messages go to logs and /admin/plugins: without its key, headers or
+        any string option (a token, a URL with a password)."""
+        config = self.config
+        options = [v for v in config.options.values() if isinstance(v, str)]
+        return scrub_with(text, [config.api_key or "", *config.headers.values(), *options])
 
     @property
     def loaded(self) -> bool:
