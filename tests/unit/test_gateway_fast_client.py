@@ -361,3 +361,41 @@ async def test_lines_under_the_cap_pass_whatever_the_split() -> None:
     assert await collect(capped_lines(pieces(), 10)) == b"abcd\nefg\n" + b"h" * 10 + b"\n"
     with pytest.raises(aiohttp.ClientError):
         await collect(capped_lines(pieces(), 9))
+
+
+async def test_a_deadline_given_to_post_ends_the_exchange_sooner() -> None:
+    # The provider's deadline for a whole call (retries included) bounds the body's reads
+    # too, well before the client's own total_s.
+    server = await trickle_server(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", 40, 0.05)
+    c = FastClient(url(server), {}, limit=1, connect_s=1, read_s=5, total_s=30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        resp = await c.post(url(server) + "/", b"{}", started + 0.3)
+        with pytest.raises(TimeoutError):
+            await resp.read()
+        resp.close()
+        assert loop.time() - started < 1.5
+    finally:
+        await c.close()
+        server.close()
+
+
+async def test_a_first_byte_timeout_drops_the_connection() -> None:
+    # Nothing answers: the wait ends at read_s with TimeoutError, and the connection is
+    # not handed to the next call.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    c = FastClient(url(server), {}, limit=1, connect_s=1, read_s=0.2, total_s=30)
+    try:
+        with pytest.raises(TimeoutError):
+            await c.post(url(server) + "/", b"{}")
+        assert c._open == 0
+        assert not c._idle
+    finally:
+        await c.close()
+        server.close()

@@ -171,15 +171,23 @@ class Provider(ABC):
         included even where no config was installed (the Python API, tests)."""
         return scrub_with(text, [self.config.api_key] if self.config.api_key else [])
 
-    async def open(self, path: str, body: dict[str, Any], *, retries: int) -> UpstreamResponse:
+    async def open(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        retries: int,
+        deadline: float | None = None,
+    ) -> UpstreamResponse:
         """POSTs `body` and returns a response with a 2xx status (the caller reads and
-        releases it), retrying retryable failures up to `retries` times."""
+        releases it), retrying retryable failures up to `retries` times; no try starts or
+        waits past `deadline` (the loop's clock)."""
         data = orjson.dumps(body)
         url = self.base_url + path
         attempt = 0
         while True:
             try:
-                resp = await self.client.post(url, data)
+                resp = await self.client.post(url, data, deadline)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 what = "timed out" if isinstance(exc, TimeoutError) else "cannot be reached"
                 error = ProviderError(f"{self.name}: the upstream {what} ({type(exc).__name__})")
@@ -206,19 +214,24 @@ class Provider(ABC):
                 wait = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())
             if wait > MAX_RETRY_WAIT_S:
                 raise error
+            if deadline is not None and asyncio.get_running_loop().time() + wait >= deadline:
+                raise ProviderError(f"{self.name}: the upstream timed out")
             attempt += 1
             await asyncio.sleep(wait)
 
     async def post_json(self, path: str, body: dict[str, Any], *, retries: int) -> Any:
+        # The whole call, retries and their waits included, within timeout.total_s: the
+        # clients hold each try to the deadline (one loop timer per wait, no second timer
+        # around them).
+        deadline = asyncio.get_running_loop().time() + self.config.timeout.total_s
         try:
-            async with asyncio.timeout(self.config.timeout.total_s):
-                resp = await self.open(path, body, retries=retries)
-                try:
-                    raw = await resp.read()
-                except BaseException:
-                    resp.close()
-                    raise
-                resp.release()
+            resp = await self.open(path, body, retries=retries, deadline=deadline)
+            try:
+                raw = await resp.read()
+            except BaseException:
+                resp.close()
+                raise
+            resp.release()
         except TimeoutError:
             raise ProviderError(f"{self.name}: the upstream timed out") from None
         except aiohttp.ClientError as exc:
@@ -239,7 +252,7 @@ async def stream_lines(
     early closes the connection, which cancels the upstream's work."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + provider.config.timeout.total_s
-    resp = await provider.open(path, body, retries=retries)
+    resp = await provider.open(path, body, retries=retries, deadline=deadline)
     finished = False
     try:
         async for lines in iter_lines(resp):

@@ -61,9 +61,11 @@ CALL_HEADERS: ContextVar[dict[str, str] | None] = ContextVar(
 
 
 class HttpClient(Protocol):
-    async def post(self, url: str, body: bytes) -> UpstreamResponse:
-        """Sends a POST; returns once the response head arrived. Raises `TimeoutError`,
-        `OSError` or `aiohttp.ClientError` when the upstream cannot be reached."""
+    async def post(self, url: str, body: bytes, deadline: float | None = None) -> UpstreamResponse:
+        """Sends a POST; returns once the response head arrived. `deadline` (the loop's
+        clock) ends the whole exchange sooner than the client's own `total_s`. Raises
+        `TimeoutError`, `OSError` or `aiohttp.ClientError` when the upstream cannot be
+        reached."""
 
     async def close(self) -> None: ...
 
@@ -121,9 +123,20 @@ class AiohttpClient:
             )
         return self._session
 
-    async def post(self, url: str, body: bytes) -> UpstreamResponse:
+    async def post(self, url: str, body: bytes, deadline: float | None = None) -> UpstreamResponse:
         extra = CALL_HEADERS.get()
-        return _AiohttpResponse(await self.session.post(url, data=body, headers=extra))
+        if deadline is None:
+            return _AiohttpResponse(await self.session.post(url, data=body, headers=extra))
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        total = left if self._timeout.total is None else min(left, self._timeout.total)
+        timeout = aiohttp.ClientTimeout(
+            total=total,
+            connect=self._timeout.connect,
+            sock_connect=self._timeout.sock_connect,
+            sock_read=self._timeout.sock_read,
+        )
+        resp = await self.session.post(url, data=body, headers=extra, timeout=timeout)
+        return _AiohttpResponse(resp)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -158,11 +171,21 @@ async def capped_lines(pieces: AsyncIterator[bytes], max_line: int) -> AsyncIter
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "timed_out", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.timed_out = False
+
+    def expire(self) -> None:
+        """A wait ran past its limit (a loop timer calls this): the connection is dropped,
+        which wakes the waiting read with an error that the reader turns into
+        `TimeoutError`. One `call_at` per wait instead of an `asyncio.timeout` block: no
+        Timeout object, no task cancel/uncancel, and the timer is dropped as cheaply."""
+        self.timed_out = True
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -181,6 +204,7 @@ class _FastResponse:
         "_idle_s",
         "_keep",
         "_left",
+        "_loop",
         "_max_line",
         "status",
     )
@@ -211,6 +235,7 @@ class _FastResponse:
         ).lower() != "close"
         self._done = self._left == 0
         self._buf = bytearray()
+        self._loop = asyncio.get_running_loop()
 
     def header(self, name: str) -> str | None:
         return self._headers.get(name.lower())
@@ -244,13 +269,25 @@ class _FastResponse:
             del buf[:pos]
         return b"".join(out)
 
-    def _timeout(self) -> asyncio.Timeout:
-        """The wait for the next bytes: the idle limit, cut short by the total deadline."""
-        loop = asyncio.get_running_loop()
-        when = None if self._idle_s is None else loop.time() + self._idle_s
+    async def _read(self, conn: _Connection, n: int) -> bytes:
+        """Up to `n` bytes as they arrive, within the idle limit (cut short by the total
+        deadline)."""
+        when = None if self._idle_s is None else self._loop.time() + self._idle_s
         if self._deadline is not None:
             when = self._deadline if when is None else min(when, self._deadline)
-        return asyncio.timeout_at(when)
+        timer = None if when is None else self._loop.call_at(when, conn.expire)
+        try:
+            data = await conn.reader.read(n)
+        except ConnectionError:
+            if conn.timed_out:
+                raise TimeoutError from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not data and conn.timed_out:
+            raise TimeoutError
+        return data
 
     async def _next(self) -> bytes:
         """The next piece of the body (b"" at its end)."""
@@ -267,7 +304,6 @@ class _FastResponse:
         conn = self._conn
         if self._done or conn is None:
             return b""
-        reader = conn.reader
         if self._chunked:
             # The framing is parsed here from whatever arrived, rather than with a
             # readuntil/readexactly pair per chunk: every piece already here goes out in
@@ -276,21 +312,18 @@ class _FastResponse:
                 data = self._take_chunks()
                 if data or self._done:
                     return data
-                async with self._timeout():
-                    more = await reader.read(1 << 16)
+                more = await self._read(conn, 1 << 16)
                 if not more:
                     raise asyncio.IncompleteReadError(bytes(self._buf), None)
                 self._buf += more
         if self._left is not None:
-            async with self._timeout():
-                data = await reader.read(min(self._left, 1 << 16))
+            data = await self._read(conn, min(self._left, 1 << 16))
             if not data:
                 raise UpstreamProtocolError("the upstream closed the body short")
             self._left -= len(data)
             self._done = self._left == 0
             return data
-        async with self._timeout():
-            data = await reader.read(1 << 16)
+        data = await self._read(conn, 1 << 16)
         if not data:
             self._done = True
         return data
@@ -423,9 +456,11 @@ class FastClient:
                     self._waiters.remove(waiter)
                 raise
 
-    async def post(self, url: str, body: bytes) -> UpstreamResponse:
+    async def post(self, url: str, body: bytes, deadline: float | None = None) -> UpstreamResponse:
         loop = asyncio.get_running_loop()
-        deadline = None if self.total_s is None else loop.time() + self.total_s
+        if self.total_s is not None:
+            mine = loop.time() + self.total_s
+            deadline = mine if deadline is None else min(deadline, mine)
         path = urlsplit(url).path or "/"
         request = (
             b"POST "
@@ -443,13 +478,15 @@ class FastClient:
             first_byte_by = deadline if first_byte_by is None else min(first_byte_by, deadline)
         for _ in range(2):
             conn, reused = await self._acquire()
+            timer = None if first_byte_by is None else loop.call_at(first_byte_by, conn.expire)
             try:
                 conn.writer.write(request)
-                async with asyncio.timeout_at(first_byte_by):
-                    head = await conn.reader.readuntil(b"\r\n\r\n")
+                head = await conn.reader.readuntil(b"\r\n\r\n")
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
                 conn.close()
                 self._drop()
+                if conn.timed_out:
+                    raise TimeoutError from None
                 if reused:
                     continue  # the upstream had closed the idle connection: one fresh try
                 raise aiohttp.ClientConnectionError(str(exc) or type(exc).__name__) from None
@@ -463,6 +500,9 @@ class FastClient:
                 conn.close()
                 self._drop()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
             try:
                 status, headers, length = _parse_head(head)
             except (ValueError, IndexError):
