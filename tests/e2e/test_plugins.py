@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -177,6 +178,11 @@ def test_serve_uses_the_provider_and_cache_plugins_the_config_selects(
         stream=True,
     )
     text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    # Any client protocol reaches a plugin provider, as any other.
+    claude = anthropic.Anthropic(base_url=server.url, api_key=MASTER, max_retries=0)
+    message = claude.messages.create(
+        model="mirror", max_tokens=50, messages=[{"role": "user", "content": "from anthropic too"}]
+    )
 
     # Answered by the plugin provider, after the two broken ones failed over.
     assert first.parse().choices[0].message.content == "world plugin hello"
@@ -186,6 +192,9 @@ def test_serve_uses_the_provider_and_cache_plugins_the_config_selects(
     assert again.parse().choices[0].message.content == "world plugin hello"
     assert again.headers["x-hybridfast-cache"] == "hit"
     assert text == "please me stream"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "too anthropic from"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (3, 3)
 
     auth = {"Authorization": f"Bearer {MASTER}"}
     with httpx.Client(base_url=server.url, headers=auth, timeout=10) as client:
@@ -195,7 +204,7 @@ def test_serve_uses_the_provider_and_cache_plugins_the_config_selects(
         assert providers["broken-provider"]["loaded"] is False
         assert "cannot import" in providers["broken-provider"]["error"]
         assert "told to fail" in providers["flaky"]["error"]
-        assert providers["flaky"]["failures"] == providers["flaky"]["calls"] == 2
+        assert providers["flaky"]["failures"] == providers["flaky"]["calls"] == 3
         assert providers["reverse"]["failures"] == 0
         assert report["cache_backend"]["name"] == "dict"
         assert report["cache_backend"]["stats"]["hits"] == 1

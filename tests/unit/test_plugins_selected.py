@@ -14,7 +14,7 @@ import pytest
 
 from hybridfast.cache import PluginCache
 from hybridfast.config import parse_config
-from hybridfast.errors import ConfigError
+from hybridfast.errors import ConfigError, GatewayError
 from hybridfast.experiments.plugins import discover
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.providers import PluginProvider
@@ -40,6 +40,9 @@ class Echo:
             raise RuntimeError("echo told to fail")
         yield [StreamEvent(self.tag), StreamEvent(": streamed")]
         yield [StreamEvent(finish_reason="stop", usage=Usage(3, 2))]
+
+    async def embed(self, deployment, inputs, *, dimensions):
+        return [[float(len(text)), 1.0] for text in inputs], Usage(len(inputs), 0)
 
     async def close(self):
         self.closed = True
@@ -210,6 +213,19 @@ async def test_a_plugin_provider_answers_whole_and_streamed(site: Path) -> None:
     assert text == "first: streamed"
     assert isinstance(first, PluginProvider)
     assert first.impl.closed  # closed with the gateway
+
+
+async def test_a_plugin_provider_serves_embeddings(site: Path) -> None:
+    text = "models:\n  - {name: e, provider: hf-echo, model: e1, capabilities: [embeddings]}\n"
+    async with Gateway(_config(text)) as gw:
+        result = await gw.embed(["a", "abc"], model="e")
+        plain = _config("models:\n  - {name: s, provider: hf-subclass, model: s}\n")
+        await gw.reconfigure(plain)
+        with pytest.raises(GatewayError) as err:  # a provider without embed: refused, 400
+            await gw.embed(["a"], model="s")
+    assert result.vectors.tolist() == [[1.0, 1.0], [3.0, 1.0]]
+    assert err.value.status == 400
+    assert "does not serve embeddings" in err.value.message
 
 
 async def test_a_provider_subclass_is_a_plugin_provider(site: Path) -> None:
