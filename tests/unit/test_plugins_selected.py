@@ -6,6 +6,7 @@ re-resolved when the config is reloaded."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from hybridfast.cache import PluginCache
+from hybridfast.cli import main
 from hybridfast.config import parse_config
 from hybridfast.errors import ConfigError, GatewayError
 from hybridfast.experiments.plugins import discover
@@ -351,3 +353,35 @@ def test_plugins_list_checks_each_group_interface(site: Path) -> None:
     assert "cannot import" in (found["hybridfast.providers", "hf-missing"].error or "")
     assert found["hybridfast.cache_backends", "hf-store"].loaded
     assert "has no delete" in (found["hybridfast.cache_backends", "hf-nodelete"].error or "")
+
+
+def test_plugins_list_builds_what_a_config_selects(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "selects.yaml"
+    path.write_text(
+        "cache: {backend: hf-store}\n"
+        "providers:\n  - {name: u, kind: plugin, plugin: hf-unbuildable}\n"
+        "models:\n  - {name: m, provider: hf-echo, model: a}\n"
+        "  - {name: m, provider: u, model: b}\n"
+    )
+    code = main(["plugins", "list", "--config", str(path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    selected = {row["used_by"]: row for row in report["selected"]}
+    assert code == 1  # one of them does not build
+    assert selected["provider u"]["error"] == "cannot build it: ValueError: no licence file"
+    assert selected["provider hf-echo"]["loaded"] is True
+    assert (selected["cache.backend"]["name"], selected["cache.backend"]["loaded"]) == (
+        "hf-store",
+        True,
+    )
+    assert any(i["name"] == "hf-echo" for i in report["installed"])
+
+    path.write_text(
+        "cache: {backend: hf-store}\nmodels:\n  - {name: m, provider: hf-echo, model: a}\n"
+    )
+    code = main(["plugins", "list", "--config", str(path), "--group", "hybridfast.routers"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "selected by" in out
+    assert "cache.backend" in out

@@ -57,38 +57,43 @@ class StoreFailed(RuntimeError):
     """A store call that raised, as the log line tells it (without the plugin's options)."""
 
 
+def scrub(text: str, options: dict[str, Any]) -> str:
+    """Without the string options (a token, a URL with a password): the plugin's messages
+    go to logs and /admin/plugins."""
+    return scrub_with(text, [v for v in options.values() if isinstance(v, str)])
+
+
+def build_store(name: str, options: dict[str, Any]) -> tuple[Any, str | None]:
+    """The store the plugin `name` builds with `options`, or None and why not."""
+    try:
+        factory = entrypoints.load(entrypoints.CACHE_BACKENDS, name)
+        store = factory(**options)
+    except entrypoints.PluginError as exc:
+        return None, str(exc)
+    except Exception as exc:
+        return None, f"cannot build it: {type(exc).__name__}: {scrub(str(exc), options)}"
+    missing = [a for a in REQUIRED if not callable(getattr(store, a, None))]
+    if missing:
+        return None, f"what it built has no {', '.join(missing)}"
+    return store, None
+
+
 class PluginCache(MemoryCache):
     """The memory cache with its exact entries in a plugin's store."""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.backend = self.plugin = config.cache.backend
-        self.kv: Any = None
-        self.error: str | None = None
-        try:
-            factory = entrypoints.load(entrypoints.CACHE_BACKENDS, self.plugin)
-            store = factory(**config.cache.options)
-        except entrypoints.PluginError as exc:
-            self._not_loaded(str(exc))
-            return
-        except Exception as exc:
-            self._not_loaded(f"cannot build it: {type(exc).__name__}: {self.scrub(str(exc))}")
-            return
-        missing = [a for a in REQUIRED if not callable(getattr(store, a, None))]
-        if missing:
-            self._not_loaded(f"what it built has no {', '.join(missing)}")
-            return
-        self.kv = store
-        log.info("cache: backend plugin %s loaded", self.plugin)
+        self.kv, self.error = build_store(self.plugin, config.cache.options)
+        if self.kv is None:
+            self._not_loaded(self.error or "")
+        else:
+            log.info("cache: backend plugin %s loaded", self.plugin)
 
     def scrub(self, text: str) -> str:
-        """Without the string options (a token, a URL with a password): the plugin's
-        messages go to logs and /admin/plugins."""
-        options = [v for v in self.cfg.options.values() if isinstance(v, str)]
-        return scrub_with(text, options)
+        return scrub(text, self.cfg.options)
 
     def _not_loaded(self, why: str) -> None:
-        self.error = why
         entrypoints.PLUGIN_ERRORS.inc((entrypoints.CACHE_BACKENDS, self.plugin))
         log.error(
             "cache: backend plugin %s not loaded (answering without exact entries): %s",

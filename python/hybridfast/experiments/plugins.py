@@ -36,10 +36,12 @@ from typing import Any
 
 from hybridfast import entrypoints
 from hybridfast.cache.plugin_backend import REQUIRED as REQUIRED_STORE
-from hybridfast.config import Config, PluginsConfig
+from hybridfast.cache.plugin_backend import build_store
+from hybridfast.config import BUILTIN_CACHE_BACKENDS, Config, PluginsConfig
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.pipeline.hooks import PipelineAnswer, PipelineRequest
+from hybridfast.providers.plugin import PluginProvider
 
 log = logging.getLogger("hybridfast.plugins")
 
@@ -134,6 +136,43 @@ def discover(groups: tuple[str, ...] = tuple(GROUPS)) -> list[PluginInfo]:
             load(ep, info)
             found.append(info)
     return sorted(found, key=lambda i: (i.group, i.name))
+
+
+async def build_selected(config: Config) -> list[dict[str, Any]]:
+    """The provider and cache-backend plugins `config` selects, each built as `serve` builds
+    it, then closed: whether it builds, and why not (`plugins list --config`)."""
+    rows: list[dict[str, Any]] = []
+    for settings in config.providers:
+        if settings.kind != "plugin":
+            continue
+        provider = PluginProvider(settings)
+        rows.append(
+            {
+                "group": entrypoints.PROVIDERS,
+                "name": provider.plugin,
+                "used_by": f"provider {settings.name}",
+                "loaded": provider.loaded,
+                "error": provider.error,
+            }
+        )
+        await provider.close()
+    if config.cache.backend not in BUILTIN_CACHE_BACKENDS:
+        store, error = build_store(config.cache.backend, config.cache.options)
+        rows.append(
+            {
+                "group": entrypoints.CACHE_BACKENDS,
+                "name": config.cache.backend,
+                "used_by": "cache.backend",
+                "loaded": store is not None,
+                "error": error,
+            }
+        )
+        close = getattr(store, "close", None)
+        if close is not None:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+    return rows
 
 
 def event_of(ctx: RequestContext) -> dict[str, Any]:
