@@ -173,3 +173,20 @@ def test_no_python_store_opens_the_ledgers_sqlite_file(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db")
     assert names == ["books-feedback.db", "books-keys.db", "books-responses.db"]
     assert not ledger.exists()
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 33, 300])
+def test_sqlite_rows_go_in_a_few_statements_each_once(tmp_path: Path, n: int) -> None:
+    # Each statement the writer runs is one step with the interpreter lock released, and
+    # the event loop waits to get it back: a batch must not cost a statement per row.
+    backend = SqliteBackend(str(tmp_path / "ledger.db"))
+    statements: list[str] = []
+    backend._writer.set_trace_callback(statements.append)
+    base = 1_700_000_000_000
+    backend.write([record(i, base + i).row() for i in range(n)])
+    backend._writer.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) <= 8
+    page = backend.page(Query(limit=1000))
+    assert sorted(r["request_id"] for r in page.rows) == sorted(f"req-{i}" for i in range(n))
+    backend.close()

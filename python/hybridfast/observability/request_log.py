@@ -48,6 +48,8 @@ FILTER_COLUMNS = (
     "parent_id",
 )
 _INDEXED = ("key_name", "team", "model", "status")
+# Rows per INSERT statement of the SQLite writer, largest first (the last must be 1).
+INSERT_SIZES = (256, 32, 4, 1)
 # Columns added after the first release, with their types: a table from before gets them by
 # ALTER TABLE ADD COLUMN when the log opens (nullable, so no rewrite; old rows read NULL).
 ADDED_COLUMNS = (("parent_id", "TEXT"),)
@@ -216,10 +218,16 @@ class SqliteBackend:
                 self._writer.execute(statement)
         self._reader = self._connect(target, uri)
         self._read_lock = threading.Lock()
-        self._insert = (
-            f"INSERT INTO {TABLE} ({', '.join(ROW_FIELDS)}) "
-            f"VALUES ({', '.join('?' * len(ROW_FIELDS))})"
-        )
+        # Rows go in as multi-row INSERTs of a few fixed sizes (each a cached statement):
+        # `executemany` steps once per row, and every step hands the interpreter lock to
+        # the event loop and back (a futex wake each way, ~3 per request on the loop).
+        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._sizes = tuple(n for n in INSERT_SIZES if n * len(ROW_FIELDS) <= limit) or (1,)
+        row = f"({', '.join('?' * len(ROW_FIELDS))})"
+        self._inserts = {
+            n: f"INSERT INTO {TABLE} ({', '.join(ROW_FIELDS)}) VALUES {', '.join([row] * n)}"
+            for n in self._sizes
+        }
 
     @staticmethod
     def _connect(target: str, uri: bool) -> sqlite3.Connection:
@@ -231,7 +239,12 @@ class SqliteBackend:
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
         with self._writer:
-            self._writer.executemany(self._insert, rows)
+            start = 0
+            for size in self._sizes:  # largest first
+                while len(rows) - start >= size:
+                    part = rows[start : start + size]
+                    self._writer.execute(self._inserts[size], [v for row in part for v in row])
+                    start += size
 
     def delete_before(self, ts_ms: int, chunk: int) -> int:
         with self._writer:
