@@ -230,7 +230,9 @@ def test_serve_uses_the_provider_and_cache_plugins_the_config_selects(
     assert after.headers["x-hybridfast-cache"] == "miss"  # a new store
     assert report["cache_backend"]["stats"] == {"entries": 1, "gets": 1, "hits": 0, "sets": 1}
     assert server.process.poll() is None
-    assert "broken-provider" in server.log()  # logged, with the plugin's name
+    log = server.log()  # each failure logged, with the plugin's name and why
+    assert "plugin broken-provider not loaded" in log
+    assert "plugin reverse raised RuntimeError: flaky: told to fail" in log
 
 
 def test_config_check_names_the_installed_plugins(plugin_path: Path, tmp_path: Path) -> None:

@@ -102,7 +102,10 @@ class PluginProvider(Provider):
         self.failures += 1
         self.error = f"{type(exc).__name__}: {self.scrub(str(exc))}"[:300]
         entrypoints.PLUGIN_ERRORS.inc((entrypoints.PROVIDERS, self.plugin))
-        log.warning("provider %s: plugin %s raised; failing over", self.name, self.plugin)
+        log.warning(
+            "provider %s: plugin %s raised %s; failing over", self.name, self.plugin, self.error
+        )
+        log.debug("provider %s: the plugin's traceback", self.name, exc_info=exc)
         return ProviderError(f"{self.name}: the provider plugin raised {self.error}")
 
     async def chat(
