@@ -73,9 +73,16 @@ async def test_two_workers_answer_settle_restart_and_drain(
         first = await drive(server.url, 120)
         assert {s for s, _ in first} == {200}
 
-        # One /metrics view: both workers' series, labelled.
-        async with aiohttp.ClientSession() as session, session.get(server.url + "/metrics") as r:
-            text = await r.text()
+        # One /metrics view: both workers' series, labelled (a worker that is still starting
+        # has no metrics socket yet: asked again until both answer, or the deadline).
+        deadline = time.monotonic() + 10
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(server.url + "/metrics") as r:
+                    text = await r.text()
+                if 'worker="1"' in text or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
         assert 'worker="0"' in text
         assert 'worker="1"' in text
 
