@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hybridfast import entrypoints
 from hybridfast.cache import PluginCache
 from hybridfast.cli import main
 from hybridfast.config import parse_config
@@ -256,6 +257,29 @@ async def test_a_failing_plugin_provider_fails_over(site: Path, plugin: str, why
     assert text == "second: streamed"
     assert why in report["error"]
     assert report["failures"] == 2
+
+
+async def test_plugins_are_resolved_at_config_load_never_per_request(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    real = entrypoints.entry_points
+
+    def counting(**kw: Any) -> Any:
+        lookups.append(kw.get("group", ""))
+        return real(**kw)
+
+    monkeypatch.setattr(entrypoints, "entry_points", counting)
+    config = _config(CACHED % ("hf-store", "{}"))
+    async with Gateway(config) as gw:
+        assert lookups  # the config check and the builds read the entry points...
+        lookups.clear()
+        for _ in range(3):
+            await gw.chat("hi", model="m", temperature=0)
+            await gw.stream("hi", model="m").text()
+        assert lookups == []  # ...requests never do
+        await gw.reconfigure(config)
+        assert lookups == ["hybridfast.providers"]  # a reload builds the provider again
 
 
 async def test_plugin_providers_are_resolved_again_on_reload(site: Path) -> None:
