@@ -259,11 +259,12 @@ class Gateway:
         SIGHUP, `POST /admin/config`). The next request routes over the new deployments;
         requests in flight finish on the flow, router and providers they started with. The
         ledger, hooks and local embedders are kept, the cache too unless `cache.backend` or
-        `cache.options` changed, and the config's budgets are applied to the running ledger. Providers whose settings did not change keep their connections;
-        replaced ones are closed once no call can still be using them. A config the router
-        or a follower (`self.followers`: templates, ...) rejects raises `ConfigError` and
-        changes nothing. Live routing state (latency averages, circuit breakers) starts
-        afresh."""
+        `cache.options` changed, and the config's budgets are applied to the running ledger.
+        Providers whose settings did not change keep their connections (plugin providers are
+        built again); replaced ones are closed once no call can still be using them. A config
+        the router or a follower (`self.followers`: templates, ...) rejects raises
+        `ConfigError` and changes nothing. Live routing state (latency averages, circuit
+        breakers) starts afresh."""
         if not self._opened:
             raise RuntimeError("reconfigure() needs an open gateway")
         self.followers.check(config)
