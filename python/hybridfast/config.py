@@ -579,6 +579,18 @@ class PromptsConfig(_Section):
     chains: list[ChainConfig] = msgspec.field(default_factory=list)
 
 
+class RouterTrainingConfig(_Section):
+    """Training data for the learned router from feedback: the prompt embedding (MiniLM, the
+    learned router's embedder; never the prompt text) of each answered request to the listed
+    routes is kept beside the ledger by request id, for `hybridfast experiments train-router
+    --from-feedback` (docs/experiments.md)."""
+
+    # Routes or model names (what clients send as `model`) whose prompts are embedded and kept.
+    routes: list[str] = msgspec.field(default_factory=list)
+    # Kept embeddings older than this many days are deleted (when serve keeps its first one).
+    retention_days: Positive = 90.0
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
@@ -599,6 +611,7 @@ class Config(_Section):
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
     prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    router_training: RouterTrainingConfig = msgspec.field(default_factory=RouterTrainingConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -997,6 +1010,9 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
             fail(f"routes.{route}.weights", "the weighted strategy needs weights")
         if r.strategy == "custom" and not r.router:
             fail(f"routes.{route}.router", "the custom strategy needs a router")
+    for i, name in enumerate(config.router_training.routes):
+        if name not in names:
+            fail(f"router_training.routes[{i}]", f"unknown model or route {name!r}")
     for i, b in enumerate(config.budgets):
         if b.limit_usd < 0:
             fail(f"budgets[{i}].limit_usd", "a budget cannot be negative")

@@ -162,3 +162,26 @@ def test_a_chain_naming_an_unknown_template_is_a_config_error(tmp_path: Path) ->
     path = tmp_path / "hybridfast.yaml"
     path.write_text(CONFIG.replace("{template: good, model: smart}", "{template: nope}"))
     assert main(["prompts", "list", "--config", str(path)]) == 2
+
+
+def test_config_check_compiles_templates_and_chains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = textwrap.dedent(
+        """\
+        prompts:
+          templates:
+            - {name: hi, model: chat, prompt: "Hi {{ who }}", variables: {who: string}}
+          chains:
+            - {name: twice, steps: [{template: hi}, {template: hi}]}
+        """
+    )
+    path = tmp_path / "hybridfast.yaml"
+    path.write_text(good)
+    assert main(["config", "check", str(path)]) == 0
+    path.write_text(good.replace("Hi {{ who }}", "Hi {{ who "))
+    assert main(["config", "check", str(path)]) == 2
+    assert "prompts.templates[0].prompt" in capsys.readouterr().err
+    path.write_text(good.replace("{template: hi}]", "{template: nope}]"))
+    assert main(["config", "check", str(path)]) == 2
+    assert "prompts.chains[0].steps[1].template" in capsys.readouterr().err

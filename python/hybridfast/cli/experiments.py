@@ -1,16 +1,20 @@
 """`hybridfast experiments train-router`: trains the learned router (a logistic classifier
-on MiniLM embeddings of prompts) from a labelled JSONL file and calibrates its threshold for
-a target quality; prints the cost/quality trade-off on the held-out rows."""
+on MiniLM embeddings of prompts) from a labelled JSONL file, or from the gateway's own
+feedback joined with the prompt embeddings it kept (`--from-feedback`), and calibrates its
+threshold for a target quality; prints the cost/quality trade-off on the held-out rows."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import orjson
 
+from hybridfast.config import load_config
 from hybridfast.errors import InvalidRequest
-from hybridfast.experiments.learned import train_from_rows
+from hybridfast.experiments.learned import train_from_rows, train_from_vectors
+from hybridfast.experiments.training import feedback_data, open_for_training
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +23,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train = actions.add_parser(
         "train-router", help='fit on JSONL rows {"prompt": ..., "cheap_ok": true|false}'
     )
-    train.add_argument("--data", required=True, help="the labelled JSONL file")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="the labelled JSONL file")
+    source.add_argument(
+        "--from-feedback",
+        action="store_true",
+        help="the feedback on answers of the routes in router_training.routes (needs "
+        "--metric and --cheap)",
+    )
+    train.add_argument("--config", help="with --from-feedback: the config `serve` uses")
+    train.add_argument("--metric", help="with --from-feedback: the feedback metric to learn")
+    train.add_argument(
+        "--cheap", help="with --from-feedback: the cheap model group or deployment id"
+    )
+    train.add_argument(
+        "--good",
+        type=float,
+        default=0.5,
+        help="with --from-feedback: the mean feedback value that counts as good (0.5)",
+    )
+    train.add_argument("--route", help="with --from-feedback: only this route's requests")
     train.add_argument(
         "--target-quality",
         type=float,
@@ -54,7 +77,12 @@ def _rows(path: str) -> list[dict[str, object]]:
 def run_train(args: argparse.Namespace) -> int:
     if not 0.0 < args.target_quality <= 1.0:
         raise InvalidRequest("--target-quality must be in (0, 1]")
-    model, chosen, baselines = train_from_rows(_rows(args.data), args.target_quality, args.holdout)
+    if args.from_feedback:
+        model, chosen, baselines = _train_from_feedback(args)
+    else:
+        model, chosen, baselines = train_from_rows(
+            _rows(args.data), args.target_quality, args.holdout
+        )
     model.save(args.output, quality=chosen.quality, cheap_share=chosen.cheap_share, **baselines)
     print(
         f"threshold {chosen.threshold:.4f}: on {int(baselines['held_out'])} held-out prompts "
@@ -64,3 +92,26 @@ def run_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _train_from_feedback(args: argparse.Namespace) -> Any:
+    if not args.metric or not args.cheap:
+        raise InvalidRequest("--from-feedback needs --metric NAME and --cheap MODEL")
+    config = load_config(args.config).config
+    samples, feedback = open_for_training(config)
+    try:
+        data = feedback_data(
+            samples,
+            feedback,
+            metric=args.metric,
+            cheap=args.cheap,
+            good=args.good,
+            route=args.route,
+        )
+    finally:
+        samples.close()
+        feedback.close()
+    print(f"training on {data.describe()}", file=sys.stderr)
+    return train_from_vectors(
+        data.x, data.cheap_ok, args.target_quality, args.holdout, embedder=data.embedder
+    )

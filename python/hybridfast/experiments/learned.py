@@ -2,24 +2,25 @@
 the cheap model's answer will do; a threshold calibrated for a target quality decides.
 
 Training (`hybridfast experiments train-router`) reads labelled rows `{"prompt": ...,
-"cheap_ok": true|false}` (from a judged comparison, or exported feedback), embeds the prompts
+"cheap_ok": true|false}` (from a judged comparison), embeds the prompts
 with the gateway's local MiniLM embedder, fits the classifier on one part and calibrates on
 the rest: the threshold is the lowest at which the routed quality — the share of requests
 answered well, counting a strong-model answer as good and a cheap one as good when
 `cheap_ok` — stays at or above the target. A lower threshold sends more to the cheap model.
 The model file (`.npz`) holds the weights, the threshold and the calibration figures.
+`--from-feedback` trains on the gateway's own feedback instead (`experiments/training.py`).
 
 Serving: `strategy: custom`, `router: learned`, `options: {model: router.npz, cheap: NAME}`
 (NAME a model group or deployment id among the route's candidates). A `before_route` hook
-embeds the last user message of requests for such routes (on a worker thread) and keeps the
-probability for the router, which puts the cheap candidates first when it clears the
-threshold and last otherwise (they stay as fallbacks). A request the hook did not see (the
-router called directly) goes to the strong candidates first: the safe side.
+(`experiments/learned_hooks.py`) embeds the last user message of requests for such routes
+(on a worker thread) and keeps the probability for the router, which puts the cheap
+candidates first when it clears the threshold and last otherwise (they stay as fallbacks).
+A request the hook did not see (the router called directly) goes to the strong candidates
+first: the safe side.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,12 +33,8 @@ import numpy.typing as npt
 
 from hybridfast.embeddings.local import load_embedder
 from hybridfast.errors import ConfigError
-from hybridfast.experiments.templates import last_user_text
-from hybridfast.pipeline.context import RequestContext
-from hybridfast.pipeline.gateway import Gateway
-from hybridfast.pipeline.hooks import PipelineRequest
 from hybridfast.routing.custom import Candidate
-from hybridfast.types import Caller, ChatRequest, Deployment, RequestFeatures
+from hybridfast.types import Caller, Deployment, RequestFeatures
 
 Vector = npt.NDArray[np.float32]
 EMBEDDER = "minilm"
@@ -117,8 +114,14 @@ class LearnedModel:
             ) from None
 
     def probability(self, text: str) -> float:
-        vector = load_embedder(self.embedder).embed([text])
-        return float(predict(self.weights, vector)[0])
+        return self.probability_of(self.embed(text))
+
+    def embed(self, text: str) -> Vector:
+        vector: Vector = load_embedder(self.embedder).embed([text])[0]
+        return vector
+
+    def probability_of(self, vector: Vector) -> float:
+        return float(predict(self.weights, vector[None, :])[0])
 
 
 class _Pending:
@@ -166,29 +169,6 @@ class LearnedRouter:
         return sorted(candidates, key=lambda c: self.is_cheap(c.deployment) != cheap_first)
 
 
-def install(gateway: Gateway) -> None:
-    """Embeds the prompts of requests for routes served by the learned router."""
-    models: dict[str, LearnedModel] = {}
-    for name, route in gateway.config.routes.items():
-        if route.router in ROUTER_SPECS and "model" in route.options:
-            models[name] = LearnedModel.load(str(route.options["model"]))
-    if not models:
-        return
-
-    async def score(ctx: RequestContext, request: PipelineRequest) -> None:
-        if not isinstance(request, ChatRequest):
-            return
-        model = models.get(request.model)
-        text = last_user_text(request.messages) if model is not None else None
-        if model is None or text is None:
-            return
-        p = await asyncio.to_thread(model.probability, text)
-        PENDING.put(ctx.request_id, p)
-        ctx.state[ROUTER_NAME] = p
-
-    gateway.hooks.add("before_route", score, name="learned-router", order=50)
-
-
 def embed_all(texts: list[str], embedder: str = EMBEDDER, batch: int = 256) -> Vector:
     model = load_embedder(embedder)
     parts = [model.embed(texts[i : i + batch]) for i in range(0, len(texts), batch)]
@@ -206,10 +186,21 @@ def train_from_rows(
         raise ConfigError(
             "training needs at least 10 rows with both labels (cheap_ok true and false)"
         )
-    order = np.random.default_rng(seed).permutation(len(rows))
-    cut = int(len(rows) * (1 - holdout))
+    return train_from_vectors(embed_all(texts), ok, target, holdout, seed)
+
+
+def train_from_vectors(
+    x: Vector,
+    ok: npt.NDArray[np.float64],
+    target: float,
+    holdout: float = 0.3,
+    seed: int = 0,
+    embedder: str = EMBEDDER,
+) -> tuple[LearnedModel, TradeOff, dict[str, float]]:
+    """`train_from_rows` on embeddings already computed (the feedback path keeps them)."""
+    order = np.random.default_rng(seed).permutation(len(ok))
+    cut = int(len(ok) * (1 - holdout))
     train, held = order[:cut], order[cut:]
-    x = embed_all(texts)
     w = fit(x[train], ok[train])
     p_held = predict(w, x[held])
     chosen = calibrate(p_held, ok[held], target)
@@ -217,4 +208,4 @@ def train_from_rows(
         "all_cheap_quality": float(ok[held].mean()),
         "held_out": float(len(held)),
     }
-    return LearnedModel(w, chosen.threshold), chosen, baselines
+    return LearnedModel(w, chosen.threshold, embedder), chosen, baselines

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from hybridfast.config import Config
 from hybridfast.experiments import chains as prompt_chains
-from hybridfast.experiments import learned as learned_router
+from hybridfast.experiments import learned_hooks as learned_router
 from hybridfast.observability import hooks as observability_hooks
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
