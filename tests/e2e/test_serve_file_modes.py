@@ -7,7 +7,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
+import httpx
 import pytest
 
 from tests.conftest import fake_config
@@ -17,7 +17,7 @@ from tests.fakes.upstream import FakeUpstream
 pytestmark = pytest.mark.slow
 
 
-async def test_the_ledger_and_its_sibling_files_are_owner_only(
+def test_the_ledger_and_its_sibling_files_are_owner_only(
     fake_openai: FakeUpstream,
     serve_gateway: Callable[..., RunningServer],
     tmp_path: Path,
@@ -29,12 +29,10 @@ async def test_the_ledger_and_its_sibling_files_are_owner_only(
         text.replace("ledger:\n  backend: memory\n", f"ledger:\n  backend: sqlite\n  path: {db}\n")
     )
     body = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(server.url + "/v1/chat/completions", json=body) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
+    resp = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
     written = sorted(p for p in tmp_path.iterdir() if p.name.startswith("ledger"))
-    assert db in written and len(written) > 1, written  # the ledger, its WAL, the siblings
+    assert db in written, written
+    assert len(written) > 1, written  # the ledger, its WAL, the siblings
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
