@@ -1031,3 +1031,28 @@ async def test_cache_replay_left_early_is_still_recorded(
     assert record.status == 499
     assert record.cache == "hit"
     assert record.saved_cost == 5
+
+
+async def test_a_streams_last_event_goes_out_with_the_end_of_the_body(
+    gateway: Make, fake_openai: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One write fewer per stream: the final event (with the exact cost) and the chunked
+    # body's terminator leave in the same send, not one after the other.
+    from aiohttp import web
+
+    ends: list[bytes] = []
+    write_eof = web.StreamResponse.write_eof
+
+    async def recording(self: web.StreamResponse, data: bytes = b"") -> None:
+        ends.append(bytes(data))
+        await write_eof(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write_eof", recording)
+    h = await gateway(fake_config(fake_openai))
+    resp = await h.openai(stream=True, max_tokens=50)
+    assert resp.status == 200
+    events = sse_data(await resp.text())
+    assert events[-1] == "[DONE]"
+    # (The fake upstream runs in this process too: its own ends are recorded as well.)
+    (last,) = [data for data in ends if b"x_hybridfast" in data]
+    assert last.endswith(b"data: [DONE]\n\n")
