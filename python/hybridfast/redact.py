@@ -268,16 +268,44 @@ def install_log_scrubbing() -> None:
             handler.addFilter(scrub_filter)
 
 
+# A setting whose name says it holds a secret: the config's own (`api_key`, `master_key`,
+# `dsn`...) and, in plugins' free-form `options`, any name ending in key, token, secret,
+# password or credential(s). The config editor masks these too (server/reload.py).
+SECRET_NAME = (
+    r"(?:[A-Za-z0-9]+[_-])*(?:key|token|secret|password|passwd|credentials?|dsn)|redis_url"
+)
+_SECRET_NAME = re.compile(SECRET_NAME, re.IGNORECASE)
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret a config holds: provider keys, the master and metrics keys, virtual
-    keys, and the DSN and Redis URLs (their passwords are taken out of them)."""
+    keys, the DSN and Redis URLs (their passwords are taken out of them), and what plugins'
+    `options` hold under a secret's name or as a URL's password."""
     server = config.server
     values = [server.master_key, server.metrics_key, config.ledger.dsn, config.ledger.redis_url]
     values += [config.cache.redis_url]
     values += [p.api_key for p in config.providers]
     values += [value for p in config.providers for value in p.headers.values()]
     values += [k.key for k in config.keys]
+    options = [p.options for p in config.providers] + [config.cache.options]
+    options += [r.options for r in config.routes.values()] + [g.options for g in config.guardrails]
+    options += list(config.plugins.options.values())
+    for found in options:
+        values += _option_secrets(found)
     return [v for v in values if v]
+
+
+def _option_secrets(options: Any, name: str = "") -> list[str]:
+    if isinstance(options, dict):
+        return [v for key, item in options.items() for v in _option_secrets(item, str(key))]
+    if isinstance(options, list):
+        return [v for item in options for v in _option_secrets(item, name)]
+    if not isinstance(options, str):
+        return []
+    if _SECRET_NAME.fullmatch(name):
+        return [options]
+    password = _dsn_password(options)
+    return [password] if password else []
 
 
 # --- aiohttp's answer to a request it cannot parse ---------------------------------------

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridfast import redact
+from hybridfast.config import Config
 from hybridfast.redact import REDACTED, Scrubber
 
 # Built from parts so no key-shaped literal sits in the source.
@@ -149,3 +150,21 @@ async def test_aiohttp_does_not_echo_a_malformed_header_with_its_key(
     assert b'"code":"ERR_BAD_HTTP"' in answer
     assert secret.encode() not in answer
     assert secret not in caplog.text
+
+
+def test_plugin_options_named_like_secrets_and_url_passwords_are_secrets() -> None:
+    config = Config()
+    config.cache.options = {"url": "redis://:cache-pw-4411@h:6379/0", "prefix": "hf"}
+    config.plugins.options = {
+        "audit": {
+            "token": "audit-token-77",
+            "nested": {"db_password": "pw-9911", "retries": 3},
+            "headers": [{"X-Api-Key": "hdr-key-55"}],
+            "name": "plain-name",
+        }
+    }
+    secrets = redact.config_secrets(config)
+    for secret in ("cache-pw-4411", "audit-token-77", "pw-9911", "hdr-key-55"):
+        assert secret in secrets
+    assert "plain-name" not in secrets
+    assert "hf" not in secrets

@@ -69,3 +69,16 @@ def test_write_atomically_keeps_permissions(tmp_path: Path) -> None:
 def test_nothing_to_edit_without_a_file() -> None:
     with pytest.raises(ConfigError):
         editable_source("<defaults>")
+
+
+def test_mask_hides_plugin_settings_named_like_secrets_but_not_switches() -> None:
+    text = (
+        "plugins:\n  options:\n    audit: {token: tk-literal-1, db_password: 'pw literal'}\n"
+        "metrics:\n  by_key: true\n"
+    )
+    masked, values = mask(text)
+    assert "tk-literal-1" not in masked
+    assert "pw literal" not in masked
+    assert "by_key: true" in masked
+    assert len(values) == 2
+    assert unmask(masked, text) == text

@@ -28,17 +28,20 @@ from aiohttp import web
 from hybridfast.config import Config, parse_config
 from hybridfast.errors import ConfigError, InvalidRequest
 from hybridfast.pipeline.gateway import Gateway
+from hybridfast.redact import SECRET_NAME
 
 log = logging.getLogger("hybridfast.reload")
 
-SECRET_FIELDS = ("api_key", "master_key", "metrics_key", "key", "dsn", "redis_url", "secret")
-# `field: value` in block or flow style; the value runs to a comma, brace, comment or line end.
+# `field: value` in block or flow style, for a field named like a secret (redact.SECRET_NAME:
+# the config's keys and DSNs, plugins' tokens and passwords); the value runs to a comma,
+# brace, comment or line end.
 _SECRET_VALUE = re.compile(
-    r"(?P<head>(?:^|[\s{,])(?:" + "|".join(SECRET_FIELDS) + r")\s*:[ \t]*)"
+    r"(?P<head>(?:^|[\s{,])(?:" + SECRET_NAME + r")\s*:[ \t]*)"
     r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,}#][^,}#\n]*?)(?=[ \t]*(?:[,}#\n]|$))",
     re.MULTILINE,
 )
 _PLACEHOLDER = re.compile(r"<masked:(\d+)>")
+_NOT_SECRET = re.compile(r"true|false|null|~|-?\d+(?:\.\d+)?|\[\]|\{\}", re.IGNORECASE)
 
 
 def mask(text: str) -> tuple[str, list[str]]:
@@ -48,6 +51,8 @@ def mask(text: str) -> tuple[str, list[str]]:
     def swap(m: re.Match[str]) -> str:
         value = m.group("value")
         if value.strip("\"'").startswith("${") or _PLACEHOLDER.fullmatch(value):
+            return m.group(0)
+        if _NOT_SECRET.fullmatch(value):  # `by_key: true`: a switch named like a key
             return m.group(0)
         values.append(value)
         return f"{m.group('head')}<masked:{len(values) - 1}>"
