@@ -1056,3 +1056,32 @@ async def test_a_streams_last_event_goes_out_with_the_end_of_the_body(
     # (The fake upstream runs in this process too: its own ends are recorded as well.)
     (last,) = [data for data in ends if b"x_hybridfast" in data]
     assert last.endswith(b"data: [DONE]\n\n")
+
+
+async def test_a_streams_head_goes_out_with_its_first_events(
+    gateway: Make, fake_openai: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head and the first events in one send: a head sent alone costs a send and a
+    # wake-up of the client before there is anything to read.
+    from aiohttp import http_writer
+
+    sends: list[bytes] = []
+    write, writelines = http_writer.StreamWriter._write, http_writer.StreamWriter._writelines
+
+    def one(self: Any, chunk: Any) -> None:
+        sends.append(bytes(chunk))
+        write(self, chunk)
+
+    def lines(self: Any, chunks: Any) -> None:
+        sends.append(b"".join(bytes(c) for c in chunks))
+        writelines(self, chunks)
+
+    monkeypatch.setattr(http_writer.StreamWriter, "_write", one)
+    monkeypatch.setattr(http_writer.StreamWriter, "_writelines", lines)
+    h = await gateway(fake_config(fake_openai))
+    resp = await h.openai(stream=True, max_tokens=50)
+    assert resp.status == 200
+    await resp.read()
+    # (The fake upstream runs in this process too; its sends carry no x-hybridfast head.)
+    (head,) = [data for data in sends if b"x-hybridfast-request-id" in data]
+    assert b"data: {" in head

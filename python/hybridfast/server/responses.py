@@ -30,6 +30,7 @@ from hybridfast.protocols import responses as protocol
 from hybridfast.redact import scrub_bytes
 from hybridfast.responses_store import LazyResponses, ResponsesStore, StoredResponse
 from hybridfast.server.auth import caller_for
+from hybridfast.server.chat import EventStream
 from hybridfast.server.state import CONTEXT, gateway_key
 
 log = logging.getLogger("hybridfast.server")
@@ -98,7 +99,7 @@ class Endpoints:
             model = ctx.deployment.model if ctx.deployment is not None else parsed.model
             encoder = protocol.StreamEncoder(parsed, model)
             cost_known = ctx.cache != "miss" and ctx.cache != "bypass"
-            response = web.StreamResponse(headers=_headers(ctx, cost_known))
+            response = EventStream(headers=_headers(ctx, cost_known))
             response.content_type = "text/event-stream"
             response.headers["Cache-Control"] = "no-cache"
             await response.prepare(request)
@@ -116,11 +117,9 @@ class Endpoints:
                 error = ctx.error if ctx.error is not None else to_gateway_error(exc)
                 ctx.status = error.status
                 # Through the one scrubber: an upstream's mid-stream error may quote a key.
-                await response.write(scrub_bytes(encoder.error(error)))
-                await response.write_eof()
+                await response.write_eof(scrub_bytes(encoder.error(error)))
                 return response
-            await response.write(encoder.end(ctx.usage, ctx.meta()))
-            await response.write_eof()
+            await response.write_eof(encoder.end(ctx.usage, ctx.meta()))
             if parsed.store:
                 obj = encoder.final_object(ctx.usage, ctx.meta())
                 answer = protocol.answer_from_output(encoder.output, encoder.finish)
