@@ -140,7 +140,7 @@ def _entry_of(record: LedgerRecord, group: str) -> tuple[Any, ...]:
         record.provider, record.model, usage.input_tokens, usage.output_tokens,
         usage.cached_input_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
         record.cost, record.saved_cost, record.latency_ms, record.ttft_ms, record.status,
-        record.cache, record.fallbacks, usage.estimated,
+        record.cache, record.fallbacks, usage.estimated, record.parent_id,
     )  # fmt: skip
 
 
