@@ -159,9 +159,7 @@ def _file(name: str) -> web.Response:
 
 @routes.get("/ui/session")
 async def session(request: web.Request) -> web.Response:
-    found = request.app[sessions_key].get(
-        request.cookies.get(SESSION_COOKIE), _master_key(request)
-    )
+    found = request.app[sessions_key].get(request.cookies.get(SESSION_COOKIE), _master_key(request))
     body = {"authenticated": found is not None, "csrf": found.csrf if found else None}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
