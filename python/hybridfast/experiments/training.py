@@ -148,6 +148,8 @@ def open_for_training(config: Config) -> tuple[SampleStore, FeedbackStore]:
             "ledger.backend is memory: kept embeddings and feedback live only while serve runs",
             hint="use the sqlite or postgres ledger to train from feedback",
         )
+    if ledger.backend == "postgres":
+        _check_postgres(ledger.dsn or "", ledger.schema)
     if ledger.backend == "sqlite":
         for part, what in (("router-samples", "kept prompt embeddings"), ("feedback", "feedback")):
             path = ledger.sibling(part)
@@ -158,6 +160,33 @@ def open_for_training(config: Config) -> tuple[SampleStore, FeedbackStore]:
                     "and POST /v1/feedback on its answers; or pass the config serve uses",
                 )
     return open_samples(config), open_feedback(config)
+
+
+def _check_postgres(dsn: str, schema: str) -> None:
+    """Both tables in the ledger's schema, or a `ConfigError` naming what is missing (opening
+    the stores would create them, and an empty schema would pass for "too little feedback")."""
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            "ledger.backend postgres needs psycopg", hint="pip install 'hybridfast[postgres]'"
+        ) from None
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT to_regclass(%s), to_regclass(%s)",
+                (f'"{schema}".router_samples', f'"{schema}".feedback'),
+            ).fetchone()
+    except psycopg.OperationalError as exc:
+        raise ConfigError(f"ledger.dsn: cannot connect to PostgreSQL ({exc})") from None
+    tables = (("router_samples", "kept prompt embeddings"), ("feedback", "feedback"))
+    for (table, what), regclass in zip(tables, found or (None, None), strict=True):
+        if regclass is None:
+            raise ConfigError(
+                f"no {what}: no {table} table in the PostgreSQL schema {schema!r} (ledger.schema)",
+                hint="list the route in router_training.routes, run serve with this config "
+                "and POST /v1/feedback on its answers; or pass the config serve uses",
+            )
 
 
 def sample_row(
