@@ -19,6 +19,7 @@ from hybridfast.providers import ProviderError, build_provider
 from hybridfast.providers.http import (
     MAX_LINE_BYTES,
     FastClient,
+    UpstreamProtocolError,
     _Connection,
     _FastResponse,
     capped_lines,
@@ -399,3 +400,68 @@ async def test_a_first_byte_timeout_drops_the_connection() -> None:
     finally:
         await c.close()
         server.close()
+
+
+def _chunked_response(pieces: list[bytes], max_line: int) -> tuple[_FastResponse, Any]:
+    reader = asyncio.StreamReader()
+
+    async def feed() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.ensure_future(feed())
+    conn = _Connection(reader, None)  # type: ignore[arg-type]
+    limits = SimpleNamespace(idle_s=1.0, max_line=max_line)
+    resp = _FastResponse(
+        limits,  # type: ignore[arg-type]
+        conn,
+        200,
+        {"transfer-encoding": "chunked"},
+        length=None,
+        deadline=None,
+    )
+    return resp, feeder
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=10),
+    st.data(),
+)
+def test_lines_of_a_chunked_body_survive_any_split(lines: list[bytes], data: Any) -> None:
+    # The one-generator line reader of streams: the same lines however the body is cut
+    # into chunks and the chunks into network reads.
+    body = b"".join(line + b"\n" for line in lines)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=6)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    wire = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks if c)
+    wire += b"0\r\n\r\n"
+    splits = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    pieces = [wire[a:b] for a, b in zip([0, *splits], [*splits, len(wire)], strict=True)]
+
+    async def run() -> list[bytes]:
+        resp, feeder = _chunked_response(pieces, MAX_LINE_BYTES)
+        got = [line async for batch in resp.lines() for line in batch]
+        await feeder
+        return got
+
+    assert asyncio.run(run()) == lines
+
+
+def test_lines_over_the_cap_are_cut_off_by_the_line_reader() -> None:
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b"ok\n", b"a" * 40, b"a" * 40))
+
+    async def run() -> list[bytes]:
+        resp, feeder = _chunked_response([wire, b"0\r\n\r\n"], 64)
+        got: list[bytes] = []
+        try:
+            async for batch in resp.lines():
+                got += batch
+        finally:
+            feeder.cancel()
+        return got
+
+    with pytest.raises(UpstreamProtocolError):
+        asyncio.run(run())

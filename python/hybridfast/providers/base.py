@@ -19,7 +19,13 @@ import orjson
 
 from hybridfast.config import ProviderConfig
 from hybridfast.errors import InvalidRequest
-from hybridfast.providers.http import AiohttpClient, FastClient, HttpClient, UpstreamResponse
+from hybridfast.providers.http import (
+    AiohttpClient,
+    FastClient,
+    HttpClient,
+    UpstreamResponse,
+    split_lines,
+)
 from hybridfast.redact import scrub_with
 from hybridfast.types import ChatAnswer, ChatRequest, Deployment, StreamEvent, Usage
 
@@ -65,19 +71,10 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None  # an HTTP date: rare from these APIs; fall back to our own backoff
 
 
-async def iter_lines(content: Any) -> AsyncIterator[list[bytes]]:
+def iter_lines(content: Any) -> AsyncIterator[list[bytes]]:
     """The complete lines of a streamed body (anything with `iter_any()`), one list per
     network read."""
-    rest = b""
-    async for data in content.iter_any():
-        if rest:
-            data = rest + data
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        if lines:
-            yield lines
-    if rest:
-        yield [rest]
+    return split_lines(content.iter_any())
 
 
 class Provider(ABC):
@@ -255,7 +252,7 @@ async def stream_lines(
     resp = await provider.open(path, body, retries=retries, deadline=deadline)
     finished = False
     try:
-        async for lines in iter_lines(resp):
+        async for lines in resp.lines():
             yield lines
             if loop.time() > deadline:
                 raise ProviderError(f"{provider.name}: the stream ran past timeout.total_s")

@@ -47,6 +47,10 @@ class UpstreamResponse(Protocol):
     def iter_any(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in the pieces the network delivered."""
 
+    def lines(self) -> AsyncIterator[list[bytes]]:
+        """The body's complete lines (without their newlines), one list per network read;
+        a line over the client's cap raises `UpstreamProtocolError`."""
+
     def release(self) -> None: ...
 
     def close(self) -> None: ...
@@ -89,6 +93,9 @@ class _AiohttpResponse:
 
     def iter_any(self) -> AsyncIterator[bytes]:
         return capped_lines(self._resp.content.iter_any(), self._max_line)
+
+    def lines(self) -> AsyncIterator[list[bytes]]:
+        return split_lines(self.iter_any())
 
     def release(self) -> None:
         self._resp.release()
@@ -170,6 +177,21 @@ async def capped_lines(pieces: AsyncIterator[bytes], max_line: int) -> AsyncIter
         yield piece
 
 
+async def split_lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The complete lines of a body that arrives in `pieces`, one list per piece that
+    completed any; a last line without its newline comes at the end."""
+    rest = b""
+    async for data in pieces:
+        if rest:
+            data = rest + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            yield lines
+    if rest:
+        yield [rest]
+
+
 class _Connection:
     __slots__ = ("reader", "timed_out", "writer")
 
@@ -243,31 +265,37 @@ class _FastResponse:
     def _take_chunks(self) -> bytes:
         """The data of every complete chunk in the buffer, consumed."""
         buf = self._buf
+        # One copy of the buffer, then slices of it: a stream's read holds a score of small
+        # chunks, and slicing the bytearray copied each twice.
+        data = bytes(buf)
+        size_of = len(data)
         pos = 0
         out: list[bytes] = []
         while True:
-            end = buf.find(b"\r\n", pos)
+            end = data.find(b"\r\n", pos)
             if end < 0:
-                if len(buf) - pos > 1024:  # a chunk-size line is a few hex digits
+                if size_of - pos > 1024:  # a chunk-size line is a few hex digits
                     raise ValueError("chunk size line too long")
                 break
-            size = int(bytes(buf[pos:end]).split(b";", 1)[0], 16)
+            line = data[pos:end]
+            semi = line.find(b";")
+            size = int(line if semi < 0 else line[:semi], 16)
             if size < 0:
                 raise ValueError("negative chunk size")
             if size == 0:
-                if len(buf) < end + 4:  # the final CRLF (these APIs send no trailers)
+                if size_of < end + 4:  # the final CRLF (these APIs send no trailers)
                     break
                 pos = end + 4
                 self._done = True
                 break
             start = end + 2
-            if len(buf) < start + size + 2:
+            if size_of < start + size + 2:
                 break
-            out.append(bytes(buf[start : start + size]))
+            out.append(data[start : start + size])
             pos = start + size + 2
         if pos:
             del buf[:pos]
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     async def _read(self, conn: _Connection, n: int) -> bytes:
         """Up to `n` bytes as they arrive, within the idle limit (cut short by the total
@@ -345,6 +373,25 @@ class _FastResponse:
             if not piece:
                 return
             yield piece
+
+    async def lines(self) -> AsyncIterator[list[bytes]]:
+        # `split_lines(capped_lines(pieces))` in one generator: a stream's every read passes
+        # through here, and each generator layer costs a resumption per read.
+        rest = b""
+        cap = self._max_line
+        while True:
+            piece = await self._next()
+            if not piece:
+                break
+            data = rest + piece if rest else piece
+            lines = data.split(b"\n")
+            rest = lines.pop()
+            if len(data) > cap and (len(rest) > cap or any(len(x) > cap for x in lines)):
+                raise UpstreamProtocolError(f"the upstream sent a line over {cap} bytes")
+            if lines:
+                yield lines
+        if rest:
+            yield [rest]
 
     def release(self) -> None:
         conn, self._conn = self._conn, None

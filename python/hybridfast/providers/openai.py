@@ -236,7 +236,11 @@ class OpenAIProvider(Provider):
                     delta = choice.delta
                     text = delta.content if delta is not None else None
                     calls = delta.tool_calls if delta is not None else None
-                    extra = chunk_extra(chunk, choice, first)
+                    # Nearly every chunk is plain text: no call, no dict, for those.
+                    plain = choice.logprobs is None and (
+                        delta is None or not (delta.reasoning_content or delta.reasoning)
+                    )
+                    extra = None if plain and not first else chunk_extra(chunk, choice, first)
                     # Answer-level fields (model, fingerprint) ride on the first event that
                     # says something: a chunk of nothing but them is no output yet.
                     content = extra is not None and ("message" in extra or "choice" in extra)
