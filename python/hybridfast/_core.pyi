@@ -450,8 +450,10 @@ class SqliteJournal:
         until_ms: int | None = None,
         after_id: int = 0,
         limit: int = 4096,
+        parent_id: str | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Stored entries after row `after_id`: the row id, then the store's columns."""
+        """Stored entries after row `after_id` (given `parent_id`, one prompt chain's steps):
+        the row id, then the store's columns."""
     def count(self) -> int: ...
 
 # --- cache (rust/python/src/cache.rs) ---------------------------------------------------

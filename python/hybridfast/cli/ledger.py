@@ -110,9 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
     config = _config(args)
     since, until = report.parse_time(args.since), report.parse_time(args.until)
     with _store(config) as store, _output(args.output) as out:
-        entries = store.export(since, until)
-        if args.parent_id is not None:
-            entries = (e for e in entries if e["parent_id"] == args.parent_id)
+        entries = store.export(since, until, args.parent_id)
         if args.format == "csv":
             import csv
 

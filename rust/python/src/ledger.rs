@@ -707,9 +707,9 @@ impl SqliteJournal {
     }
 
     /// Up to `limit` stored entries with row id above `after_id` and `since_ms <= ts_ms <
-    /// until_ms`, in order: tuples of the row id then the store's columns (page on with the
-    /// last row's id).
-    #[pyo3(signature = (since_ms=None, until_ms=None, after_id=0, limit=4096))]
+    /// until_ms` (and, given `parent_id`, one prompt chain's steps only), in order: tuples of
+    /// the row id then the store's columns (page on with the last row's id).
+    #[pyo3(signature = (since_ms=None, until_ms=None, after_id=0, limit=4096, parent_id=None))]
     fn export_page<'py>(
         &self,
         py: Python<'py>,
@@ -717,10 +717,12 @@ impl SqliteJournal {
         until_ms: Option<i64>,
         after_id: i64,
         limit: usize,
+        parent_id: Option<String>,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let (since, until) = (since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX));
         let rows = enter_core(py, || {
-            self.store().export_page(since, until, after_id, limit)
+            self.store()
+                .export_page(since, until, after_id, limit, parent_id.as_deref())
         })?;
         rows.into_iter()
             .map(|row| {

@@ -92,6 +92,10 @@ pub const COLUMNS: &str = "ts_ms, request_id, key_name, user_name, team, tags, r
 /// SQLite adds a nullable column without rewriting the table).
 const ADDED_COLUMNS: &[(&str, &str)] = &[("parent_id", "TEXT")];
 
+/// Finds a chain's steps for `export_page` (created after `ADDED_COLUMNS` are in place).
+pub const PARENT_INDEX: &str = "CREATE INDEX IF NOT EXISTS ledger_entries_parent \
+    ON ledger_entries (parent_id) WHERE parent_id IS NOT NULL";
+
 /// One exported row: the row id, then `COLUMNS`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportRow {
@@ -318,24 +322,29 @@ impl SqliteStore {
             .map_err(storage)
     }
 
-    /// Up to `limit` entries with `id > after_id` and `since_ms <= ts_ms < until_ms`, in
-    /// insertion order (page through with the last row's id).
+    /// Up to `limit` entries with `id > after_id` and `since_ms <= ts_ms < until_ms` (and,
+    /// given `parent_id`, the steps of that prompt chain only), in insertion order (page
+    /// through with the last row's id).
     pub fn export_page(
         &self,
         since_ms: i64,
         until_ms: i64,
         after_id: i64,
         limit: usize,
+        parent_id: Option<&str>,
     ) -> CoreResult<Vec<ExportRow>> {
-        let parent = if self.has_parent { "parent_id" } else { "NULL" };
-        let sql = format!(
-            "SELECT id, {COLUMNS}, {parent} FROM ledger_entries WHERE id > ?1 AND ts_ms >= ?2 \
-             AND ts_ms < ?3 ORDER BY id LIMIT ?4"
-        );
+        if parent_id.is_some() && !self.has_parent {
+            return Ok(Vec::new()); // a file from before chains holds no chain's steps
+        }
+        let sql = export_sql(self.has_parent, parent_id.is_some());
         let mut stmt = self.conn.prepare_cached(&sql).map_err(storage)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&after_id, &since_ms, &until_ms, &limit];
+        if let Some(parent) = &parent_id {
+            args.push(parent);
+        }
         let rows = stmt
-            .query_map(params![after_id, since_ms, until_ms, limit], |r| {
+            .query_map(&*args, |r| {
                 let n =
                     |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
                 Ok(ExportRow {
@@ -387,6 +396,17 @@ impl SqliteStore {
     }
 }
 
+/// The export query; with `by_parent`, `?5` is a chain's parent id, found through the
+/// partial index on `parent_id` (the chain's few steps, not a scan of every entry).
+pub fn export_sql(has_parent: bool, by_parent: bool) -> String {
+    let parent = if has_parent { "parent_id" } else { "NULL" };
+    let filter = if by_parent { "parent_id = ?5 AND " } else { "" };
+    format!(
+        "SELECT id, {COLUMNS}, {parent} FROM ledger_entries WHERE {filter}id > ?1 \
+         AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY id LIMIT ?4"
+    )
+}
+
 /// The columns of `ledger_entries` in this file (empty when the table does not exist).
 fn entry_columns(conn: &Connection) -> CoreResult<Vec<String>> {
     let mut stmt = conn
@@ -409,5 +429,6 @@ fn migrate(conn: &Connection) -> CoreResult<()> {
             .map_err(storage)?;
         }
     }
-    Ok(())
+    // Only chain steps carry a parent: a partial index costs the other entries nothing.
+    conn.execute_batch(PARENT_INDEX).map_err(storage)
 }

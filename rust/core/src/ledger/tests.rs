@@ -353,16 +353,16 @@ fn the_store_rebuilds_the_books() {
     assert_eq!(spent(&rebuilt), spent(&ledger));
 
     // Export pages through every entry in order, as written.
-    let first = store.export_page(i64::MIN, i64::MAX, 0, 30).unwrap();
+    let first = store.export_page(i64::MIN, i64::MAX, 0, 30, None).unwrap();
     let rest = store
-        .export_page(i64::MIN, i64::MAX, first.last().unwrap().id, 30)
+        .export_page(i64::MIN, i64::MAX, first.last().unwrap().id, 30, None)
         .unwrap();
     assert_eq!((first.len(), rest.len()), (30, 20));
     let exported: Vec<Entry> = first.into_iter().chain(rest).map(|r| r.entry).collect();
     let written: Vec<Entry> = pending.into_iter().map(|e| Entry { seq: 0, ..e }).collect();
     assert_eq!(exported, written);
     let late = store
-        .export_page(T0 + 30 * window::HOUR_MS, i64::MAX, 0, 100)
+        .export_page(T0 + 30 * window::HOUR_MS, i64::MAX, 0, 100, None)
         .unwrap();
     assert_eq!(late.len(), 1);
     drop(store);
@@ -406,16 +406,19 @@ fn a_file_from_before_parent_id_reads_and_migrates() {
     }
     // Read-only (a report while an old server runs): no migration, parent_id reads None.
     let reader = SqliteStore::open_read_only(&path).unwrap();
-    let rows = reader.export_page(i64::MIN, i64::MAX, 0, 10).unwrap();
+    let rows = reader.export_page(i64::MIN, i64::MAX, 0, 10, None).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].entry.parent_id, None);
+    // No column, so no chain's steps: an empty answer, not an SQL error.
+    let chain = reader.export_page(i64::MIN, i64::MAX, 0, 10, Some("old"));
+    assert_eq!(chain.unwrap(), vec![]);
     drop(reader);
     // Opened for writing: the column is added, old rows keep NULL, new rows carry theirs.
     let mut store = SqliteStore::open(&path, false).unwrap();
     let mut step = entry(7, None, 2);
     step.parent_id = Some("req-parent".into());
     store.append(&[step]).unwrap();
-    let rows = store.export_page(i64::MIN, i64::MAX, 0, 10).unwrap();
+    let rows = store.export_page(i64::MIN, i64::MAX, 0, 10, None).unwrap();
     let parents: Vec<_> = rows.iter().map(|r| r.entry.parent_id.clone()).collect();
     assert_eq!(parents, vec![None, Some("req-parent".to_string())]);
     drop(store);
@@ -423,6 +426,70 @@ fn a_file_from_before_parent_id_reads_and_migrates() {
     let store = SqliteStore::open(&path, false).unwrap();
     assert_eq!(store.count().unwrap(), 2);
     drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
+
+#[test]
+fn export_by_parent_id_finds_one_chains_steps_through_its_index() {
+    let path = temp_path("by-parent.db");
+    let mut store = SqliteStore::open(&path, false).unwrap();
+    let mut entries = Vec::new();
+    for i in 0..40 {
+        let mut e = entry(i + 1, None, T0 + i);
+        // Three chains interleaved with plain requests; chain "c1" has 6 steps.
+        e.parent_id = (i % 2 == 0).then(|| format!("c{}", i % 3));
+        entries.push(e);
+    }
+    store.append(&entries).unwrap();
+    let wanted: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.parent_id.as_deref() == Some("c1"))
+        .map(|e| Entry {
+            seq: 0,
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(wanted.len(), 6);
+    // Paged, in order, with the time window still applied.
+    let first = store
+        .export_page(i64::MIN, i64::MAX, 0, 4, Some("c1"))
+        .unwrap();
+    let last_id = first.last().unwrap().id;
+    let rest = store
+        .export_page(i64::MIN, i64::MAX, last_id, 4, Some("c1"))
+        .unwrap();
+    let got: Vec<Entry> = first.into_iter().chain(rest).map(|r| r.entry).collect();
+    assert_eq!(got, wanted);
+    let late = store
+        .export_page(T0 + 20, i64::MAX, 0, 100, Some("c1"))
+        .unwrap();
+    assert_eq!(late.len(), 3); // the steps at T0+22, +28 and +34
+    assert_eq!(
+        store
+            .export_page(i64::MIN, i64::MAX, 0, 100, Some("none"))
+            .unwrap(),
+        vec![]
+    );
+    drop(store);
+    // SQLite answers from the partial index, not by scanning every entry.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let sql = super::store::export_sql(true, true);
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(rusqlite::params![0, i64::MIN, i64::MAX, 10, "c1"], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter().any(|p| p.contains("ledger_entries_parent")),
+        "{plan:?}"
+    );
+    drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
     }
