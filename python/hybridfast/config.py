@@ -613,6 +613,11 @@ class Config(_Section):
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
     router_training: RouterTrainingConfig = msgspec.field(default_factory=RouterTrainingConfig)
 
+    def __post_init__(self) -> None:
+        # msgspec runs this for a config read from YAML (`convert`) and for one built in
+        # Python alike, so both resolve plugin providers the same way.
+        resolve_plugin_providers(self)
+
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
 
@@ -1050,19 +1055,30 @@ def _check_references(config: Config, source: str, lines: dict[str, int]) -> Non
 BUILTIN_CACHE_BACKENDS = ("memory", "redis")
 
 
-def _check_plugins(config: Config, fail: Callable[[str, str], None]) -> None:
-    """Plugin names against the installed entry points. A model whose provider is no
-    configured one but an installed provider plugin gets that plugin as its provider (added
-    to `providers` with the plugin's name). Entry points are only read when a config names a
-    plugin, so a config without any costs nothing here."""
+def resolve_plugin_providers(config: Config) -> None:
+    """A model whose provider is no configured one but an installed provider plugin gets
+    that plugin as its provider (added to `providers` with the plugin's name); a name that
+    is neither is left for the reference check to report. Entry points are only read when
+    a model names an unconfigured provider, so a config without any costs nothing here."""
     configured = {p.name for p in config.providers}
     wanted = [
         m.provider
         for m in config.models
         if m.provider not in configured and m.provider != LOCAL_PROVIDER
     ]
+    if not wanted:
+        return
+    installed = entrypoints.names(entrypoints.PROVIDERS)
+    for name in dict.fromkeys(wanted):  # once each, in the order models name them
+        if name in installed:
+            config.providers.append(ProviderConfig(name=name, kind="plugin", plugin=name))
+
+
+def _check_plugins(config: Config, fail: Callable[[str, str], None]) -> None:
+    """Plugin names against the installed entry points (a model naming a plugin directly
+    was resolved when the config was built: `resolve_plugin_providers`)."""
     explicit = [(i, p) for i, p in enumerate(config.providers) if p.kind == "plugin"]
-    if wanted or explicit:
+    if explicit:
         installed = entrypoints.names(entrypoints.PROVIDERS)
         for i, p in explicit:
             name = p.plugin or p.name
@@ -1072,9 +1088,6 @@ def _check_plugins(config: Config, fail: Callable[[str, str], None]) -> None:
                     f"no provider plugin {name!r} is installed "
                     f"(installed: {', '.join(installed) or 'none'})",
                 )
-        for name in dict.fromkeys(wanted):  # once each, in the order models name them
-            if name in installed:
-                config.providers.append(ProviderConfig(name=name, kind="plugin", plugin=name))
     for i, p in enumerate(config.providers):
         if p.kind != "plugin" and (p.plugin is not None or p.options):
             fail(f"providers[{i}].kind", "plugin and options are for kind: plugin")
