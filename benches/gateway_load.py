@@ -4,7 +4,10 @@ library, so the client's own CPU distorts the comparison as little as possible),
 phase runners that report requests/s, latency percentiles, time to first byte and server
 CPU per request.
 
-`python benches/gateway_load.py proxy --upstream URL --port N` runs the bare proxy.
+`python benches/gateway_load.py proxy --upstream URL --port N` runs the bare proxy;
+`... floor ...` the floor server: aiohttp's server and the gateway's own upstream client
+(`FastClient`), the request and the answer parsed and re-encoded as JSON, and nothing else
+(no pipeline, ledger, cache or observability): what any gateway on these parts pays.
 """
 
 from __future__ import annotations
@@ -54,6 +57,33 @@ async def run_proxy(upstream: str, host: str, port: int) -> None:
             return web.Response(
                 status=up.status, body=await up.read(), content_type=up.content_type
             )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def run_floor(upstream: str, host: str, port: int) -> None:
+    import orjson
+    from aiohttp import web
+
+    from hybridfast.providers.http import FastClient
+
+    client = FastClient(
+        upstream, {"Content-Type": "application/json"}, limit=256, connect_s=5, read_s=60
+    )
+    url = upstream + "/chat/completions"
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        up = await client.post(url, orjson.dumps(body))
+        answer = orjson.loads(await up.read())
+        up.release()
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", forward)
@@ -221,15 +251,17 @@ async def run_phase(
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    proxy = sub.add_parser("proxy")
-    proxy.add_argument("--upstream", required=True)
-    proxy.add_argument("--host", default="127.0.0.1")
-    proxy.add_argument("--port", type=int, required=True)
+    for name in ("proxy", "floor"):
+        server = sub.add_parser(name)
+        server.add_argument("--upstream", required=True)
+        server.add_argument("--host", default="127.0.0.1")
+        server.add_argument("--port", type=int, required=True)
     args = p.parse_args()
     import uvloop
 
     uvloop.install()
-    asyncio.run(run_proxy(args.upstream, args.host, args.port))
+    run = run_proxy if args.cmd == "proxy" else run_floor
+    asyncio.run(run(args.upstream, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Gateway overhead and throughput, against the upstream called directly and against a bare
 aiohttp pass-through proxy (bytes forwarded, nothing parsed), all measured in the same run.
 
-Three processes serve: the fake OpenAI upstream (`python -m tests.fakes`, uvloop, zero
-latency, 20-chunk streams), the bare proxy (`benches/gateway_load.py proxy`) and a real
+Four processes serve: the fake OpenAI upstream (`python -m tests.fakes`, uvloop, zero
+latency, 20-chunk streams), the bare proxy (`benches/gateway_load.py proxy`), the floor
+server (`benches/gateway_load.py floor`: aiohttp's server and the gateway's own upstream
+client with nothing between them; measured one request at a time) and a real
 `python -m hybridfast serve` at its default config (SQLite ledger at `synchronous: normal`
 in a temporary directory, request log, metrics, caches on: the requests carry no
 temperature, so, as for a user's sampled requests, the cache lets them through to the
@@ -34,8 +36,8 @@ CHUNKS = 20  # content pieces per streamed answer
 
 
 class Stack:
-    def __init__(self, upstream: str, proxy: str, gateway: str, pids: dict[str, int]) -> None:
-        self.urls = {"direct": upstream, "bare": proxy, "gateway": gateway}
+    def __init__(self, urls: dict[str, str], pids: dict[str, int]) -> None:
+        self.urls = urls
         self.pids = pids
 
     @property
@@ -91,25 +93,32 @@ def stack_sync_full() -> Iterator[Stack]:
     yield from _stack("  synchronous: full\n")
 
 
+def _serve(kind: str, upstream: str, port: int) -> subprocess.Popen[str]:
+    """`benches/gateway_load.py proxy|floor` on `port`, once it is ready."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "gateway_load.py"),
+            kind,
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
 def _stack(ledger_sync: str, litellm: str | None = None) -> Iterator[Stack]:
     with start_fake("openai", chunks=CHUNKS) as fake:
-        port = free_port()
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).resolve().parent / "gateway_load.py"),
-                "proxy",
-                "--upstream",
-                fake.url,
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        port, floor_port = free_port(), free_port()
+        proxy = _serve("proxy", fake.url, port)
+        floor = _serve("floor", fake.url, floor_port)
         try:
-            assert proxy.stdout is not None
-            assert proxy.stdout.readline().strip() == "ready"
             config = f"""
 providers:
   - {{name: up, kind: openai, base_url: "{fake.url}", api_key: bench, max_retries: 0}}
@@ -123,12 +132,16 @@ ledger:
 {ledger_sync}"""
             with start_server(config) as gateway, contextlib.ExitStack() as extra:
                 stack = Stack(
-                    fake.url,
-                    f"http://127.0.0.1:{port}/v1",
-                    gateway.url + "/v1",
+                    {
+                        "direct": fake.url,
+                        "bare": f"http://127.0.0.1:{port}/v1",
+                        "floor": f"http://127.0.0.1:{floor_port}/v1",
+                        "gateway": gateway.url + "/v1",
+                    },
                     {
                         "direct": fake.process.pid,
                         "bare": proxy.pid,
+                        "floor": floor.pid,
                         "gateway": gateway.process.pid,
                     },
                 )
@@ -139,8 +152,9 @@ ledger:
                     stack.pids["litellm"] = process.pid
                 yield stack
         finally:
-            proxy.terminate()
-            proxy.wait(5)
+            for process in (proxy, floor):
+                process.terminate()
+                process.wait(5)
 
 
 def record(benchmark: Any, **phases: Phase) -> None:
@@ -156,6 +170,11 @@ def overhead(benchmark: Any, stack: Stack, stream: bool) -> None:
     def measure() -> None:
         result["direct"] = stack.run("direct", 1, stream)
         result["bare"], result["gateway"] = stack.compare(1, stream)
+        if not stream:
+            # What aiohttp's server and the upstream client cost with nothing between them.
+            result["floor"] = max(
+                (stack.run("floor", 1, stream) for _ in range(2)), key=lambda p: p.rps
+            )
         if stack.litellm:
             result["litellm"] = stack.run("litellm", 1, stream)
 
@@ -169,6 +188,8 @@ def overhead(benchmark: Any, stack: Stack, stream: bool) -> None:
     info["added_p99_ms"] = round((gateway.p99 - direct.p99) * 1000, 3)
     info["added_ttfb_p50_ms"] = round((gateway.ttfb50 - direct.ttfb50) * 1000, 3)
     info["bare_added_p50_ms"] = round((bare.p50 - direct.p50) * 1000, 3)
+    if "floor" in result:
+        info["floor_added_p50_ms"] = round((result["floor"].p50 - direct.p50) * 1000, 3)
     if stream:
         # After the first byte: the rest of the stream's time, per chunk, over direct.
         tail = (gateway.p50 - gateway.ttfb50) - (direct.p50 - direct.ttfb50)
