@@ -20,8 +20,11 @@ from hybridfast.types import ChatRequest
 
 # The key in `ChatRequest.extra` (which reaches only providers and the cache key).
 NATIVE = "_hybridfast_native"
+# The gateway's own extension object in a client body (`x_hybridfast`: template variables):
+# read by the gateway, never sent to an upstream, which would refuse an unknown field.
+EXTENSION = "x_hybridfast"
 # Fields of a client body that are the gateway's, not the upstream's.
-GATEWAY_FIELDS = frozenset({"cache", "stream", "stream_options"})
+GATEWAY_FIELDS = frozenset({"cache", "stream", "stream_options", EXTENSION})
 
 
 def attach(
@@ -64,7 +67,8 @@ def native_body(request: ChatRequest, protocol: str) -> dict[str, Any] | None:
 
 
 def upstream_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """`extra` without the pass-through body (for providers that translate)."""
-    if NATIVE not in extra:
+    """`extra` without the pass-through body and the gateway's extension (for providers
+    that translate)."""
+    if NATIVE not in extra and EXTENSION not in extra:
         return extra
-    return {k: v for k, v in extra.items() if k != NATIVE}
+    return {k: v for k, v in extra.items() if k != NATIVE and k != EXTENSION}

@@ -2,11 +2,11 @@
 sandbox, used from any chat endpoint as `model: "template:NAME"` (or `"template:NAME@2"`).
 
 A template names the model it goes to, a system prompt and a user prompt. The request's
-variables come in `x_hybridfast: {"template_vars": {...}}` (OpenAI chat and completions) and
-are checked against the declared types: a missing or ill-typed variable is a 400
-(`ERR_TEMPLATE_VARIABLE`) naming it. A declared variable `input` that the request leaves out
-is the text of the request's last user message, so clients that cannot send extra fields
-(the Anthropic SDK) can still use a template.
+variables come in `x_hybridfast: {"template_vars": {...}}` (OpenAI chat and completions,
+Anthropic messages) and are checked against the declared types: a missing or ill-typed
+variable is a 400 (`ERR_TEMPLATE_VARIABLE`) naming it. A declared variable `input` that the
+request leaves out is the text of the request's last user message, so clients that cannot
+send extra fields can still use a template.
 
 The rendering happens in a `before_route` hook: the request that reaches the cache and the
 router is the rendered one (its `model` is the template's), so everything downstream —
@@ -27,12 +27,13 @@ import yaml
 
 from hybridfast.config import Config, TemplateConfig
 from hybridfast.errors import ConfigError, InvalidRequest, ModelNotFound
+from hybridfast.passthrough import EXTENSION
 
 log = logging.getLogger("hybridfast.templates")
 
 TEMPLATE_PREFIX = "template:"
 # Where request variables travel (an extra field OpenAI-shaped bodies pass through).
-EXTENSION_FIELD = "x_hybridfast"
+EXTENSION_FIELD = EXTENSION
 VARS_FIELD = "template_vars"
 INPUT_VARIABLE = "input"
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from hybridfast.errors import GatewayError, InvalidRequest
-from hybridfast.passthrough import attach
+from hybridfast.passthrough import EXTENSION, attach
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.protocols.common import (
     check_number,
@@ -204,6 +204,8 @@ def parse_request(raw: bytes, headers: Any = None) -> ChatRequest:
     metadata = body.get("metadata") or {}
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
     extra = _translated_options(body)
+    if EXTENSION in body:  # template variables, taken as the OpenAI endpoints take them
+        extra[EXTENSION] = body[EXTENSION]
     lossy: list[str] = []
     chat = ChatRequest(
         model=model,
