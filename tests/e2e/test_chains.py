@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from hybridfast._core import format_usd
 from tests.conftest import fake_config
 from tests.fakes.server import RunningServer
 from tests.fakes.upstream import FakeUpstream
@@ -178,6 +179,13 @@ def test_chain_of_two_steps_writes_two_ledger_lines(
             (parent, parent + "-step%"),
         ).fetchall()
     assert rows == [(parent, "chat", 200, parent), (parent + "-step1", "chat", 200, parent)]
+    # What the chain cost: the earlier step's ledger cost is in its own header.
+    with sqlite3.connect(db) as conn:
+        (step1_cost,) = conn.execute(
+            "SELECT cost FROM ledger_entries WHERE request_id = ?", (parent + "-step1",)
+        ).fetchone()
+    assert step1_cost > 0
+    assert resp.headers["x-hybridfast-chain-earlier-cost-usd"] == format_usd(step1_cost)
     # The CLI lists the chain's lines by its id.
     cli = [sys.executable, "-m", "hybridfast", "ledger", "--config", str(server.config_path)]
     exported = subprocess.run(

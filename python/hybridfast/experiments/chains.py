@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from hybridfast._core import format_usd
 from hybridfast.config import ChainConfig, Config, PromptsConfig
 from hybridfast.errors import ConfigError, GatewayError, InvalidRequest, ModelNotFound
 from hybridfast.experiments.templates import (
@@ -177,6 +178,7 @@ class PromptsHook:
         # Every step's ledger line and request-log row, the last one's included, carry the
         # chain's request id as parent_id: one filter finds the whole chain.
         ctx.parent_id = ctx.request_id
+        earlier_cost = 0  # picodollars: what the steps before the last one cost
         for index, step in enumerate(chain.steps[:-1], start=1):
             step_request = render(
                 step.template, request, _declared(step, values), model=step.model, stream=False
@@ -196,9 +198,14 @@ class PromptsHook:
             except GatewayError as exc:
                 raise _step_error(chain, index, exc) from None
             values[step.output] = answer.content
+            earlier_cost += step_ctx.cost
         last = chain.steps[-1]
         step_ids.append(ctx.request_id)
         ctx.response_headers["x-hybridfast-chain"] = f"{chain.name}; steps={len(chain.steps)}"
+        # x-hybridfast-cost-usd is the last step's (the request the client holds); what the
+        # chain cost in all is this plus that, known before the last step starts (so a
+        # streamed answer's headers carry it too).
+        ctx.response_headers["x-hybridfast-chain-earlier-cost-usd"] = format_usd(earlier_cost)
         return render(last.template, request, _declared(last, values), model=last.model)
 
 
