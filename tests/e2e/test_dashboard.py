@@ -49,6 +49,10 @@ def gateway(fake_openai: FakeUpstream, tmp_path: Path) -> Iterator[RunningServer
         "ledger:\n  backend: memory\n", f"ledger:\n  backend: sqlite\n  path: {tmp_path}/l.db\n"
     )
     text += "budgets:\n  - {scope: global, window: month, limit_usd: 5}\n"
+    text += (  # an adaptive A/B: its arms show on the Experiments page
+        "routes:\n  ab:\n    strategy: custom\n    candidates: [chat]\n    router: bandit\n"
+        "    options: {metric: thumbs_up, min_samples: 5}\n"
+    )
     with start_server(text, workdir=tmp_path) as server:
         yield server
 
@@ -152,6 +156,15 @@ def test_dashboard_pages_in_chromium(
         page.wait_for_selector("#cache-stats")
         page.screenshot(path=str(screenshots / "ui-cache.png"))
 
+        # Experiments: each arm's judged answers, mean and interval.
+        _judge(gateway, liked=3)
+        page.click("a[href='#experiments']")
+        page.wait_for_selector("[data-experiment='ab'] .pill:has-text('running')")
+        arm = page.inner_text("[data-experiment='ab'] tbody tr")
+        assert "chat#0" in arm
+        assert "100.0%" in arm  # three answers, all liked
+        page.screenshot(path=str(screenshots / "ui-experiments.png"))
+
         # Config: secrets are masked; a bad edit is refused with the checker's message.
         page.click("a[href='#config']")
         page.wait_for_selector("#config-text")
@@ -163,7 +176,10 @@ def test_dashboard_pages_in_chromium(
         page.wait_for_selector("#config-message.error:has-text('ledger.backend')")
         # A good edit applies: a new model name answers from the next request on.
         assert _chat(gateway, "chat-renamed") == 404
-        page.fill("#config-text", text.replace("- name: chat", "- name: chat-renamed"))
+        renamed = text.replace("- name: chat", "- name: chat-renamed")
+        page.fill(
+            "#config-text", renamed.replace("candidates: [chat]", "candidates: [chat-renamed]")
+        )
         page.click("#config-apply")
         page.wait_for_selector("#config-message.ok")
         # The apply is in the audit log, shown under the editor (who, what, when).
@@ -191,3 +207,21 @@ def _chat(server: RunningServer, model: str) -> int:
             break
         time.sleep(0.1)
     return status
+
+
+def _judge(server: RunningServer, liked: int) -> None:
+    """`liked` answers on the experiment's route, each with a thumbs-up."""
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+        for i in range(liked):
+            resp = client.post(
+                "/v1/chat/completions",
+                json={"model": "ab", "messages": [{"role": "user", "content": f"ab{i}"}]},
+            )
+            assert resp.status_code == 200, resp.text
+            feedback = {
+                "request_id": resp.headers["x-hybridfast-request-id"],
+                "metric": "thumbs_up",
+                "value": 1,
+            }
+            assert client.post("/v1/feedback", json=feedback).status_code == 201

@@ -235,6 +235,38 @@ pages.cache = async (page) => {
   await load();
 };
 
+// An arm's 95% interval on a 0-100% axis, its mean a dot: overlapping bars mean "not yet".
+function interval(arm) {
+  const w = 160, h = 14, x = (v) => 4 + (v ?? 0) * (w - 8);
+  const [low, high] = arm.ci95;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("class", "interval");
+  svg.innerHTML = `<line class="axis" x1="4" x2="${w - 4}" y1="7" y2="7"/>` +
+    `<rect class="bar" x="${x(low)}" y="3" width="${Math.max(x(high) - x(low), 1)}" height="8" rx="2"/>` +
+    (arm.mean === null ? "" : `<circle class="mean" cx="${x(arm.mean)}" cy="7" r="3"/>`);
+  return svg;
+}
+
+pages.experiments = async (page) => {
+  const data = await call("admin/experiments");
+  page.append(el("h1", {}, "Experiments"));
+  if (!data.experiments.length) {
+    page.append(el("p", { class: "muted" }, "no experiment yet: a route with `router: bandit` starts one with its first request (docs/experiments.md)"));
+    return;
+  }
+  for (const x of data.experiments) {
+    const status = x.status === "stopped" ? pill(`stopped: ${x.winner} wins`, "good") : pill("running", "warn");
+    page.append(el("div", { class: "card", "data-experiment": x.route },
+      el("h2", {}, `${x.route} · ${x.metric} `, status),
+      el("p", { class: "muted" }, `each arm needs ${x.min_samples} judged answers; the experiment stops when committing to the leader is expected to lose less than ${x.max_loss} of ${x.metric}`),
+      table([
+        ["arm", (a) => a.arm], ["judged", (a) => num(a.n, 1), "num"], ["mean", (a) => pct(a.mean), "num"],
+        ["95% interval", (a) => `${pct(a.ci95[0])} – ${pct(a.ci95[1])}`, "num"], ["", interval],
+        ["P(best)", (a) => pct(a.p_best), "num"], ["expected loss", (a) => num(a.expected_loss, 5), "num"]], x.arms)));
+  }
+};
+
 pages.config = async (page) => {
   const data = await call("admin/config");
   const editor = el("textarea", { id: "config-text", spellcheck: "false" });
