@@ -3,7 +3,10 @@ whose answers get better feedback, and feedback is stored and exported."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 
 import httpx
@@ -66,3 +69,26 @@ def test_bandit_converges_on_the_better_arm(
     assert served[-50:].count("p1") == 50  # every answer now comes from the better arm
     assert len(exported) == 260
     assert unknown.status_code == 404
+
+    # The CLI shows the same results, from the running gateway's admin API.
+    cli = [sys.executable, "-m", "hybridfast", "experiments", "results"]
+    shown = subprocess.run(
+        [*cli, "--url", server.url, "--master-key", MASTER], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"ab (thumbs_up): stopped, winner {winner}" in shown.stdout
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines()[2:]}
+    assert set(rows) == {a["arm"] for a in experiment["arms"]}  # one row per arm
+    for arm in experiment["arms"]:  # judged answers and interval (P(best) is sampled)
+        low, high = arm["ci95"]
+        assert rows[arm["arm"]].split()[1] == f"{arm['n']:g}"
+        assert f"{low:.1%} - {high:.1%}" in rows[arm["arm"]]
+    as_json = subprocess.run(
+        [*cli, "--url", server.url, "--master-key", MASTER, "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(as_json.stdout)["experiments"][0]["winner"] == winner
+    refused = subprocess.run([*cli, "--url", server.url], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "ERR_UNAUTHORIZED" in refused.stderr

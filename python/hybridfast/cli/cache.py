@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import urllib.error
-import urllib.request
 from importlib import resources
 from typing import Any
 
@@ -27,18 +23,11 @@ import msgspec
 from hybridfast.cache.evaluate import evaluate, load_pairs
 from hybridfast.cache.guards import GUARDS
 from hybridfast.cache.semantic import SemanticIndex, choose_embedder
-from hybridfast.config import Config, SemanticCacheConfig, load_config
-from hybridfast.errors import ConfigError, GatewayError, InvalidRequest
+from hybridfast.cli import admin_api
+from hybridfast.config import Config, SemanticCacheConfig
+from hybridfast.errors import ConfigError, InvalidRequest
 
 DEFAULT_SET = "data/cache_paraphrases.jsonl"
-_BY_STATUS = {
-    401: (
-        "ERR_UNAUTHORIZED",
-        "pass --master-key, or set $HYBRIDFAST_MASTER_KEY or server.master_key in the config",
-    ),
-    403: ("ERR_FORBIDDEN", "the admin API needs the master key, not a virtual key"),
-    404: ("ERR_NOT_FOUND", "is that a hybridfast gateway, with a cache?"),
-}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,15 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     actions = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
 
     def admin(name: str, help: str) -> argparse.ArgumentParser:
-        a = actions.add_parser(name, help=help)
-        a.add_argument("--config", help="the config `serve` uses (default: as `serve` finds it)")
-        a.add_argument("--url", help="the gateway's base URL (default: from the config)")
-        a.add_argument(
-            "--master-key",
-            default=os.environ.get("HYBRIDFAST_MASTER_KEY"),
-            help="default: $HYBRIDFAST_MASTER_KEY, else server.master_key of the config",
-        )
-        return a
+        return admin_api.add_arguments(actions.add_parser(name, help=help))
 
     admin("stats", "the running gateway's cache stats").set_defaults(handler=run_stats)
     admin("clear", "drop every cached answer").set_defaults(handler=run_clear)
@@ -84,77 +65,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ev.set_defaults(handler=run_eval)
 
 
-def write(text: str) -> None:
-    """Prints, and leaves quietly when the reader has gone (`... | head`)."""
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None)).config
-
-
-def _base_url(args: argparse.Namespace, config: Config) -> str:
-    if args.url:
-        return str(args.url).rstrip("/")
-    host = config.server.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.server.port}"
-
-
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    config = _config(args)
-    base = _base_url(args, config)
-    key = args.master_key or config.server.master_key
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("content-type", "application/json")
-    if key:
-        req.add_header("authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise _http_error(method, path, exc) from None
-    except (OSError, ValueError) as exc:
-        raise GatewayError(
-            f"cannot reach {base} ({exc})",
-            code="ERR_UNREACHABLE",
-            hint="is `hybridfast serve` running there? (--url, or server.host/port in --config)",
-        ) from None
-
-
-def _http_error(method: str, path: str, exc: urllib.error.HTTPError) -> GatewayError:
-    """The gateway's own error code and message when its body has them; else one by status."""
-    code, hint = _BY_STATUS.get(exc.code, ("ERR_UPSTREAM", ""))
-    message = f"{method} {path}: HTTP {exc.code}"
-    try:
-        error = json.loads(exc.read()).get("error", {})
-        if isinstance(error, dict):
-            code = str(error.get("code") or code)
-            message += f": {error.get('message', '')}"
-    except (ValueError, AttributeError, OSError):
-        pass
-    return GatewayError(message, code=code, hint=hint or None)
-
-
 def run_stats(args: argparse.Namespace) -> int:
-    write(json.dumps(_call(args, "GET", "/admin/cache"), indent=2))
+    admin_api.write(json.dumps(admin_api.call(args, "GET", "/admin/cache"), indent=2))
     return 0
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    write(json.dumps(_call(args, "DELETE", "/admin/cache")))
+    admin_api.write(json.dumps(admin_api.call(args, "DELETE", "/admin/cache")))
     return 0
 
 
@@ -167,7 +84,7 @@ def run_invalidate(args: argparse.Namespace) -> int:
             body[name] = getattr(args, name)
     if not body:
         raise InvalidRequest("give --key, --model, --team or --key-name")
-    write(json.dumps(_call(args, "POST", "/admin/cache/invalidate", body)))
+    admin_api.write(json.dumps(admin_api.call(args, "POST", "/admin/cache/invalidate", body)))
     return 0
 
 
@@ -206,7 +123,7 @@ def _rate(text: str) -> float | None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = admin_api.config_of(args)
     settings = semantic_settings(args, config)
     if args.file:
         pairs = load_pairs(args.file)
@@ -233,5 +150,5 @@ def run_eval(args: argparse.Namespace) -> int:
         "verifier_threshold": index.verifier.threshold if index.verifier else None,
         **scores.as_dict(),
     }
-    write(json.dumps(report, indent=2))
+    admin_api.write(json.dumps(report, indent=2))
     return 0

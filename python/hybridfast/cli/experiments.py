@@ -1,7 +1,12 @@
-"""`hybridfast experiments train-router`: trains the learned router (a logistic classifier
-on MiniLM embeddings of prompts) from a labelled JSONL file, or from the gateway's own
-feedback joined with the prompt embeddings it kept (`--from-feedback`), and calibrates its
-threshold for a target quality; prints the cost/quality trade-off on the held-out rows."""
+"""`hybridfast experiments ...`:
+
+- `results`: the running gateway's adaptive A/B experiments (`GET /admin/experiments`): each
+  route's status and winner, and per arm the judged answers, mean, 95% interval, probability
+  of being best and expected loss (`--json` for the API's own object).
+- `train-router`: trains the learned router (a logistic classifier on MiniLM embeddings of
+  prompts) from a labelled JSONL file, or from the gateway's own feedback joined with the
+  prompt embeddings it kept (`--from-feedback`), and calibrates its threshold for a target
+  quality; prints the cost/quality trade-off on the held-out rows."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from hybridfast.cli import admin_api
 from hybridfast.config import load_config
 from hybridfast.errors import InvalidRequest
 from hybridfast.experiments.learned import train_from_rows, train_from_vectors
@@ -18,8 +24,13 @@ from hybridfast.experiments.training import feedback_data, open_for_training
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("experiments", help="train the learned router")
+    p = sub.add_parser("experiments", help="A/B results; train the learned router")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    results = admin_api.add_arguments(
+        actions.add_parser("results", help="the running gateway's A/B experiments, per arm")
+    )
+    results.add_argument("--json", action="store_true", help="the admin API's JSON as it is")
+    results.set_defaults(handler=run_results)
     train = actions.add_parser(
         "train-router", help='fit on JSONL rows {"prompt": ..., "cheap_ok": true|false}'
     )
@@ -115,3 +126,38 @@ def _train_from_feedback(args: argparse.Namespace) -> Any:
     return train_from_vectors(
         data.x, data.cheap_ok, args.target_quality, args.holdout, embedder=data.embedder
     )
+
+
+def run_results(args: argparse.Namespace) -> int:
+    data = admin_api.call(args, "GET", "/admin/experiments")
+    if args.json:
+        admin_api.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    experiments = data.get("experiments", [])
+    if not experiments:
+        admin_api.write("no experiment yet (a route with `router: bandit` starts one)")
+    for x in experiments:
+        state = f"stopped, winner {x['winner']}" if x["status"] == "stopped" else "running"
+        admin_api.write(
+            f"{x['route']} ({x['metric']}): {state}; min {x['min_samples']} judged per arm, "
+            f"stops below expected loss {x['max_loss']}"
+        )
+        lines = [("arm", "judged", "mean", "95% interval", "P(best)", "expected loss")]
+        for arm in x["arms"]:
+            low, high = arm["ci95"]
+            mean = "-" if arm["mean"] is None else f"{arm['mean']:.1%}"
+            lines.append(
+                (
+                    arm["arm"],
+                    f"{arm['n']:g}",
+                    mean,
+                    f"{low:.1%} - {high:.1%}",
+                    f"{arm['p_best']:.1%}",
+                    f"{arm['expected_loss']:g}",
+                )
+            )
+        widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+        for row in lines:
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            admin_api.write(("  " + "  ".join(cells)).rstrip())
+    return 0
