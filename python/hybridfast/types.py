@@ -323,4 +323,8 @@ class ResponseCache(Protocol):
         """True when this request is neither looked up nor kept (a sampled request, say):
         the answer's `x-hybridfast-cache` then says `bypass`, not `miss`."""
 
+    def note_bypass(self) -> None:
+        """Counts a request whose ticket says no lookup: the pipeline does not call `lookup`
+        for it (no await on the path of every sampled request)."""
+
     async def close(self) -> None: ...

@@ -76,6 +76,7 @@ class RecordingCache:
     hits: dict[str, CacheHit] = field(default_factory=dict)
     lookups: list[ChatRequest] = field(default_factory=list)
     stored: list[tuple[ChatRequest, Caller, ChatAnswer]] = field(default_factory=list)
+    bypassed: int = 0
 
     def ticket(self, request: ChatRequest, caller: Caller) -> Any:
         return SimpleNamespace(lookup=request.cache_control == "default", store=True)
@@ -94,6 +95,9 @@ class RecordingCache:
 
     def bypass(self, request: ChatRequest) -> bool:
         return False
+
+    def note_bypass(self) -> None:
+        self.bypassed += 1
 
     async def close(self) -> None:
         pass

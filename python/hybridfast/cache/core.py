@@ -47,6 +47,9 @@ _EXACT = msgspec.msgpack.Decoder(ExactEntry)
 # A finished answer is worth keeping unless it is empty or the upstream failed.
 _UNCACHEABLE_FINISH = frozenset({"error", "cancelled"})
 _PURGE_EVERY = 1000
+# The lookup metrics' label sets, made once (not a `.labels()` object per lookup).
+_LABELS: dict[str, tuple[str]] = {r: (r,) for r in ("hit", "semantic-hit", "miss", "bypass")}
+_BYPASS = _LABELS["bypass"]
 
 
 def encode_exact(entry: ExactEntry) -> bytes:
@@ -90,17 +93,21 @@ class MemoryCache:
         """True when this request is neither looked up nor stored (header `bypass`)."""
         return not K.policy(request, self.cfg).store
 
+    def note_bypass(self) -> None:
+        self.counts["bypass"] += 1
+        LOOKUPS.inc(_BYPASS)
+
     async def lookup(
         self, request: ChatRequest, caller: Caller, ticket: K.CacheTicket | None = None
     ) -> CacheHit | None:
+        ticket = ticket if ticket is not None else self.ticket(request, caller)
+        if not ticket.lookup:
+            self.note_bypass()  # nothing looked up: no time to record
+            return None
         started = time.perf_counter()
         result: CacheResult = "miss"
         hit: CacheHit | None = None
-        ticket = ticket if ticket is not None else self.ticket(request, caller)
         try:
-            if not ticket.lookup:
-                result = "bypass"
-                return None
             tenant = ticket.tenant
             if self.cfg.exact.enabled:
                 try:
@@ -132,8 +139,9 @@ class MemoryCache:
             return None
         finally:
             self.counts[result] += 1
-            LOOKUPS.labels(result).inc()
-            LOOKUP_SECONDS.labels(result).observe(time.perf_counter() - started)
+            labels = _LABELS[result]
+            LOOKUPS.inc(labels)
+            LOOKUP_SECONDS.observe(labels, time.perf_counter() - started)
 
     async def store(
         self,

@@ -1,25 +1,21 @@
 """The pipeline hooks of observability (listed in `hybridfast.server.features.INSTALLERS`):
-the first attempt's start (queue time) always, and the trace's attempt spans when tracing
-is on. Everything else is recorded once per request by the server's middleware."""
+the trace's spans when tracing is on, nothing otherwise. Everything else is recorded once
+per request by the server's middleware, from the request context (the first attempt's
+start, for the queue time, is the pipeline's own mark: `ctx.marks["attempt_start"]`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hybridfast.observability import tracing
-from hybridfast.observability.observer import FIRST_ATTEMPT
-
-
-async def mark_first_attempt(ctx: Any, attempt: Any) -> None:
-    ctx.state.setdefault(FIRST_ATTEMPT, attempt.started)
 
 
 def install(gateway: Any) -> None:
+    if not tracing.wanted(gateway.config.observability.tracing):
+        return
     hooks = gateway.hooks
-    hooks.add("attempt_start", mark_first_attempt, name="observability", order=0)
-    if tracing.wanted(gateway.config.observability.tracing):
-        # Last among before_route hooks: the span starts when the request is admitted.
-        hooks.add("before_route", tracing.on_before_route, name="tracing", order=1000)
-        hooks.add("attempt_start", tracing.on_attempt_start, name="tracing", order=1)
-        hooks.add("attempt_end", tracing.on_attempt_end, name="tracing", order=1)
-        hooks.add("after_answer", tracing.on_answer, name="tracing", order=1)
+    # Last among before_route hooks: the span starts when the request is admitted.
+    hooks.add("before_route", tracing.on_before_route, name="tracing", order=1000)
+    hooks.add("attempt_start", tracing.on_attempt_start, name="tracing", order=1)
+    hooks.add("attempt_end", tracing.on_attempt_end, name="tracing", order=1)
+    hooks.add("after_answer", tracing.on_answer, name="tracing", order=1)

@@ -28,8 +28,8 @@ from hybridfast.observability.request_log import (
 
 log = logging.getLogger("hybridfast.observability")
 
-# Where the attempt hooks keep the first attempt's start (perf_counter), in `ctx.state`.
-FIRST_ATTEMPT = "observability.first_attempt"
+# The pipeline's mark of the first attempt's start (perf_counter), in `ctx.marks`.
+FIRST_ATTEMPT = "attempt_start"
 TRACE_ID = "observability.trace_id"
 # Requests a hook ran inside this one (a prompt chain's earlier steps), as their contexts in
 # `ctx.state`: the server records each as a row of its own once the request ends.
@@ -55,7 +55,8 @@ def record_for(
         if usage.output_tokens > 1:
             inter_token_ms = max(0.0, ended - first_byte) * 1000 / (usage.output_tokens - 1)
     state = getattr(ctx, "state", None) or {}
-    first_attempt = state.get(FIRST_ATTEMPT)
+    marks = getattr(ctx, "marks", None)
+    first_attempt = marks.get(FIRST_ATTEMPT) if marks else None
     answer_headers = getattr(ctx, "response_headers", None)
     limits = _ratelimits(answer_headers) if answer_headers else (None, None)
     return RequestRecord(

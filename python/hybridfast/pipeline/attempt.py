@@ -236,7 +236,10 @@ class DeploymentAttempt:
         admission = self.parts.admission
         if admission is not None and admission.limited(self.deployment.id):
             await self._wait_for_a_slot(admission)
-        self.info.started = _perf()
+        started = self.info.started = _perf()
+        marks = self.ctx.marks
+        if "attempt_start" not in marks:
+            marks["attempt_start"] = started  # the first attempt's: ends the queue time
         if self.parts.hooks.has("attempt_start"):
             await self.parts.hooks.run_attempt("attempt_start", self.ctx, self.info)
         return self

@@ -186,6 +186,10 @@ class ChatFlow:
         if request.cache_control != "default":
             ctx.cache = "bypass"
             return None, ticket
+        if not ticket.lookup:  # e.g. sampled: decided without a lookup (nor an await)
+            self.cache.note_bypass()
+            ctx.cache = "bypass"
+            return None, ticket
         hit = await self.cache.lookup(request, ctx.caller, ticket)
         if hit is None:
             if not ticket.store:  # e.g. sampled: neither looked up nor kept

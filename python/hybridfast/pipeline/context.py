@@ -102,8 +102,9 @@ class RequestContext:
         self.response_headers: dict[str, str] = {}
         # Per-request data of hooks, by the hook's own key (a span, a queue ticket, ...).
         self.state: dict[str, Any] = {}
-        # perf_counter marks of the steps (cache_start, cache_end, route_end, settle_start,
-        # settle_end): tracing turns them into spans.
+        # perf_counter marks of the steps (cache_start, cache_end, route_end, attempt_start
+        # (the first attempt's), settle_start, settle_end): tracing turns them into spans,
+        # the request record takes the queue time from them.
         self.marks: dict[str, float] = {}
 
     @property

@@ -157,7 +157,20 @@ class Hooks:
         return fn
 
     def remove(self, seam: Seam, fn: Callable[..., Awaitable[Any]]) -> None:
-        self._seams[seam] = tuple(e for e in self._seams[seam] if e.fn is not fn)
+        # != (not `is not`): a bound method is a new object at each access, equal to the last.
+        self._seams[seam] = tuple(e for e in self._seams[seam] if e.fn != fn)
+
+    def switch(
+        self, seam: Seam, fn: Callable[..., Awaitable[Any]], on: bool, *, name: str, order: int = 0
+    ) -> None:
+        """Attaches `fn` while its feature has work to do and detaches it when idle (a
+        feature whose settings change at run time: keys with model lists, rate limits).
+        Idempotent; an idle feature then costs requests nothing, not even an await."""
+        attached = any(e.fn == fn for e in self._seams[seam])
+        if on and not attached:
+            self.add(seam, fn, name=name, order=order)
+        elif not on and attached:
+            self.remove(seam, fn)
 
     def before_route(self, fn: BeforeRoute) -> BeforeRoute:
         return self.add("before_route", fn)

@@ -83,6 +83,7 @@ class KeyService:
     async def apply(self, record: KeyRecord) -> None:
         """Puts a key's limits and budget into the running gateway."""
         self._active[record.name] = record
+        self.switch_model_check()
         limits = limits_of(self.gateway)
         if limits is not None:
             limits.set_key_limits(record.name, Limit(record.rpm, record.tpm, record.max_parallel))
@@ -98,10 +99,19 @@ class KeyService:
 
     def forget(self, name: str) -> None:
         self._active.pop(name, None)
+        self.switch_model_check()
         self._drop_cached(name)
         limits = limits_of(self.gateway)
         if limits is not None:
             limits.set_key_limits(name, None)
+
+    def switch_model_check(self) -> None:
+        """The allow-list hook runs only while a key with a `models` list is in use: the
+        record is applied when the key is first resolved, before its request is routed."""
+        wanted = any(record.models for record in self._active.values())
+        self.gateway.hooks.switch(
+            "before_route", self.check_models, wanted, name="key-models", order=5
+        )
 
     async def check_models(self, ctx: RequestContext, request: PipelineRequest) -> None:
         record = self._active.get(ctx.caller.key_name or "")
@@ -147,5 +157,4 @@ async def resolve_runtime_key(gateway: Gateway, key: str) -> Caller | None:
 
 
 def install(gateway: Gateway) -> None:
-    service = service_of(gateway)
-    gateway.hooks.add("before_route", service.check_models, name="key-models", order=5)
+    service_of(gateway).switch_model_check()  # off until a key with a model list appears

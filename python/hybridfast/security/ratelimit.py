@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -206,7 +207,9 @@ class RateLimits:
     def __init__(self, config: Config, backend: Backend) -> None:
         self.backend = backend
         self.default_output = config.router.expected_output_tokens
-        # With no scope configured the hook costs one set check per request.
+        # With no scope configured the hooks are detached (`ratelimit_hooks`): called
+        # whenever `configured` changes, so they can attach or detach.
+        self.on_change: Callable[[], None] | None = None
         self.configured: set[str] = set()
         for rule in config.limits.rules:
             scope = scope_name(rule.scope, rule.name)
@@ -222,6 +225,8 @@ class RateLimits:
         else:
             self.backend.configure(scope, limit)
             self.configured.add(scope)
+        if self.on_change is not None:
+            self.on_change()
 
     async def admit(
         self, caller: Caller, request: ChatRequest | EmbeddingRequest

@@ -3,6 +3,7 @@
 `before_route` admits the request under every scope it falls under or refuses it with a 429;
 `after_answer` frees its concurrent slot and settles its token charge with the usage the
 upstream reported (a request that failed before any upstream answered is settled at 0).
+Neither is attached while no limit is configured.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def install(gateway: Gateway) -> None:
         if isinstance(hold, Hold):
             await limits.release(hold, usage_tokens(ctx.usage))
 
-    # Early (order 10): a refused request should cost nothing further down the line.
-    gateway.hooks.add("before_route", admit, name="ratelimit", order=10)
-    gateway.hooks.add("after_answer", settle, name="ratelimit", order=-10)
+    def switch() -> None:
+        # Attached only while some limit is configured (keys created at run time may add
+        # the first): with none, requests pay nothing for rate limiting. Once attached,
+        # `settle` stays, so a hold admitted just before the last limit went is released.
+        on = bool(limits.configured)
+        # Early (order 10): a refused request should cost nothing further down the line.
+        gateway.hooks.switch("before_route", admit, on, name="ratelimit", order=10)
+        if on:
+            gateway.hooks.switch("after_answer", settle, True, name="ratelimit", order=-10)
+
+    limits.on_change = switch
+    switch()

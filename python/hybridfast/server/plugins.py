@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from hybridfast.cache import PluginCache
+from hybridfast.config import Config
 from hybridfast.experiments.plugins import CALLBACKS, CallbackHub, discover
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.providers import PluginProvider
@@ -24,8 +25,15 @@ _HUBS: weakref.WeakKeyDictionary[Gateway, CallbackHub] = weakref.WeakKeyDictiona
 def install(gateway: Gateway) -> None:
     """Loads the installed callbacks now; they reload with the config."""
     hub = _HUBS[gateway] = CallbackHub(gateway)
-    hub.refresh()
-    gateway.hooks.add("after_answer", hub.dispatch, name="plugins", order=100)
+
+    def follow(_config: Config) -> None:
+        hub.refresh()
+        # Attached only while a callback is loaded: with none, answers pay nothing for it.
+        on = bool(hub.callbacks)
+        gateway.hooks.switch("after_answer", hub.dispatch, on, name="plugins", order=100)
+
+    follow(gateway.config)
+    gateway.followers.add("plugin callbacks", follow)
 
 
 routes = web.RouteTableDef()
