@@ -1,5 +1,6 @@
 """The chat pipeline, read top to bottom — every chat-like request (OpenAI chat, Anthropic
-messages, Responses, completions; streaming or not) comes through `ChatFlow.events`:
+messages, Responses, completions) comes through `ChatFlow.events` (streamed) or
+`ChatFlow.complete` (whole), the same steps:
 
     admit     validate, then the `before_route` hooks (guardrails, rate limits, templates)
     lookup    the response cache (a hit is replayed: as a real stream when one was asked for)
@@ -10,39 +11,35 @@ messages, Responses, completions; streaming or not) comes through `ChatFlow.even
     store     the finished answer into the cache
     finally   the request's one ledger line, metrics, the `after_answer` hooks
 
-A non-streaming call is a stream of one batch: the same loop, the same attempt. `complete`
-collects it into a `ChatAnswer`.
+A whole answer takes the same steps, the same fallback rules and the same attempt; its one
+upstream call is awaited through `fallback_call` instead of iterated as a one-batch stream, so
+it costs no async generator. The calls on one deployment are in `pipeline/chat_call.py`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 from hybridfast.errors import (
     BudgetExceeded,
-    GatewayError,
     InvalidRequest,
     ModelNotFound,
     NoChatModels,
-    ProviderUnavailable,
     to_gateway_error,
 )
-from hybridfast.pipeline.attempt import DeploymentAttempt, Parts, RequestBooks, RequestScope
+from hybridfast.pipeline.attempt import Parts, RequestBooks, RequestScope
+from hybridfast.pipeline.chat_call import ChatCall
 from hybridfast.pipeline.coalesce import InFlight
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.cost import (
     MAX_TOKENS_PER_CALL,
-    BadUsage,
-    estimated_usage,
     input_estimate,
-    worst_case,
 )
-from hybridfast.pipeline.fallback import Failures, fallback
-from hybridfast.pipeline.recovery import Assembly, as_batch, continuation, replay_events
-from hybridfast.providers.base import Provider, ProviderError
+from hybridfast.pipeline.fallback import fallback, fallback_call
+from hybridfast.pipeline.recovery import Assembly, replay_events
+from hybridfast.providers.base import Provider
 from hybridfast.types import (
     CacheHit,
     CacheTicket,
@@ -53,10 +50,8 @@ from hybridfast.types import (
     ResponseCache,
     RoutePlan,
     StreamEvent,
-    Usage,
 )
 
-log = logging.getLogger("hybridfast.pipeline")
 _perf = time.perf_counter
 
 
@@ -96,7 +91,33 @@ class ChatFlow:
         self.in_flight = InFlight()
 
     async def complete(self, request: ChatRequest, ctx: RequestContext) -> ChatAnswer:
-        """A whole answer: the same flow, its one batch collected."""
+        """A whole answer: the steps of `events`, the one call awaited rather than iterated
+        (no async generator on its way). A streamed request is collected from `events`."""
+        if request.stream:
+            return await self._collected(request, ctx)
+        async with RequestScope(self.parts, ctx, request) as scope:
+            request = scope.request = await self.admit(request, ctx)
+            hit, ticket, key = await self.cached(request, ctx)
+            if hit is not None:
+                scope.books.on_books = True
+                scope.answer = hit.answer
+                return hit.answer
+            leader = self.in_flight.lead(key) if key is not None else None
+            try:
+                plan = self.route(request, ctx, scope.books)
+                ctx.marks["route_end"] = _perf()
+                assembly = Assembly()
+                call = self._call(request, ctx, scope.books, assembly)
+                await fallback_call(ctx, plan.deployments, call)
+                answer = scope.answer = self.assembled(ctx, scope.books, assembly)
+                await self.keep(request, ctx, answer, ticket)
+                return answer
+            finally:
+                if leader is not None:
+                    assert key is not None
+                    self.in_flight.finish(key, leader)  # identical requests waiting look again
+
+    async def _collected(self, request: ChatRequest, ctx: RequestContext) -> ChatAnswer:
         outcome = _Outcome()
         events = self.events(request, ctx, outcome)
         try:
@@ -115,13 +136,7 @@ class ChatFlow:
         ends, `ctx` holds the exact usage and cost and the ledger line is written."""
         async with RequestScope(self.parts, ctx, request) as scope:
             request = scope.request = await self.admit(request, ctx)
-            marks = ctx.marks
-            marks["cache_start"] = _perf()
-            hit, ticket = await self.lookup(request, ctx)
-            key = coalescing_key(ticket) if hit is None and self.settings.coalesce else None
-            if key is not None and await self.in_flight.wait(key, self.settings.coalesce_wait_s):
-                hit, ticket = await self.lookup(request, ctx)  # the leader's answer, now cached
-            marks["cache_end"] = _perf()
+            hit, ticket, key = await self.cached(request, ctx)
             if hit is not None:
                 scope.books.on_books = True
                 scope.answer = hit.answer
@@ -133,7 +148,7 @@ class ChatFlow:
             leader = self.in_flight.lead(key) if key is not None else None
             try:
                 plan = self.route(request, ctx, scope.books)
-                marks["route_end"] = _perf()
+                ctx.marks["route_end"] = _perf()
                 assembly = Assembly()
                 attempts = self.attempts(request, ctx, plan, scope.books, assembly)
                 try:
@@ -141,17 +156,10 @@ class ChatFlow:
                         yield batch
                 finally:
                     await attempts.aclose()  # closes the upstream call now, not at GC
-                answer = assembly.answer(
-                    usage=scope.books.spent,
-                    model=ctx.deployment.model if ctx.deployment is not None else "",
-                    deployment=ctx.deployment_id,
-                    cost=scope.books.spent_cost,
-                )
-                scope.answer = answer
+                answer = scope.answer = self.assembled(ctx, scope.books, assembly)
                 if outcome is not None:
                     outcome.answer = answer
-                if ticket is not None and request.cache_control != "no-store":
-                    await self.cache.store(request, ctx.caller, answer, ticket)
+                await self.keep(request, ctx, answer, ticket)
             finally:
                 if leader is not None:
                     assert key is not None
@@ -174,6 +182,20 @@ class ChatFlow:
         ctx.stream = request.stream
         ctx.input_estimate = input_estimate(request)
         return request
+
+    async def cached(
+        self, request: ChatRequest, ctx: RequestContext
+    ) -> tuple[CacheHit | None, CacheTicket | None, bytes | None]:
+        """`lookup`, and when an identical request is already being answered (coalescing),
+        a second lookup once it is: the hit, the ticket and the coalescing key."""
+        marks = ctx.marks
+        marks["cache_start"] = _perf()
+        hit, ticket = await self.lookup(request, ctx)
+        key = coalescing_key(ticket) if hit is None and self.settings.coalesce else None
+        if key is not None and await self.in_flight.wait(key, self.settings.coalesce_wait_s):
+            hit, ticket = await self.lookup(request, ctx)  # the leader's answer, now cached
+        marks["cache_end"] = _perf()
+        return hit, ticket, key
 
     async def lookup(
         self, request: ChatRequest, ctx: RequestContext
@@ -202,6 +224,26 @@ class ChatFlow:
         ctx.saved_cost = hit.answer.cost
         ctx.first_byte = _perf()
         return hit, ticket
+
+    def assembled(self, ctx: RequestContext, books: RequestBooks, assembly: Assembly) -> ChatAnswer:
+        """The answer the attempts produced, with the request's whole usage and cost."""
+        return assembly.answer(
+            usage=books.spent,
+            model=ctx.deployment.model if ctx.deployment is not None else "",
+            deployment=ctx.deployment_id,
+            cost=books.spent_cost,
+        )
+
+    async def keep(
+        self,
+        request: ChatRequest,
+        ctx: RequestContext,
+        answer: ChatAnswer,
+        ticket: CacheTicket | None,
+    ) -> None:
+        """The finished answer into the cache, when the request may be kept."""
+        if ticket is not None and ticket.store and request.cache_control != "no-store":
+            await self.cache.store(request, ctx.caller, answer, ticket)
 
     def has_chat_deployment(self) -> bool:
         return any("embeddings" not in d.capabilities for d in self.deployments.values())
@@ -238,144 +280,13 @@ class ChatFlow:
         assembly: Assembly,
     ) -> AsyncGenerator[list[StreamEvent], None]:
         """The plan's deployments through the one fallback loop (`pipeline/fallback.py`)."""
-        return fallback(ctx, plan.deployments, ChatCall(self, request, ctx, books, assembly))
+        return fallback(ctx, plan.deployments, self._call(request, ctx, books, assembly))
 
-    async def call(
-        self,
-        provider: Provider,
-        attempt: DeploymentAttempt,
-        request: ChatRequest,
-        retries: int,
-    ) -> ChatAnswer:
-        """One whole-answer upstream call (the one batch of a one-batch stream)."""
-        dep, ctx = attempt.deployment, attempt.ctx
-        t0 = _perf()
-        whole = await provider.chat(dep, request, retries=retries)
-        now = _perf()
-        attempt.waited(now - t0)
-        usage = whole.usage
-        if usage.estimated:
-            text = whole.content + "".join(c["function"]["arguments"] for c in whole.tool_calls)
-            usage = estimated_usage(dep, ctx.input_estimate, text)
-        # Checked before anything is kept or handed on: bad counts fail this attempt, and
-        # the next deployment answers.
-        attempt.done(usage)
-        attempt.output_started(now)
-        return whole
-
-    async def call_stream(
-        self,
-        provider: Provider,
-        attempt: DeploymentAttempt,
-        request: ChatRequest,
-        retries: int,
-        assembly: Assembly,
-    ) -> AsyncGenerator[list[StreamEvent], None]:
-        """One streamed upstream call as batches; reports progress and the final usage to
-        `attempt`."""
-        dep, ctx = attempt.deployment, attempt.ctx
-        since = len(assembly.texts)
-        events = provider.stream(dep, request, retries=retries)
-        reported: Usage | None = None
-
-        def partial() -> Usage:
-            # Only when the call is cut short: what it produced, as reported or counted.
-            return reported or estimated_usage(dep, ctx.input_estimate, assembly.output_text(since))
-
-        attempt.partial_usage = partial
-        add = assembly.add
-        try:
-            while True:
-                waited = _perf()
-                try:
-                    batch = await anext(events)
-                except StopAsyncIteration:
-                    break
-                now = _perf()
-                ctx.upstream_s += now - waited
-                reported = add(batch) or reported
-                if not attempt.produced:
-                    attempt.output_started(now)
-                yield batch
-            if assembly.finish is None:
-                raise ProviderError(f"{provider.name}: the stream ended without finishing")
-        finally:
-            await events.aclose()
-        if reported is not None:
-            try:
-                attempt.done(reported)
-                return
-            except BadUsage as exc:
-                # The client has the whole answer already: bill the gateway's own count.
-                log.warning("request %s: %s: %s; billing an estimate", ctx.request_id, dep.id, exc)
-        attempt.done(estimated_usage(dep, ctx.input_estimate, assembly.output_text(since)))
-
-
-class ChatCall:
-    """Chat on one deployment after another: the chat `Endpoint` of the fallback loop."""
-
-    __slots__ = ("assembly", "books", "count", "ctx", "flow", "request")
-
-    def __init__(
-        self,
-        flow: ChatFlow,
-        request: ChatRequest,
-        ctx: RequestContext,
-        books: RequestBooks,
-        assembly: Assembly,
-    ) -> None:
-        self.flow = flow
-        self.request = request
-        self.ctx = ctx
-        self.books = books
-        self.assembly = assembly
-        self.count = 0
-
-    def attempt(self, deployment: Deployment, index: int, count: int) -> DeploymentAttempt | None:
-        if deployment.provider not in self.flow.providers:
-            return None
-        self.count = count
-        worst = worst_case(deployment, self.request, self.ctx.input_estimate)
-        return DeploymentAttempt(self.flow.parts, self.ctx, self.books, deployment, index, worst)
-
-    def run(self, attempt: DeploymentAttempt) -> AsyncGenerator[list[StreamEvent], None]:
-        dep = attempt.deployment
-        provider = self.flow.providers[dep.provider]
-        sent = self.assembly.text()
-        request = continuation(self.request, sent, dep.kind) if sent else self.request
-        # Retry in place only on the last candidate: before it, falling back is faster.
-        retries = provider.config.max_retries if attempt.info.index == self.count - 1 else 0
-        if not request.stream:
-            return self._whole(provider, attempt, request, retries)
-        return self.flow.call_stream(provider, attempt, request, retries, self.assembly)
-
-    async def _whole(
-        self, provider: Provider, attempt: DeploymentAttempt, request: ChatRequest, retries: int
-    ) -> AsyncGenerator[list[StreamEvent], None]:
-        """A whole answer as a one-batch stream."""
-        self.assembly.whole = await self.flow.call(provider, attempt, request, retries)
-        yield as_batch(self.assembly.whole)
-
-    def refusal_ends(self) -> bool:
-        # Refused as the continuation of a broken stream: the request itself was fine.
-        return not self.assembly.texts
-
-    def can_continue(self, is_last: bool) -> bool:
-        self.assembly.finish = None
-        calls = self.assembly.calls
-        return self.flow.settings.stream_recovery and not calls and not is_last
-
-    def nobody_answered(self, failures: Failures) -> GatewayError:
-        if failures.over_budget is not None and failures.last is None:
-            return failures.over_budget
-        if self.assembly.texts:
-            recovery = self.flow.settings.stream_recovery
-            return ProviderUnavailable(
-                "the stream broke off and could not be continued"
-                + ("" if recovery else " (server.stream_recovery is off)"),
-                status=502,
-            )
-        return unavailable(failures.last, self.ctx.route)
+    def _call(
+        self, request: ChatRequest, ctx: RequestContext, books: RequestBooks, assembly: Assembly
+    ) -> ChatCall:
+        recovery = self.settings.stream_recovery
+        return ChatCall(self.parts, self.providers, recovery, request, ctx, books, assembly)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -401,21 +312,3 @@ def needs_of(request: ChatRequest) -> frozenset[str]:
             needs.append("vision")
             break
     return frozenset(needs)
-
-
-def unavailable(last: ProviderError | None, route: str) -> ProviderUnavailable:
-    """The error of a request no deployment answered, with the last upstream's status."""
-    if last is None:
-        return ProviderUnavailable(f"no deployment of {route!r} could be called")
-    status = last.status
-    headers = {}
-    if status == 429 and last.retry_after is not None:
-        headers["Retry-After"] = str(int(last.retry_after + 0.999))
-    http_status = status if status is not None and (status == 429 or status >= 500) else 502
-    if status is None and "timed out" in last.message:
-        http_status = 504
-    return ProviderUnavailable(
-        f"every deployment of {route!r} failed; the last: {last.message}",
-        status=http_status,
-        headers=headers,
-    )

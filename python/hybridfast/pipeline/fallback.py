@@ -12,14 +12,15 @@ batches for chat, one result for embeddings). The loop decides what a failure me
   output already reached the client and the endpoint cannot continue it (`can_continue`).
 
 Chat (`pipeline/chat.py`) and embeddings (`pipeline/embeddings.py`) are `Endpoint`s; a future
-endpoint is one more.
+endpoint is one more. A whole (not streamed) chat answer goes through `fallback_call`: the same
+loop, with the same rules (`went_past`), awaited instead of iterated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from hybridfast.errors import (
     BudgetExceeded,
@@ -76,6 +77,24 @@ class Endpoint(Protocol[T_co]):
         ...
 
 
+class OneCall(Protocol[T_co]):
+    """An `Endpoint` whose call produces one result, awaited (`fallback_call`)."""
+
+    def attempt(
+        self, deployment: Deployment, index: int, count: int
+    ) -> DeploymentAttempt | None: ...
+
+    def call(self, attempt: DeploymentAttempt) -> Awaitable[T_co]:
+        """The call inside the attempt: its one result."""
+        ...
+
+    def refusal_ends(self) -> bool: ...
+
+    def can_continue(self, is_last: bool) -> bool: ...
+
+    def nobody_answered(self, failures: Failures) -> GatewayError: ...
+
+
 async def fallback(
     ctx: RequestContext, deployments: Sequence[Deployment], endpoint: Endpoint[T]
 ) -> AsyncGenerator[T, None]:
@@ -96,23 +115,60 @@ async def fallback(
                     await run.aclose()
             return
         except Exception as exc:
-            if attempt.reservation is None:  # nothing held: nothing was called
-                error = to_gateway_error(exc)
-                if not isinstance(error, BudgetExceeded | QueueFull):
-                    raise error from None  # a counter that is down fails closed
-                failures.over_budget = error  # over budget, or its queue is full: the next
-                continue
-            if outcome_of(exc) == "refused" and not attempt.produced:
-                if endpoint.refusal_ends():
-                    raise refusal(exc) from None  # the request's fault, wherever it goes
-                failures.refusals.append(refusal(exc))
-            failures.last = as_provider_error(exc, dep)
-            failures.reasons.append(f"{dep.id}: {failures.last.message}")
-            if attempt.produced and not endpoint.can_continue(index == count - 1):
-                break  # a break mid-way that nobody can continue
-            ctx.recovered = ctx.recovered or attempt.produced
-            ctx.fallbacks += 1
+            if not went_past(ctx, endpoint, failures, attempt, exc, index == count - 1):
+                break
     raise endpoint.nobody_answered(failures)
+
+
+async def fallback_call(
+    ctx: RequestContext, deployments: Sequence[Deployment], endpoint: OneCall[T]
+) -> T:
+    """The same loop for a call that produces one result (a whole chat answer): awaited,
+    not iterated, so a whole answer pays for no async generator on its way through."""
+    failures = Failures()
+    count = len(deployments)
+    for index, dep in enumerate(deployments):
+        attempt = endpoint.attempt(dep, index, count)
+        if attempt is None:
+            continue
+        try:
+            async with attempt:
+                return await endpoint.call(attempt)
+        except Exception as exc:
+            if not went_past(ctx, endpoint, failures, attempt, exc, index == count - 1):
+                break
+    raise endpoint.nobody_answered(failures)
+
+
+def went_past(
+    ctx: RequestContext,
+    endpoint: Endpoint[Any] | OneCall[Any],
+    failures: Failures,
+    attempt: DeploymentAttempt,
+    exc: Exception,
+    is_last: bool,
+) -> bool:
+    """What a failed attempt means (the module docstring's rules): raises the client's error
+    when it ends the request, returns False when the answer broke off and cannot be
+    continued, True when the next deployment is tried."""
+    dep = attempt.deployment
+    if attempt.reservation is None:  # nothing held: nothing was called
+        error = to_gateway_error(exc)
+        if not isinstance(error, BudgetExceeded | QueueFull):
+            raise error from None  # a counter that is down fails closed
+        failures.over_budget = error  # over budget, or its queue is full: the next
+        return True
+    if outcome_of(exc) == "refused" and not attempt.produced:
+        if endpoint.refusal_ends():
+            raise refusal(exc) from None  # the request's fault, wherever it goes
+        failures.refusals.append(refusal(exc))
+    failures.last = as_provider_error(exc, dep)
+    failures.reasons.append(f"{dep.id}: {failures.last.message}")
+    if attempt.produced and not endpoint.can_continue(is_last):
+        return False  # a break mid-way that nobody can continue
+    ctx.recovered = ctx.recovered or attempt.produced
+    ctx.fallbacks += 1
+    return True
 
 
 def refusal(exc: Exception) -> GatewayError:
