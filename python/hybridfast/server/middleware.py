@@ -90,11 +90,11 @@ def http_error(exc: web.HTTPException) -> GatewayError:
     return GatewayError(exc.reason, code="ERR_HTTP", status=exc.status)
 
 
-async def _wait_until_open(request: web.Request) -> None:
-    opening = request.app[opening_key]
+async def _wait_until_open(opening: asyncio.Future[None]) -> None:
+    """Waits for a gateway still opening (only the first requests after start wait)."""
     if not opening.done():
         await asyncio.shield(opening)
-    elif opening.exception() is not None:
+    if opening.exception() is not None:
         raise GatewayError(
             "the gateway failed to start",
             code="ERR_NOT_READY",
@@ -163,7 +163,9 @@ def make_middleware(config: Config) -> Any:
                 # The dashboard's page and sign-in are public; its data comes from /admin.
                 return await handler(request)
             if request.path not in OPEN_PATHS:
-                await _wait_until_open(request)
+                opening = request.app[opening_key]
+                if not opening.done() or opening.exception() is not None:
+                    await _wait_until_open(opening)  # not on the path of an open gateway
                 live = request.app[gateway_key].config
                 if live is not seen:
                     if seen is not None:
