@@ -25,6 +25,7 @@ from hybridfast.observability.request_log import (
     RequestLog,
     SqliteBackend,
 )
+from hybridfast.observability.tracing import Tracing
 
 log = logging.getLogger("hybridfast.observability")
 
@@ -188,6 +189,8 @@ class Observer:
         self.request_log = request_log
         self.live = live if live is not None else LiveAggregator()
         self.request_lines = request_lines
+        # The server's tracing when it is on (set by the server).
+        self.tracing: Tracing | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Observer:

@@ -89,7 +89,7 @@ def make_middleware(context_key: web.RequestKey[Any]) -> Any:
         if observer is None or not request.path.startswith(OBSERVED_PREFIXES):
             return await handler(request)
         started = time.perf_counter()
-        tracing = request.app.get(tracing_key)
+        tracing = observer.tracing  # not app.get(tracing_key): a missing key raises inside
         span = token = None
         if tracing is not None:
             span, token = tracing.start_request(request.headers, request.path)
@@ -155,6 +155,7 @@ def install(app: web.Application, config: Config, context_key: web.RequestKey[An
         tracing = open_tracing(config.observability.tracing)
         if tracing is not None:
             app[tracing_key] = tracing
+        observer.tracing = tracing
         observer.live.start()
         try:
             yield
