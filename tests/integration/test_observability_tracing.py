@@ -4,10 +4,12 @@ any span is made (a caller's traceparent is followed)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hybridfast.config import TracingConfig
-from hybridfast.observability.tracing import CURRENT, Tracing, _endpoint, wanted
+from hybridfast.observability.tracing import CURRENT, Tracing, _endpoint, to_unix_ns, wanted
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
 
@@ -48,5 +50,31 @@ def test_an_unsampled_request_makes_no_span_but_a_callers_trace_is_followed() ->
         otel_token, current_token = token
         CURRENT.reset(current_token)
         tracing._context.detach(otel_token)
+    finally:
+        tracing.shutdown()
+
+
+def test_the_request_span_keeps_the_clock_of_its_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Children are placed from the pipeline's perf_counter marks; if the request span took the
+    # SDK's wall-clock default, a clock step (NTP) after start-up put them outside it.
+    settings = TracingConfig(enabled=True, protocol="http/json")
+    tracing = Tracing(settings, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+
+    def stepped() -> int:  # the wall clock, stepped 5 s back
+        return time.time_ns() - 5_000_000_000
+
+    monkeypatch.setattr("opentelemetry.sdk.trace.time_ns", stepped)  # the SDK's own clock
+    try:
+        before = to_unix_ns(time.perf_counter())
+        span, token = tracing.start_request({}, "/v1/chat/completions")
+        assert span is not None
+        after = to_unix_ns(time.perf_counter())
+        assert before <= span.start_time <= after
+        otel_token, current_token = token
+        CURRENT.reset(current_token)
+        tracing._context.detach(otel_token)
+        span.end()
     finally:
         tracing.shutdown()

@@ -54,12 +54,18 @@ MARKED_SPANS = (
     ("route", "cache_end", "route_end"),
     ("ledger settle", "settle_start", "settle_end"),
 )
-# perf_counter seconds → Unix nanoseconds (span times are wall-clock).
+# perf_counter seconds → Unix nanoseconds (span times are wall-clock). Every span time goes
+# through here, the request span's too: mixed with the SDK's own `time_ns()` defaults, a step
+# of the system clock (NTP) between start-up and a request put children outside their parent.
 _PERF_OFFSET_NS = time.time_ns() - int(time.perf_counter() * 1e9)
 
 
 def to_unix_ns(perf_s: float) -> int:
     return int(perf_s * 1e9) + _PERF_OFFSET_NS
+
+
+def _now_ns() -> int:
+    return to_unix_ns(time.perf_counter())
 
 
 def wanted(settings: TracingConfig, env: Mapping[str, str] | None = None) -> bool:
@@ -154,7 +160,7 @@ class Tracing:
             # (a caller's traceparent is followed, sampled or not, by the SDK's sampler).
             return None, None
         parent = self._propagator.extract(headers)
-        span = self.tracer.start_span(name, context=parent, kind=self._server)
+        span = self.tracer.start_span(name, context=parent, kind=self._server, start_time=_now_ns())
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
         return span, (token, CURRENT.set(self))
 
@@ -180,7 +186,7 @@ class Tracing:
                 span.set_status(self._error)
                 span.set_attribute("error.type", record.code or str(record.status))
         finally:
-            span.end()
+            span.end(end_time=_now_ns())
             otel_token, current_token = token
             CURRENT.reset(current_token)
             self._context.detach(otel_token)
@@ -244,7 +250,7 @@ class Tracing:
         if attempt.outcome not in ("ok", "pending"):
             span.set_status(self._error)
             span.set_attribute("error.type", str(attempt.upstream_status or attempt.outcome))
-        span.end(end_time=to_unix_ns(attempt.ended) if attempt.ended else None)
+        span.end(end_time=to_unix_ns(attempt.ended) if attempt.ended else _now_ns())
 
     async def before_route(self, ctx: Any) -> None:
         if self._trace.get_current_span().is_recording():
