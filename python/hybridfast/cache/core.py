@@ -50,6 +50,7 @@ _PURGE_EVERY = 1000
 # The lookup metrics' label sets, made once (not a `.labels()` object per lookup).
 _LABELS: dict[str, tuple[str]] = {r: (r,) for r in ("hit", "semantic-hit", "miss", "bypass")}
 _BYPASS = _LABELS["bypass"]
+_KIND_EXACT, _KIND_SEMANTIC = ("exact",), ("semantic",)  # store, eviction, size metrics
 
 
 def encode_exact(entry: ExactEntry) -> bytes:
@@ -165,7 +166,7 @@ class MemoryCache:
         if self.cfg.exact.enabled:
             try:
                 await self._exact_put(key, ExactEntry(request.model, tenant, answer), coarse, now)
-                STORES.labels("exact").inc()
+                STORES.inc(_KIND_EXACT)
             except Exception as exc:
                 self._store_failed("store", exc)
         if self.semantic is not None:
@@ -182,7 +183,7 @@ class MemoryCache:
                 await self._semantic_add(
                     K.entry_id(key), vector, payload, coarse, now + self.cfg.semantic.ttl_s, now
                 )
-                STORES.labels("semantic").inc()
+                STORES.inc(_KIND_SEMANTIC)
         self._stores += 1
         if self._stores % _PURGE_EVERY == 0:
             self.purge_expired()
@@ -290,7 +291,7 @@ class MemoryCache:
     async def _exact_put(self, key: bytes, entry: ExactEntry, coarse: int, now: float) -> None:
         evicted = self.exact.put(key, encode_exact(entry), self.cfg.exact.ttl_s, coarse, now)
         if evicted:
-            EVICTIONS.labels("exact").inc(len(evicted))
+            EVICTIONS.inc(_KIND_EXACT, len(evicted))
 
     async def _semantic_add(
         self,
@@ -337,8 +338,8 @@ class MemoryCache:
         self.semantic = None
 
     def _update_gauges(self) -> None:
-        ENTRIES.labels("exact").set(len(self.exact))
-        ENTRIES.labels("semantic").set(len(self.semantic) if self.semantic else 0)
+        ENTRIES.set(_KIND_EXACT, len(self.exact))
+        ENTRIES.set(_KIND_SEMANTIC, len(self.semantic) if self.semantic else 0)
 
     # -- snapshots (cache/snapshot.py: all or nothing) -----------------------------------
 
