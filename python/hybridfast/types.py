@@ -306,6 +306,10 @@ class CacheTicket(Protocol):
 
 
 class ResponseCache(Protocol):
+    """The pipeline's cache. One may also have `note_bypass() -> None`: then a request whose
+    ticket says no lookup is counted there and `lookup` is not awaited for it (the built-in
+    caches do; without it, `lookup` is called and answers the bypass itself)."""
+
     def ticket(self, request: ChatRequest, caller: Caller) -> CacheTicket:
         """The request's cache decision and keys, for its `lookup` and `store`."""
 
@@ -322,9 +326,5 @@ class ResponseCache(Protocol):
     def bypass(self, request: ChatRequest) -> bool:
         """True when this request is neither looked up nor kept (a sampled request, say):
         the answer's `x-hybridfast-cache` then says `bypass`, not `miss`."""
-
-    def note_bypass(self) -> None:
-        """Counts a request whose ticket says no lookup: the pipeline does not call `lookup`
-        for it (no await on the path of every sampled request)."""
 
     async def close(self) -> None: ...

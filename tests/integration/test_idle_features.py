@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -25,6 +26,7 @@ from hybridfast.security.keys_service import service_of
 from hybridfast.security.ratelimit import Limit
 from hybridfast.security.ratelimit_hooks import limits_of
 from hybridfast.server.app import create_app
+from hybridfast.types import ChatRequest
 from tests.conftest import fake_config
 from tests.fakes import FakeUpstream
 from tests.unit.test_plugins import GOOD, _install_dist
@@ -141,3 +143,35 @@ async def test_plugin_callbacks_attach_when_a_reload_loads_one(
         msgspec.structs.replace(gateway.config, plugins=PluginsConfig(callbacks=["absent"]))
     )
     assert "plugins" not in gateway.hooks.names("after_answer")
+
+
+class _CacheWithoutBypassCount:
+    """A cache of the Python API's own (the protocol without the optional `note_bypass`)."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def ticket(self, request: Any, caller: Any) -> Any:
+        return SimpleNamespace(lookup=False, store=False)
+
+    async def lookup(self, request: Any, caller: Any, ticket: Any = None) -> None:
+        self.lookups += 1
+
+    async def store(self, request: Any, caller: Any, answer: Any, ticket: Any = None) -> None:
+        raise AssertionError("a bypassed answer is not kept")
+
+    def bypass(self, request: Any) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_cache_without_the_bypass_count_is_still_asked(fake_openai: FakeUpstream) -> None:
+    config = parse_config(fake_config(fake_openai)).config
+    cache = _CacheWithoutBypassCount()
+    async with Gateway(config, cache=cache) as gateway:
+        ctx = RequestContext("chat")
+        answer = await gateway.complete(ChatRequest(model="chat", messages=CHAT["messages"]), ctx)
+    assert answer.content
+    assert (ctx.cache, cache.lookups) == ("bypass", 1)

@@ -19,7 +19,7 @@ it costs no async generator. The calls on one deployment are in `pipeline/chat_c
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 
 from hybridfast.errors import (
@@ -89,6 +89,8 @@ class ChatFlow:
         self.deployments = deployments  # by id
         self.settings = settings
         self.in_flight = InFlight()
+        # Optional in the cache protocol (`types.ResponseCache`).
+        self._note_bypass: Callable[[], None] | None = getattr(cache, "note_bypass", None)
 
     async def complete(self, request: ChatRequest, ctx: RequestContext) -> ChatAnswer:
         """A whole answer: the steps of `events`, the one call awaited rather than iterated
@@ -208,8 +210,8 @@ class ChatFlow:
         if request.cache_control != "default":
             ctx.cache = "bypass"
             return None, ticket
-        if not ticket.lookup:  # e.g. sampled: decided without a lookup (nor an await)
-            self.cache.note_bypass()
+        if not ticket.lookup and self._note_bypass is not None:
+            self._note_bypass()  # e.g. sampled: decided without a lookup (nor an await)
             ctx.cache = "bypass"
             return None, ticket
         hit = await self.cache.lookup(request, ctx.caller, ticket)
