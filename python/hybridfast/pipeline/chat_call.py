@@ -27,7 +27,8 @@ async def call_whole(
     request: ChatRequest,
     retries: int,
 ) -> ChatAnswer:
-    """One whole-answer upstream call (the one batch of a one-batch stream)."""
+    """One whole-answer upstream call (awaited by `ChatCall.call`, or the one batch of
+    `ChatCall._whole` when a whole answer goes through the iterated loop)."""
     dep, ctx = attempt.deployment, attempt.ctx
     t0 = _perf()
     whole = await provider.chat(dep, request, retries=retries)
