@@ -51,7 +51,6 @@ from hybridfast.server.state import (
     CALLER,
     CONTEXT,
     Lifecycle,
-    config_key,
     config_source_key,
     gateway_key,
     lifecycle_key,
@@ -62,7 +61,6 @@ __all__ = [
     "CALLER",
     "CONTEXT",
     "INFO",
-    "config_key",
     "create_app",
     "gateway_key",
     "opening_key",
@@ -110,7 +108,6 @@ def create_app(
         middlewares=[*(make(config) for make in MIDDLEWARES), make_middleware(config)],
         handler_args={"max_field_size": 16384},
     )
-    app[config_key] = config
     app[lifecycle_key] = Lifecycle()
     app.on_shutdown.append(_start_draining)
     install_default_protocols(app)

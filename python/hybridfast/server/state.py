@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hybridfast.config import Config
 from hybridfast.pipeline.context import RequestContext
 from hybridfast.pipeline.gateway import Gateway
 from hybridfast.protocols.base import ClientProtocol
 from hybridfast.types import Caller
 
-config_key = web.AppKey("config", Config)
 gateway_key = web.AppKey("gateway", Gateway)
 # The Gateway opens (ledger, cache, router) in the background so /healthz answers at once;
 # requests that need it wait for this task.
