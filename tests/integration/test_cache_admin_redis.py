@@ -34,6 +34,7 @@ async def test_admin_endpoints(aiohttp_client: Any) -> None:
         f"server: {{master_key: {MASTER}}}\n"
         "keys: [{key: sk-user, name: user}]\n"
         "cache: {semantic: {embedder: hashing}}\n"
+        "ledger: {backend: memory}\n"  # nothing written in the working directory
     ).config
     client = await aiohttp_client(create_app(config))
     auth = {"authorization": f"Bearer {MASTER}"}

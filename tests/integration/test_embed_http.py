@@ -48,6 +48,8 @@ Make = Callable[..., Awaitable[Harness]]
 @pytest.fixture
 def gateway(aiohttp_client: Any) -> Make:
     async def make(config_text: str = "") -> Harness:
+        if "ledger:" not in config_text:  # nothing written in the working directory
+            config_text += "\nledger: {backend: memory}\n"
         config = parse_config(config_text).config
         ledger = RecordingLedger()
         gw = Gateway(config, ledger=ledger)
