@@ -9,7 +9,9 @@ from benches import cache_calibrate as cal
 from hybridfast.cache import verifier as V
 
 # p = sigmoid(10 * cosine - 9): cosine 0.99 -> 0.71, 0.95 -> 0.62, 0.81 -> 0.31.
-MODEL = V.Model(weights=(10.0, 0.0), bias=-9.0, thresholds=(), floor=0.8)
+MODEL = V.Model(
+    weights=(10.0,) + (0.0,) * (len(V.FEATURES) - 1), bias=-9.0, thresholds=(), floor=0.8
+)
 
 
 def _split(rows: list[tuple[str, bool, float]]) -> cal.Split:

@@ -5,16 +5,17 @@ One cosine cannot separate paraphrases from near-misses, and one static cosine t
 cannot bound the error (a threshold strict enough for long texts that differ in one detail
 throws away most paraphrases). The verifier combines the cosine with the share of content
 words the two texts have in common (a rewording that keeps the words needs less cosine than
-one that changes them) in a logistic model: a few numbers fitted on public labelled
-paraphrase data (MRPC and STS; `benches/cache_calibrate.py`; data, licences and figures in
-docs/cache.md).
+one that changes them) and with the kind of query (a question or not, its length), which
+shifts how much the cosine counts, in a logistic model: a few numbers fitted on public
+labelled paraphrase and question-pair data (`benches/cache_calibrate.py`; data, licences
+and figures in docs/cache.md).
 The table that turns `max_error_rate` into a probability threshold comes from the same
 calibration split, which also holds public question pairs: for each bound, the lowest
 threshold at which the 95% upper bounds of both the wrong-answer rate on duplicates and the
 false-hit rate on non-duplicates stayed within it, on the whole split and on each corpus in
 it alone (a user's traffic is one kind of text, not the mix). Richer lexical features
-(uncovered words, trigrams, length) fitted better on the sentence data and transferred
-worse, so they are not used.
+(uncovered words, trigrams) and token-level alignment of the encoder's own states
+(BERTScore-like) gained little on the held-out split, so they are not used.
 
 Numbers, names and negations that differ are the guards' job (cache/guards.py): they veto
 a candidate before it gets here, and the model was fitted on what passes them. Everything
@@ -40,10 +41,22 @@ _FUNCTION_WORDS = """
     what which who whom whose when where why how whether any some all each every much many
     more most very just also too please way ways get got getting make made making go going
     good best better thing things someone something anyone anything one ones use using used
-    need want know like really actually possible possibly"""
+    need want know like really actually possible possibly what's how's where's who's
+    when's why's that's there's here's i'm i've i'd you're we're they're let's tell explain
+    describe show give"""
 _FUNCTION = frozenset(_FUNCTION_WORDS.split())
 
-FEATURES = ("cosine", "content_jaccard")
+FEATURES = (
+    "cosine",
+    "content_jaccard",
+    "question",
+    "question_x_cosine",
+    "log_words",
+    "log_words_x_cosine",
+)
+_QUESTION_START = re.compile(
+    r"(what|how|why|when|where|who|which|is|are|can|do|does|should|could|would|will|did)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -86,25 +99,44 @@ def content_words(text: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in words if w not in _FUNCTION)
 
 
+@lru_cache(maxsize=8192)
+def query_kind(text: str) -> tuple[float, float]:
+    """Whether the query asks a question (1.0 or 0.0) and the log of its word count. What
+    a cosine says differs by kind of text: between questions past the floor, a near miss
+    ("learn Python" / "learn Java") scores as high as a rewording, so there the shared
+    content words decide more and the cosine less (the fitted weights, docs/cache.md)."""
+    t = text.strip().lower()
+    question = t.endswith("?") or _QUESTION_START.match(t) is not None
+    return float(question), math.log(len(_WORD.findall(t)) + 2)
+
+
 def features(query: str, stored: str, cosine: float) -> tuple[float, ...]:
     """The verifier's inputs for one (query, candidate) pair, in `FEATURES` order."""
     q, s = content_words(query), content_words(stored)
     union = q | s
-    return (cosine, len(q & s) / len(union) if union else 1.0)
+    question, log_words = query_kind(query)
+    return (
+        cosine,
+        len(q & s) / len(union) if union else 1.0,
+        question,
+        question * cosine,
+        log_words,
+        log_words * cosine,
+    )
 
 
 # Fitted by benches/cache_calibrate.py on the calibration split (docs/cache.md); regenerate
 # with that script rather than editing by hand.
 MINILM = Model(
-    weights=(6.9943, 0.8516),
-    bias=-6.3597,
+    weights=(5.5482, 0.9017, 5.4877, -5.0681, 0.4605, 0.3471),
+    bias=-7.0363,
     thresholds=(
-        (0.005, 0.82),
-        (0.01, 0.8),
-        (0.02, 0.74),
-        (0.03, 0.69),
-        (0.05, 0.62),
-        (0.1, 0.49),
+        (0.005, 0.88),
+        (0.01, 0.86),
+        (0.02, 0.82),
+        (0.03, 0.78),
+        (0.05, 0.72),
+        (0.1, 0.48),
     ),
     floor=0.8,
 )
