@@ -211,6 +211,8 @@ def test_a_streamed_chain_whose_first_step_fails_is_an_error_before_any_stream(
     parent = resp.headers["x-hybridfast-request-id"]
     logged = {str(r["request_id"]): r for r in _logged(server, parent)}
     assert (logged[parent]["status"], logged[parent]["code"]) == (424, "ERR_CHAIN_STEP_FAILED")
+    # The chain's own request stopped before its cache lookup: not a miss in the hit rate.
+    assert logged[parent]["cache"] == "bypass"
     assert logged[parent + "-step1"]["status"] == 500
     # The failed step's line is in the ledger under the chain; the chain itself reached no
     # deployment, so it has none.

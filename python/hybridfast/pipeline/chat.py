@@ -216,8 +216,8 @@ class ChatFlow:
             return None, ticket
         hit = await self.cache.lookup(request, ctx.caller, ticket)
         if hit is None:
-            if not ticket.store:  # e.g. sampled: neither looked up nor kept
-                ctx.cache = "bypass"
+            # Sampled requests are neither looked up nor kept (e.g.): a bypass.
+            ctx.cache = "miss" if ticket.store else "bypass"
             return None, ticket
         ctx.cache = hit.kind
         ctx.similarity = hit.similarity

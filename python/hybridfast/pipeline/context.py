@@ -87,7 +87,9 @@ class RequestContext:
         self.queue_s = 0.0  # time spent waiting for a free slot at a busy deployment
         self.deployment: Deployment | None = None  # the deployment that (last) answered
         self.deployments: list[str] = []  # every deployment that produced part of the answer
-        self.cache: CacheResult = "miss"
+        # Until a lookup says otherwise: a request refused or failed before it (a bad body,
+        # a budget, a chain's earlier step) never consulted the cache.
+        self.cache: CacheResult = "bypass"
         self.similarity: float | None = None  # of the question a semantic hit answered
         self.usage = Usage()
         self.cost = 0  # picodollars
