@@ -151,6 +151,17 @@ def test_the_verifier_weighs_the_cosine_by_kind_of_query() -> None:
     )
 
 
+def test_the_verifier_remembers_no_long_prompt() -> None:
+    """Its per-text cache holds short texts only: thousands of distinct long prompts that
+    reach the verifier must not stay in memory."""
+    verifier = V.Verifier(V.MINILM, 0.02)
+    before = V._content_words.cache_info().currsize
+    long_prompt = "Please summarise this report. " + "word " * 5000 + "?"
+    verifier.probability(long_prompt, long_prompt + " again", cosine=0.95)
+    assert V._content_words.cache_info().currsize == before
+    assert V.query_kind(long_prompt)[0] == 1.0  # the end of a long text still counts
+
+
 def test_verifier_is_on_for_minilm_by_default_and_switchable() -> None:
     assert V.verifier_for("minilm", 0.02) is not None
     assert V.verifier_for("minilm", None) is None

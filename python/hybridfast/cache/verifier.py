@@ -92,22 +92,30 @@ def _stem(word: str) -> str:
     return word
 
 
-@lru_cache(maxsize=8192)
+# Texts up to this long are remembered (stored texts recur); a longer one is worked out
+# each time, so the cache never holds thousands of arbitrarily long prompts.
+_CACHED_CHARS = 2048
+
+
 def content_words(text: str) -> frozenset[str]:
-    """The stems of a text's content words, cached: stored texts recur."""
+    """The stems of a text's content words."""
+    return _content_words(text) if len(text) <= _CACHED_CHARS else _content_words.__wrapped__(text)
+
+
+@lru_cache(maxsize=8192)
+def _content_words(text: str) -> frozenset[str]:
     words = (w.lower().replace("’", "'") for w in _WORD.findall(text))
     return frozenset(_stem(w) for w in words if w not in _FUNCTION)
 
 
-@lru_cache(maxsize=8192)
 def query_kind(text: str) -> tuple[float, float]:
     """Whether the query asks a question (1.0 or 0.0) and the log of its word count. What
     a cosine says differs by kind of text: between questions past the floor, a near miss
     ("learn Python" / "learn Java") scores as high as a rewording, so there the shared
     content words decide more and the cosine less (the fitted weights, docs/cache.md)."""
-    t = text.strip().lower()
-    question = t.endswith("?") or _QUESTION_START.match(t) is not None
-    return float(question), math.log(len(_WORD.findall(t)) + 2)
+    head = text[:_CACHED_CHARS].strip().lower()  # the words past it change the log little
+    question = text.rstrip().endswith("?") or _QUESTION_START.match(head) is not None
+    return float(question), math.log(len(_WORD.findall(head)) + 2)
 
 
 def features(query: str, stored: str, cosine: float) -> tuple[float, ...]:
