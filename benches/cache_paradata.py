@@ -28,6 +28,11 @@ out. Medical Question Pairs split by the doctor who wrote them: doctors 1-7 cali
 are held out. Qatar Living: the task's training part 2 calibrates, its development set is
 held out. STS 2012 MSRpar is skipped (its pairs come from MRPC, whose test half is held
 out). SICK is not used: its sentences are systematic rewrites of a few hundred seeds.
+
+Each text is asked once per split (`asked_once`): STS grades some student answers against a
+dozen references and the corpora reuse sentences, and one text asked thirty times weighed
+thirty times in the fit and the rates with the one outcome (34 copies of one STS student
+answer once set how the verifier treated every short question).
 """
 
 from __future__ import annotations
@@ -135,6 +140,20 @@ def corpus(source: str) -> str:
     return "sts" if name.startswith("sts") else name
 
 
+def asked_once(pairs: list[Pair]) -> list[Pair]:
+    """The first pair of each asked text: STS grades some student answers against a dozen
+    references, and MRPC and the forums reuse sentences, so a text asked thirty times
+    would weigh thirty times in the rates (and the fit) with the one outcome."""
+    seen: set[str] = set()
+    kept = []
+    for p in pairs:
+        asked = str(p["b"]).strip()
+        if asked not in seen:
+            seen.add(asked)
+            kept.append(p)
+    return kept
+
+
 def write(pairs: list[Pair], path: Path) -> None:
     with path.open("w", encoding="utf-8") as f:
         for p in pairs:
@@ -150,7 +169,7 @@ def main() -> None:
     ap.add_argument("--cqa", type=Path, help="a clone of whiskeyromeo/CommunityQuestionAnswering")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    calibration, heldout = collect(args.sts, args.mqp, args.cqa)
+    calibration, heldout = (asked_once(p) for p in collect(args.sts, args.mqp, args.cqa))
     write(calibration, args.out / "calibration.jsonl")
     write(heldout, args.out / "heldout.jsonl")
     # Each held-out corpus alone too, so that `cache eval` measures it in its own cache.

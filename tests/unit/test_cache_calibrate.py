@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from benches import cache_calibrate as cal
+from benches.cache_paradata import asked_once
 
 from hybridfast.cache import verifier as V
 
@@ -52,3 +53,14 @@ def test_a_corpus_too_small_to_show_a_bound_does_not_veto_it() -> None:
     rows += [("tiny", True, 0.95)] * 40
     table = dict(cal.table(_split(rows), MODEL))
     assert table[0.02] < 0.62
+
+
+def test_each_text_is_asked_once_per_split() -> None:
+    """A text asked in several pairs (STS grades student answers against a dozen references)
+    keeps its first pair only, so no one text weighs tens of times in the fit and the rates."""
+    pairs = [
+        {"a": "reference one", "b": "the same answer", "duplicate": False, "source": "sts"},
+        {"a": "reference two", "b": "the same answer ", "duplicate": True, "source": "sts"},
+        {"a": "reference one", "b": "another answer", "duplicate": True, "source": "sts"},
+    ]
+    assert asked_once(pairs) == [pairs[0], pairs[2]]

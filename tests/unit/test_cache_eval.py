@@ -122,15 +122,18 @@ def test_the_error_bound_table_is_monotone_and_strict_between_entries() -> None:
     assert model.threshold_for(0.001) == 1.0
 
 
+DEFAULT_BOUND = 0.01  # cache.semantic.max_error_rate's default
+
+
 def test_the_verifier_weighs_shared_words_against_the_cosine() -> None:
-    verifier = V.Verifier(V.MINILM, 0.02)
+    verifier = V.Verifier(V.MINILM, DEFAULT_BOUND)
     same_words = ("What's the way to reverse a Python list?", "How do I reverse a list in Python?")
     other_word = ("How do I learn Python quickly?", "How do I learn Java quickly?")
-    assert verifier.accepts(*same_words, cosine=0.97)
+    assert verifier.accepts(*same_words, cosine=0.90)
     # The same cosine is not enough when a content word changed.
-    assert not verifier.accepts(*other_word, cosine=0.97)
-    assert verifier.probability(*other_word, cosine=0.97) < verifier.probability(
-        *same_words, cosine=0.97
+    assert not verifier.accepts(*other_word, cosine=0.90)
+    assert verifier.probability(*other_word, cosine=0.90) < verifier.probability(
+        *same_words, cosine=0.90
     )
     assert verifier.accepts("same text", "same text", cosine=0.5)
 
@@ -138,7 +141,7 @@ def test_the_verifier_weighs_shared_words_against_the_cosine() -> None:
 def test_the_verifier_weighs_the_cosine_by_kind_of_query() -> None:
     """Every content word shared at cosine 0.95: a short question is served; a long sentence
     is not (between news sentences, one differing detail keeps the cosine that high)."""
-    verifier = V.Verifier(V.MINILM, 0.02)
+    verifier = V.Verifier(V.MINILM, DEFAULT_BOUND)
     question = ("How can I reverse a Python list?", "How do I reverse a list in Python?")
     sentence = (
         "The company reported that its quarterly profit rose sharply on strong sales.",
@@ -162,11 +165,31 @@ def test_the_verifier_remembers_no_long_prompt() -> None:
     assert V.query_kind(long_prompt)[0] == 1.0  # the end of a long text still counts
 
 
+@needs_minilm
+def test_the_default_serves_short_rewordings_and_refuses_near_misses() -> None:
+    """Through the index `serve` builds, at the default bound: short questions reworded are
+    answered (the verifier once refused every question under seven words, whatever its
+    cosine), and a changed verb is not (each at its real cosine)."""
+    stored = [
+        "What is the capital of France?",
+        "How do I remove duplicates from a list in Python?",
+        "What year did the Berlin Wall fall?",
+    ]
+    pairs = [
+        Pair(stored[0], "What's the capital of France?", True),
+        Pair(stored[1], "How do I find duplicates in a list in Python?", False),
+        Pair(stored[2], "What year was the Berlin Wall built?", False),
+    ]
+    index = SemanticIndex(parse_config("").config.cache.semantic, load_embedder("minilm"))
+    scores = evaluate(index, pairs)
+    assert (scores.correct, scores.wrong, scores.false) == (1, 0, 0)
+
+
 def test_verifier_is_on_for_minilm_by_default_and_switchable() -> None:
     assert V.verifier_for("minilm", 0.02) is not None
     assert V.verifier_for("minilm", None) is None
     assert V.verifier_for("hashing", 0.02) is None  # nothing calibrated for it
-    assert parse_config("").config.cache.semantic.max_error_rate == 0.02
+    assert parse_config("").config.cache.semantic.max_error_rate == DEFAULT_BOUND
 
 
 @needs_minilm
@@ -175,7 +198,7 @@ def test_minilm_index_uses_the_calibrated_floor_and_reports_it() -> None:
     index = SemanticIndex(cfg, load_embedder("minilm"))
     assert index.verifier is not None
     assert index.threshold == V.MINILM.floor
-    assert index.stats()["verifier_threshold"] == V.MINILM.threshold_for(0.02)
+    assert index.stats()["verifier_threshold"] == V.MINILM.threshold_for(DEFAULT_BOUND)
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -198,13 +221,11 @@ def test_eval_without_a_file_uses_the_shipped_set_at_the_serve_default(
     report = json.loads(out)
     assert report["file"].endswith("(shipped)")
     assert report["pairs"] == 308
-    assert report["max_error_rate"] == 0.02
+    assert report["max_error_rate"] == DEFAULT_BOUND
     assert report["guards"] == list(parse_config("").config.cache.semantic.guards)
     assert report["false_hit_rate"] == 0.0
     assert report["wrong_answer_rate"] == 0.0
-    # 12% of these (paraphrases written here that often swap a content word); the public
-    # held-out split is what the default is calibrated and measured on (docs/cache.md).
-    assert report["correct_hit_rate"] >= 0.10
+    assert report["correct_hit_rate"] >= 0.5  # 58% when calibrated
 
 
 @needs_minilm

@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ev.add_argument("--threshold", type=float, help="override cache.semantic.threshold")
     ev.add_argument(
         "--max-error-rate",
-        help="override cache.semantic.max_error_rate (a rate such as 0.02, or `off`)",
+        help="override cache.semantic.max_error_rate (a rate such as 0.01, or `off`)",
     )
     ev.add_argument("--guards", help="override cache.semantic.guards (comma-separated)")
     ev.set_defaults(handler=run_eval)
