@@ -17,7 +17,7 @@ import pytest
 from hybridfast.cli import main
 from hybridfast.experiments.learned import LearnedModel
 from tests.fakes.server import RunningServer
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, cheap_and_strong
 from tests.unit.test_learned import HARD, labelled
 
 pytestmark = pytest.mark.slow
@@ -28,12 +28,7 @@ MASTER = "sk-hybridfast-learned-master"
 def _config(cheap: FakeUpstream, strong: FakeUpstream, db: Path, route: str) -> str:
     return f"""
 server: {{master_key: {MASTER}}}
-providers:
-  - {{name: p0, kind: openai, base_url: "{cheap.url}", api_key: k0, max_retries: 0}}
-  - {{name: p1, kind: anthropic, base_url: "{strong.url}", api_key: k1, max_retries: 0}}
-models:
-  - {{name: cheap, provider: p0, model: small, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
-  - {{name: strong, provider: p1, model: big, price: {{input_per_mtok: 3, output_per_mtok: 15}}}}
+{cheap_and_strong(cheap, strong)}
 routes:
   smart:
 {route}

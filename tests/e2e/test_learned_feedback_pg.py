@@ -21,7 +21,7 @@ from hybridfast.errors import ConfigError
 from hybridfast.experiments.learned import LearnedModel
 from hybridfast.experiments.training import PostgresSamples, open_for_training, sample_row
 from tests.fakes.server import RunningServer
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, cheap_and_strong
 from tests.unit.test_learned import labelled
 
 pytestmark = [pytest.mark.postgres]
@@ -99,12 +99,7 @@ def test_unreachable_postgres_is_a_config_error() -> None:
 def _config(cheap: FakeUpstream, strong: FakeUpstream, schema: str) -> str:
     return f"""
 server: {{master_key: {MASTER}}}
-providers:
-  - {{name: p0, kind: openai, base_url: "{cheap.url}", api_key: k0, max_retries: 0}}
-  - {{name: p1, kind: anthropic, base_url: "{strong.url}", api_key: k1, max_retries: 0}}
-models:
-  - {{name: cheap, provider: p0, model: small, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
-  - {{name: strong, provider: p1, model: big, price: {{input_per_mtok: 3, output_per_mtok: 15}}}}
+{cheap_and_strong(cheap, strong)}
 routes:
   smart: {{strategy: cost, candidates: [cheap, strong]}}
 router_training: {{routes: [smart]}}

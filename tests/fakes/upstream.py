@@ -914,3 +914,14 @@ class FakeUpstream:
                 ]
             }
         )
+
+
+def cheap_and_strong(cheap: FakeUpstream, strong: FakeUpstream) -> str:
+    """The `providers:` and `models:` of a config with two models to route between: `cheap`
+    (the OpenAI wire, $1 / $2 per million tokens) and `strong` (Anthropic's, $3 / $15)."""
+    return f"""providers:
+  - {{name: p0, kind: openai, base_url: "{cheap.url}", api_key: k0, max_retries: 0}}
+  - {{name: p1, kind: anthropic, base_url: "{strong.url}", api_key: k1, max_retries: 0}}
+models:
+  - {{name: cheap, provider: p0, model: small, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+  - {{name: strong, provider: p1, model: big, price: {{input_per_mtok: 3, output_per_mtok: 15}}}}"""

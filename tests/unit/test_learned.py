@@ -15,7 +15,7 @@ import pytest
 from hybridfast.cli import main
 from hybridfast.experiments.learned import LearnedModel, calibrate, train_from_rows
 from tests.fakes.server import RunningServer
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, cheap_and_strong
 
 EASY = [
     "What is the capital of {}?",
@@ -89,12 +89,7 @@ def test_serve_routes_easy_prompts_to_the_cheap_model(
     assert "go to the cheap model at quality" in capsys.readouterr().err
     assert LearnedModel.load(model_path).threshold > 0
     config = f"""
-providers:
-  - {{name: p0, kind: openai, base_url: "{fake_openai.url}", api_key: k0, max_retries: 0}}
-  - {{name: p1, kind: anthropic, base_url: "{fake_anthropic.url}", api_key: k1, max_retries: 0}}
-models:
-  - {{name: cheap, provider: p0, model: small, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
-  - {{name: strong, provider: p1, model: big, price: {{input_per_mtok: 3, output_per_mtok: 15}}}}
+{cheap_and_strong(fake_openai, fake_anthropic)}
 routes:
   smart:
     strategy: custom
