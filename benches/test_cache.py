@@ -265,8 +265,8 @@ def test_cache_e2e_miss(benchmark: Any, gateway: Gateway) -> None:
 
 # --- what the semantic decision adds to a cacheable lookup ---------------------------------
 #
-# In process, at the default config (MiniLM, every guard, the verifier at max_error_rate
-# 0.02) over 1,000 stored questions: a cacheable miss (a question nothing answers) and a
+# In process, at the default config (MiniLM, every guard, the verifier at its default
+# max_error_rate) over 1,000 stored questions: a cacheable miss (a question nothing answers) and a
 # semantic hit (a rewording of a stored one), each timed beside the exact-only lookup the
 # request makes anyway and beside embedding the same text alone. The added latency per miss
 # and per hit (p50/p99) goes into `extra_info`; the gate holds the decision (search, guards,
