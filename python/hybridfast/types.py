@@ -236,10 +236,6 @@ class EmbeddingResult:
     fallbacks: int = 0
     estimated: bool = False
 
-    @property
-    def cache_status(self) -> Literal["hit", "miss"]:
-        return "hit" if self.cached == len(self.vectors) else "miss"
-
 
 class CacheHit(msgspec.Struct):
     answer: ChatAnswer

@@ -106,7 +106,7 @@ async def test_repeat_texts_come_from_the_exact_cache(gateway: Make) -> None:
     assert resp.headers["x-hybridfast-cache-hits"] == "2"
     np.testing.assert_allclose(vectors(data), load_embedder("minilm").embed(["beta", "alpha"]))
     resp, _ = await h.embed(model="minilm", input=["beta"], headers={"Cache-Control": "no-cache"})
-    assert resp.headers["x-hybridfast-cache"] == "miss"
+    assert resp.headers["x-hybridfast-cache"] == "bypass"  # not read, as for chat
 
 
 async def test_token_array_input(gateway: Make) -> None:
@@ -224,6 +224,14 @@ async def test_provider_embeddings_with_partial_cache(gateway: Make, fake_openai
     assert len(fake_openai.requests) == calls
     assert resp.headers["x-hybridfast-cache"] == "hit"
     assert h.ledger.settled[-1][1].cost == 0
+
+
+async def test_embeddings_without_their_cache_say_bypass(gateway: Make, fake_openai: Any) -> None:
+    h = await gateway(embed_config(fake_openai) + "embeddings: {cache: false}\n")
+    for _ in range(2):
+        resp, _ = await h.embed(model="emb", input=["alpha"])
+        assert resp.headers["x-hybridfast-cache"] == "bypass"  # nothing was looked up
+    assert len(fake_openai.requests) == 2
 
 
 async def test_cache_does_not_cross_tenants(gateway: Make, fake_openai: Any) -> None:

@@ -196,7 +196,8 @@ class EmbeddingsFlow:
         n = len(rows)
         TEXTS.inc((dep.id, "hit"), n - computed)
         TEXTS.inc((dep.id, "miss"), computed)
-        ctx.cache = "hit" if not computed else "miss"
+        consulted = self.cache is not None and request.cache == "default"
+        ctx.cache = "hit" if not computed else "miss" if consulted else "bypass"
         matrix = np.stack(rows) if n else np.empty((0, 0), dtype=np.float32)  # type: ignore[arg-type]
         return EmbeddingResult(
             vectors=matrix.astype(np.float32, copy=False),

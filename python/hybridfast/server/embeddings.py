@@ -47,8 +47,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         return transport is None or transport.is_closing()
 
     result = await gateway.embed_request(parsed, ctx, gone=gone)
-    headers = ctx.headers()
-    headers["x-hybridfast-cache"] = result.cache_status
+    headers = ctx.headers()  # x-hybridfast-cache: what the pipeline logged too
     headers["x-hybridfast-cache-hits"] = str(result.cached)
     return web.Response(
         body=encode_response(result, base64_format=body.get("encoding_format") == "base64"),
