@@ -216,7 +216,7 @@ class ChatFlow:
             return None, ticket
         hit = await self.cache.lookup(request, ctx.caller, ticket)
         if hit is None:
-            # Sampled requests are neither looked up nor kept (e.g.): a bypass.
+            # One the cache would not keep either (e.g. sampled) is a bypass, not a miss.
             ctx.cache = "miss" if ticket.store else "bypass"
             return None, ticket
         ctx.cache = hit.kind

@@ -88,7 +88,7 @@ class RequestContext:
         self.deployment: Deployment | None = None  # the deployment that (last) answered
         self.deployments: list[str] = []  # every deployment that produced part of the answer
         # Until a lookup says otherwise: a request refused or failed before it (a bad body,
-        # a budget, a chain's earlier step) never consulted the cache.
+        # a rate limit, a chain's earlier step) never consulted the cache.
         self.cache: CacheResult = "bypass"
         self.similarity: float | None = None  # of the question a semantic hit answered
         self.usage = Usage()
