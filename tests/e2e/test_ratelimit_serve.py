@@ -5,6 +5,8 @@ exactly the limit gets through; the rest get OpenAI-shaped 429s with Retry-After
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +22,12 @@ pytestmark = pytest.mark.slow
 MASTER = "sk-hybridfast-test-master"
 ALICE = "sk-hybridfast-test-alice"
 LIMIT = 50
+
+
+def refilled(since: float) -> int:
+    """Requests the bucket has taken back since `since` (perf_counter): it leaks one every
+    60 / LIMIT s, so a burst that outlasts that on a busy machine is admitted one more."""
+    return math.floor((time.perf_counter() - since) * LIMIT / 60)
 
 
 def config_text(fake: FakeUpstream, limits: str) -> str:
@@ -77,6 +85,7 @@ def single(fake_openai: FakeUpstream) -> Iterator[RunningServer]:
 
 async def test_one_instance_admits_exactly_the_limit(single: RunningServer) -> None:
     # A stream carries the counters in its headers too (and counts against the limit).
+    started = time.perf_counter()
     alice = openai.AsyncOpenAI(base_url=single.url + "/v1", api_key=ALICE, max_retries=0)
     async with alice.chat.completions.with_streaming_response.create(
         model="chat", messages=[{"role": "user", "content": "stream"}], max_tokens=8, stream=True
@@ -86,7 +95,7 @@ async def test_one_instance_admits_exactly_the_limit(single: RunningServer) -> N
             pass
     await alice.close()
     admitted, refused = await fire([single.url], 200)
-    assert admitted == LIMIT - 1
+    assert LIMIT - 1 <= admitted <= LIMIT - 1 + refilled(started)
     check_refusal(refused[0])
     # An admitted answer carries the counters too.
     client = openai.AsyncOpenAI(base_url=single.url + "/v1", api_key=MASTER, max_retries=0)
@@ -103,7 +112,8 @@ def test_two_instances_sharing_redis_admit_exactly_the_limit(fake_openai: FakeUp
     prefix = f"hybridfast-test-rl:{uuid.uuid4().hex}"
     text = config_text(fake_openai, f"backend: redis, redis_prefix: '{prefix}', ")
     with start_server(text) as a, start_server(text) as b:
+        started = time.perf_counter()
         admitted, refused = asyncio.run(fire([a.url, b.url], 200))
-    assert admitted == LIMIT
-    assert len(refused) == 200 - LIMIT
+    assert LIMIT <= admitted <= LIMIT + refilled(started)
+    assert len(refused) == 200 - admitted
     check_refusal(refused[-1])
