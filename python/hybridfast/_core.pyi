@@ -414,6 +414,24 @@ class Ledger:
         """Wakes a writer waiting for entries."""
 
 @final
+class SqliteRows:
+    """One connection to a SQLite rows file (the request log's): values are converted once
+    per call, the SQLite work runs with the interpreter lock released."""
+
+    def __new__(cls, target: str, uri: bool = False, synchronous_full: bool = False) -> SqliteRows:
+        """Opens (creating) `target`: a path (WAL; FULL or NORMAL sync) or a `file:` URI."""
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        """Runs one statement; returns the number of rows it changed."""
+    def execute_all(self, statements: list[str]) -> None:
+        """Runs the statements in one transaction: all of them or none."""
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a query, as tuples."""
+    def insert_all(self, insert: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Inserts every row with a one-row statement, in one transaction."""
+    def close(self) -> None:
+        """Closes the connection; later calls raise `StorageError`."""
+
+@final
 class SqliteJournal:
     """The durable store in a SQLite file (WAL); `flush` is the background writer's step."""
 

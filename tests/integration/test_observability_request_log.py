@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridfast import _core
 from hybridfast.config import parse_config
 from hybridfast.errors import InvalidRequest
 from hybridfast.observability.observer import open_request_log
@@ -176,17 +178,52 @@ def test_no_python_store_opens_the_ledgers_sqlite_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 33, 300])
-def test_sqlite_rows_go_in_a_few_statements_each_once(tmp_path: Path, n: int) -> None:
-    # Each statement the writer runs is one step with the interpreter lock released, and
-    # the event loop waits to get it back: a batch must not cost a statement per row.
+def test_sqlite_rows_go_in_each_once(tmp_path: Path, n: int) -> None:
     backend = SqliteBackend(str(tmp_path / "ledger.db"))
-    statements: list[str] = []
-    backend._writer.set_trace_callback(statements.append)
     base = 1_700_000_000_000
     backend.write([record(i, base + i).row() for i in range(n)])
-    backend._writer.set_trace_callback(None)
-    inserts = [s for s in statements if s.startswith("INSERT")]
-    assert len(inserts) <= 8
     page = backend.page(Query(limit=1000))
     assert sorted(r["request_id"] for r in page.rows) == sorted(f"req-{i}" for i in range(n))
+    backend.close()
+
+
+def test_a_batch_with_a_bad_row_writes_none_of_it(tmp_path: Path) -> None:
+    backend = SqliteBackend(str(tmp_path / "ledger.db"))
+    good = record(1, 1_700_000_000_000).row()
+    bad = (None, *good[1:])  # ts_ms is NOT NULL
+    with pytest.raises(_core.StorageError):
+        backend.write([good, bad])
+    assert backend.page(Query(limit=10)).rows == []
+    with pytest.raises(_core.InvalidArgumentError):
+        backend.write([(object(), *good[1:])])
+    backend.write([good])  # the connection is still usable
+    assert [r["request_id"] for r in backend.page(Query(limit=10)).rows] == ["req-1"]
+    backend.close()
+
+
+def test_the_writer_releases_the_interpreter_while_sqlite_waits(tmp_path: Path) -> None:
+    """A batch waiting on SQLite (here: another connection holds the write lock) must not
+    hold the interpreter lock: the event loop's thread keeps running meanwhile."""
+    path = str(tmp_path / "requests.db")
+    backend = SqliteBackend(path)
+    blocker = _core.SqliteRows(path)
+    blocker.execute("BEGIN IMMEDIATE")
+    done = threading.Event()
+
+    def write() -> None:
+        backend.write([record(1, 1_700_000_000_000).row()])
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    spins = 0
+    while spins < 1000 and not done.is_set():
+        spins += 1  # runs only while the writer does not hold the interpreter
+        time.sleep(0.001)
+    assert not done.is_set()  # still waiting for the lock, and this thread ran meanwhile
+    blocker.execute("COMMIT")
+    thread.join(30)
+    assert done.is_set()
+    assert len(backend.page(Query(limit=10)).rows) == 1
+    blocker.close()
     backend.close()

@@ -19,7 +19,6 @@ import binascii
 import collections
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hybridfast import _core
 from hybridfast.errors import InvalidRequest
 from hybridfast.observability.record import ROW_FIELDS, RequestRecord
 
@@ -48,8 +48,6 @@ FILTER_COLUMNS = (
     "parent_id",
 )
 _INDEXED = ("key_name", "team", "model", "status")
-# Rows per INSERT statement of the SQLite writer, largest first (the last must be 1).
-INSERT_SIZES = (256, 32, 4, 1)
 # Columns added after the first release, with their types: a table from before gets them by
 # ALTER TABLE ADD COLUMN when the log opens (nullable, so no rewrite; old rows read NULL).
 ADDED_COLUMNS = (("parent_id", "TEXT"),)
@@ -199,8 +197,11 @@ class Backend(Protocol):
 class SqliteBackend:
     """A SQLite file of its own (never the ledger's: see `LedgerConfig.sibling`), or a
     private in-memory database when the ledger keeps nothing on disk. One connection
-    writes (the writer thread), one reads (admin queries, under a lock); WAL lets them run
-    at the same time."""
+    writes (the writer thread), one reads (admin queries); WAL lets them run at the same
+    time. Both are the core's (`_core.SqliteRows`): a batch is converted in one call and
+    written with the interpreter lock released, where Python's `sqlite3` would bind and
+    step it with the lock held between steps, taking it from the event loop for the whole
+    batch (and the core's SQLite must be the only one on the file, see `SqliteRows`)."""
 
     def __init__(self, path: str | None, *, synchronous_full: bool = False) -> None:
         if path is None:
@@ -210,56 +211,26 @@ class SqliteBackend:
             )
         else:
             target, uri = path, False
-        self._writer = self._connect(target, uri)
-        self._writer.execute(f"PRAGMA synchronous={'FULL' if synchronous_full else 'NORMAL'}")
-        present = [r[1] for r in self._writer.execute(f"PRAGMA table_info({TABLE})")]
-        with self._writer:
-            for statement in schema_statements("id INTEGER PRIMARY KEY", present):
-                self._writer.execute(statement)
-        self._reader = self._connect(target, uri)
-        self._read_lock = threading.Lock()
-        # Rows go in as multi-row INSERTs of a few fixed sizes (each a cached statement):
-        # `executemany` steps once per row, and every step hands the interpreter lock to
-        # the event loop and back (a futex wake each way, ~3 per request on the loop).
-        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._sizes = tuple(n for n in INSERT_SIZES if n * len(ROW_FIELDS) <= limit) or (1,)
-        row = f"({', '.join('?' * len(ROW_FIELDS))})"
-        self._inserts = {
-            n: f"INSERT INTO {TABLE} ({', '.join(ROW_FIELDS)}) VALUES {', '.join([row] * n)}"
-            for n in self._sizes
-        }
-
-    @staticmethod
-    def _connect(target: str, uri: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(target, uri=uri, check_same_thread=False, timeout=30)
-        if not uri:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
+        self._writer = _core.SqliteRows(target, uri, synchronous_full)
+        present = [str(r[1]) for r in self._writer.query(f"PRAGMA table_info({TABLE})")]
+        self._writer.execute_all(schema_statements("id INTEGER PRIMARY KEY", present))
+        self._reader = _core.SqliteRows(target, uri)
+        marks = ", ".join("?" * len(ROW_FIELDS))
+        self._insert = f"INSERT INTO {TABLE} ({', '.join(ROW_FIELDS)}) VALUES ({marks})"
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        with self._writer:
-            start = 0
-            for size in self._sizes:  # largest first
-                while len(rows) - start >= size:
-                    part = rows[start : start + size]
-                    self._writer.execute(self._inserts[size], [v for row in part for v in row])
-                    start += size
+        self._writer.insert_all(self._insert, rows)
 
     def delete_before(self, ts_ms: int, chunk: int) -> int:
-        with self._writer:
-            cur = self._writer.execute(
-                f"DELETE FROM {TABLE} WHERE id IN "
-                f"(SELECT id FROM {TABLE} WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
-                (ts_ms, chunk),
-            )
-        return int(cur.rowcount)
+        return self._writer.execute(
+            f"DELETE FROM {TABLE} WHERE id IN "
+            f"(SELECT id FROM {TABLE} WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+            (ts_ms, chunk),
+        )
 
     def page(self, query: Query) -> Page:
         sql, params = select_sql(query, "?")
-        with self._read_lock:
-            rows = self._reader.execute(sql, params).fetchall()
-        return to_page(rows, query.limit)
+        return to_page(self._reader.query(sql, params), query.limit)
 
     def close(self) -> None:
         self._writer.close()

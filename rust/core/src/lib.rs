@@ -9,6 +9,7 @@
 //! - [`cache`]: vector index, hashing embedder, exact-match table.
 //! - [`embed`]: the local neural embedding model.
 //! - [`sched`]: admission in front of a concurrency limit: priorities, fairness, a bounded queue.
+//! - [`rows`]: a SQLite file of rows written in batches without Python (the request log).
 
 pub mod cache;
 pub mod embed;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod money;
 pub mod ratelimit;
 pub mod router;
+pub mod rows;
 pub mod sched;
 
 pub use error::{CoreError, CoreResult};

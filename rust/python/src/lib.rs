@@ -12,6 +12,7 @@ mod ledger;
 mod money;
 mod ratelimit;
 mod router;
+mod rows;
 mod sched;
 
 #[pymodule]
@@ -25,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     embed::register(m)?;
     sched::register(m)?;
+    rows::register(m)?;
     Ok(())
 }
