@@ -28,6 +28,7 @@ from benches.gateway_load import Phase, run_phase
 from tests.fakes.background import BackgroundLoop
 from tests.fakes.server import free_port, start_fake, start_server
 
+from hybridfast import _core
 from hybridfast.observability.request_log import (
     TABLE,
     Query,
@@ -131,13 +132,14 @@ def test_request_log_deep_page_keyset_big(benchmark: Any, big: SqliteBackend) ->
 
 def test_request_log_deep_page_offset_big(benchmark: Any, big_path: Path) -> None:
     """The same page as the keyset one, the way an OFFSET-paginated UI asks for it."""
-    conn = sqlite3.connect(f"file:{big_path}?mode=ro", uri=True)
+    # The backend's own SQLite library, as the keyset pages use (one library per file).
+    conn = _core.SqliteRows(f"file:{big_path}?mode=ro", uri=True)
 
     def offset_page() -> int:
-        rows = conn.execute(
+        rows = conn.query(
             f"SELECT * FROM {TABLE} ORDER BY ts_ms DESC, id DESC LIMIT 100 OFFSET ?",
             (ROWS - ROWS // 2 + 1,),
-        ).fetchall()
+        )
         assert len(rows) == 100
         return len(rows)
 
