@@ -201,6 +201,19 @@ def test_a_batch_with_a_bad_row_writes_none_of_it(tmp_path: Path) -> None:
     backend.close()
 
 
+def test_a_page_of_the_in_memory_log_does_not_fail_on_a_batch_being_written() -> None:
+    """Without a ledger file the log is a shared in-memory database, which locks per table:
+    a page asked for while the writer's batch was open failed ("table is locked")."""
+    backend = SqliteBackend(None)
+    backend.write([record(1, 1_700_000_000_000).row()])
+    backend._writer.execute("BEGIN IMMEDIATE")
+    backend._writer.execute(backend._insert, record(2, 1_700_000_000_001).row())
+    assert len(backend.page(Query(limit=10)).rows) >= 1
+    backend._writer.execute("COMMIT")
+    assert len(backend.page(Query(limit=10)).rows) == 2
+    backend.close()
+
+
 def test_the_writer_releases_the_interpreter_while_sqlite_waits(tmp_path: Path) -> None:
     """A batch waiting on SQLite (here: another connection holds the write lock) must not
     hold the interpreter lock: the event loop's thread keeps running meanwhile."""
